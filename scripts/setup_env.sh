@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything the app and the tests need on a fresh Debian machine: system packages (apt), a virtual
+# environment with the pinned Python packages, and an `ffmpeg` link inside the venv (from imageio-ffmpeg).
+# Idempotent: run by `make run` / `make test` whenever requirements change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+ldconfig -p 2>/dev/null | grep -q 'libGL.so.1' || need_apt+=(libgl1)
+ldconfig -p 2>/dev/null | grep -q 'libglib-2.0.so.0' || need_apt+=(libglib2.0-0)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  echo "[setup] apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" \
+    || echo "[setup] warning: could not install ${need_apt[*]} (browser tests will be skipped)"
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install -q -r requirements.txt
+"$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
+# Gradio's pydub looks for `ffmpeg` on PATH; the venv's bin is on PATH when the venv's python runs our code.
+ln -sf "$("$VENV/bin/python" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" "$VENV/bin/ffmpeg"
+echo "[setup] done: $("$VENV/bin/python" --version) in $VENV"
