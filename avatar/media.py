@@ -1,0 +1,279 @@
+"""Media I/O in one place: decode any audio to float32 mono, images to uint8 RGB, and write H.264 + AAC MP4 files
+by streaming frames to ffmpeg (the binary shipped by imageio-ffmpeg; no system ffmpeg is assumed)."""
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import AudioTooLong, AudioTooShort, BadAudio, BadImage, NoSpeech
+from .types import FPS, Audio, check_frames
+
+SILENCE_DBFS = -45.0  # peak-normalised frame RMS below this everywhere = "no speech heard"
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# ---------------------------------------------------------------- audio
+def load_audio(path: str | Path, sample_rate: int = 16000) -> Audio:
+    """Decodes any audio ffmpeg reads (wav, mp3, flac, ogg, webm/opus, m4a; any rate, any channels) to float32 mono."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadAudio(f"audio file not found: {p.name}")
+    if p.stat().st_size == 0:
+        raise BadAudio("the audio file is empty (0 bytes)")
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(p), "-vn", "-ac", "1", "-ar", str(sample_rate),
+           "-f", "f32le", "-"]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        raise BadAudio(f"{p.name} is not an audio file we can decode")
+    samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if samples.size == 0:
+        raise BadAudio(f"{p.name} contains no audio samples")
+    return Audio(np.clip(samples, -1.0, 1.0), sample_rate)
+
+
+def audio_from_array(samples: np.ndarray, sample_rate: int) -> Audio:
+    """Any PCM array (int16/int32/float, (n,) or (n, channels)) -> float32 mono Audio."""
+    x = np.asarray(samples)
+    if x.size == 0:
+        raise BadAudio("the audio is empty")
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
+    x = x.astype(np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=1 if x.shape[1] <= 8 else 0)
+    return Audio(np.clip(x, -1.0, 1.0).astype(np.float32), int(sample_rate))
+
+
+def resample(audio: Audio, sample_rate: int) -> Audio:
+    if audio.sample_rate == sample_rate:
+        return audio
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(sample_rate, audio.sample_rate)
+    y = resample_poly(audio.samples, ratio.numerator, ratio.denominator).astype(np.float32)
+    return Audio(np.clip(y, -1.0, 1.0), sample_rate)
+
+
+def save_wav(audio: Audio, path: str | Path) -> Path:
+    import soundfile as sf
+
+    sf.write(str(path), audio.samples, audio.sample_rate, subtype="PCM_16")
+    return Path(path)
+
+
+def wav_bytes(audio: Audio) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, audio.samples, audio.sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def check_duration(audio: Audio, min_s: float, max_s: float) -> Audio:
+    if audio.duration_s < min_s:
+        raise AudioTooShort(f"the audio is {audio.duration_s:.2f} s long; at least {min_s:g} s is needed")
+    if audio.duration_s > max_s:
+        raise AudioTooLong(f"the audio is {audio.duration_s:.1f} s long; the maximum is {max_s:g} s")
+    return audio
+
+
+def frame_rms_dbfs(audio: Audio, frame_s: float = 0.02) -> np.ndarray:
+    n = max(1, int(audio.sample_rate * frame_s))
+    usable = len(audio.samples) // n * n
+    if usable == 0:
+        return np.array([-120.0])
+    frames = audio.samples[:usable].reshape(-1, n)
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-6))
+
+
+def check_not_silent(audio: Audio) -> Audio:
+    """Raises NoSpeech when no 20 ms frame rises above SILENCE_DBFS (absolute level)."""
+    if frame_rms_dbfs(audio).max() < SILENCE_DBFS:
+        raise NoSpeech("no speech heard: the recording is silent")
+    return audio
+
+
+# ---------------------------------------------------------------- images
+def load_image(source: str | Path | np.ndarray) -> np.ndarray:
+    """A path or an array in any common mode (gray, RGBA, CMYK, palette, 16-bit) -> uint8 HxWx3 RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, np.ndarray):
+        return array_to_rgb(source)
+    p = Path(source)
+    if not p.is_file():
+        raise BadImage(f"image file not found: {p.name}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I", "F"):
+                arr = np.asarray(im, dtype=np.float64)
+                arr = (255 * (arr - arr.min()) / max(1e-9, np.ptp(arr))).astype(np.uint8)
+                return array_to_rgb(arr)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise BadImage(f"{p.name} is not an image we can read (use PNG or JPEG)") from None
+
+
+def array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.size == 0 or a.ndim not in (2, 3):
+        raise BadImage("expected an image (height x width [x channels])")
+    if a.dtype != np.uint8:
+        a = np.clip(a * 255.0 if a.dtype.kind == "f" and a.max() <= 1.0 else a, 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        rgb, alpha = a[:, :, :3].astype(np.float32), a[:, :, 3:].astype(np.float32) / 255.0
+        a = (rgb * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)  # composite on white
+    elif a.shape[2] != 3:
+        raise BadImage(f"unsupported image with {a.shape[2]} channels")
+    return np.ascontiguousarray(a)
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(image).save(str(path), format="PNG")
+    return Path(path)
+
+
+# ---------------------------------------------------------------- video
+class VideoWriter:
+    """Streams uint8 RGB frames into an MP4 (H.264 yuv420p + AAC) through one ffmpeg process: constant memory.
+
+    with VideoWriter(out, fps=25, audio=speech) as w:
+        for batch in frames: w.write(batch)
+    """
+
+    def __init__(self, path: str | Path, fps: int = FPS, audio: Audio | None = None, crf: int = 20,
+                 preset: str = "veryfast") -> None:
+        self.path, self.fps, self.audio, self.crf, self.preset = Path(path), fps, audio, crf, preset
+        self.frames_written = 0
+        self._proc: subprocess.Popen | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._size: tuple[int, int] | None = None
+
+    def _start(self, height: int, width: int) -> None:
+        if height % 2 or width % 2:
+            raise ValueError("H.264 (yuv420p) needs even frame sizes")
+        self._size = (height, width)
+        cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-r", str(self.fps), "-i", "-"]
+        if self.audio is not None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="avatar-mux-")
+            wav = save_wav(self.audio, Path(self._tmp.name) / "audio.wav")
+            cmd += ["-i", str(wav), "-c:a", "aac", "-b:a", "128k"]
+        cmd += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
+                "-movflags", "+faststart", str(self.path)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def write(self, frames: np.ndarray) -> None:
+        frames = check_frames(frames if frames.ndim == 4 else frames[None])
+        if self._proc is None:
+            self._start(frames.shape[1], frames.shape[2])
+        assert frames.shape[1:3] == self._size, "all frames of a video must have the same size"
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+        self.frames_written += len(frames)
+
+    def close(self) -> Path:
+        if self._proc is None:
+            raise ValueError("no frames were written")
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+        code = self._proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        if code != 0:
+            raise RuntimeError(f"ffmpeg failed ({code}): {err.strip()[-500:]}")
+        return self.path
+
+    def abort(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], audio: Audio | None = None, fps: int = FPS) -> Path:
+    with VideoWriter(path, fps=fps, audio=audio) as w:
+        for batch in frames:
+            w.write(batch)
+    return Path(path)
+
+
+def read_video(path: str | Path, batch: int = 16) -> Iterator[np.ndarray]:
+    """Yields uint8 (B,H,W,3) RGB batches of a video file's frames."""
+    import imageio_ffmpeg
+
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    meta = next(gen)
+    width, height = meta["size"]
+    buf: list[np.ndarray] = []
+    for raw in gen:
+        buf.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+        if len(buf) == batch:
+            yield np.stack(buf)
+            buf = []
+    if buf:
+        yield np.stack(buf)
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    video_codec: str | None
+    audio_codec: str | None
+    fps: float | None
+    width: int | None
+    height: int | None
+    n_frames: int
+    video_duration_s: float
+    audio_duration_s: float
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Streams, codecs, frame count and per-stream durations (decoded, not from headers)."""
+    import imageio_ffmpeg
+
+    err = subprocess.run([ffmpeg_exe(), "-nostdin", "-i", str(path)], capture_output=True).stderr.decode(errors="replace")
+    video = re.search(r"Stream #\S+.*?: Video: (\w+).*?, (\d+)x(\d+)[^\n]*?, ([\d.]+) fps", err)
+    audio = re.search(r"Stream #\S+.*?: Audio: (\w+)", err)
+    n_frames = 0
+    fps = float(video.group(4)) if video else None
+    if video:
+        n_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    audio_s = 0.0
+    if audio:
+        audio_s = load_audio(path, 16000).duration_s
+    return MediaInfo(video.group(1) if video else None, audio.group(1) if audio else None, fps,
+                     int(video.group(2)) if video else None, int(video.group(3)) if video else None,
+                     n_frames, n_frames / fps if fps else 0.0, audio_s)
