@@ -39,3 +39,32 @@ class TalkingHead(Protocol):
                intensity: float = 1.0) -> Iterator[np.ndarray]:
         """Yields uint8 (B,S,S,3) batches; n_frames(speech.duration_s) frames in all."""
         ...
+
+
+def load_head(config) -> TalkingHead:
+    """The configured engine: "eat" when its weights are all present (auto), else the embedded "lite" engine.
+
+    The fallback reason is kept on the engine (`fallback_reason`) for the doctor and the System tab.
+    """
+    import logging
+
+    log = logging.getLogger("avatar")
+    backend, reason = config.head.backend, None
+    if backend in ("auto", "eat"):
+        try:
+            from .eat import EatEngine, eat_missing_files
+
+            missing = eat_missing_files(config)
+            if not missing:
+                return EatEngine.load(config)
+            shown = ", ".join(str(p) for p in missing[:4]) + (" ..." if len(missing) > 4 else "")
+            reason = f"EAT weights missing ({len(missing)} files: {shown})"
+        except ImportError as e:
+            reason = f"EAT engine unavailable: {e}"
+        if backend == "eat":
+            log.warning("talking head: %s; falling back to the lite engine", reason)
+    from .lite import LiteEngine
+
+    engine = LiteEngine.load(config)
+    engine.fallback_reason = reason
+    return engine

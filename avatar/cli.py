@@ -1,0 +1,204 @@
+"""Command line: python -m avatar {transcribe,say,chat,render,matte,enhance,doctor,bench,download} ...
+
+Domain errors print their message and exit with status 2; nothing else is lost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import AvatarConfig
+from .errors import AvatarError
+from .types import EMOTIONS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m avatar", description="Talk to an avatar made from one photo.")
+    p.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    p.add_argument("--weights-dir", help="folder with user-supplied weights (default: checkpoints/)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("transcribe", help="speech file -> text")
+    s.add_argument("file")
+    s.add_argument("--lang", default="auto", help="auto | zh | en")
+
+    s = sub.add_parser("say", help="text -> speech wav")
+    s.add_argument("text")
+    s.add_argument("--lang", default="auto")
+    s.add_argument("--voice", default=None)
+    s.add_argument("--out", required=True)
+
+    s = sub.add_parser("chat", help="chat with the configured model (interactive, or --text once)")
+    s.add_argument("--text", default=None)
+
+    s = sub.add_parser("render", help="photo + speech (or text) -> talking-head MP4")
+    s.add_argument("--photo", required=True)
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--audio")
+    src.add_argument("--text")
+    s.add_argument("--lang", default="auto")
+    s.add_argument("--emotion", default="neutral", choices=EMOTIONS)
+    s.add_argument("--intensity", type=float, default=None)
+    s.add_argument("--pose", default=None)
+    s.add_argument("--background", default="none", help="'#RRGGBB' or none")
+    s.add_argument("--size", type=int, default=None, choices=(256, 512))
+    s.add_argument("--engine", default=None, choices=("auto", "lite", "eat"))
+    s.add_argument("--enhance", action="store_true")
+    s.add_argument("--out", required=True)
+
+    s = sub.add_parser("matte", help="photo -> photo on a solid background colour (PNG)")
+    s.add_argument("photo")
+    s.add_argument("--background", default="#00ff00")
+    s.add_argument("--out", required=True)
+
+    s = sub.add_parser("enhance", help="photo or video -> face-enhanced result")
+    s.add_argument("input")
+    s.add_argument("--out", required=True)
+
+    s = sub.add_parser("doctor", help="which backend each stage runs, and which weights are missing")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("bench", help="per-stage speed on this machine")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--stages", default="startup,asr,tts,chat,head", help="comma-separated")
+
+    s = sub.add_parser("download", help="download and verify the original design's weights")
+    s.add_argument("names", nargs="*", help="model names (default: all); see `doctor`")
+    s.add_argument("--yes", action="store_true", help="accept the licences without asking")
+    s.add_argument("--list", action="store_true", help="list the models and exit")
+    return p
+
+
+def load_config(args: argparse.Namespace) -> AvatarConfig:
+    cfg = AvatarConfig.load(args.config)
+    changes = {}
+    if args.weights_dir:
+        changes["weights_dir"] = args.weights_dir
+    if args.device:
+        changes["device"] = args.device
+    if getattr(args, "engine", None):
+        changes["head.backend"] = args.engine
+    return cfg.replace(**changes) if changes else cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args)
+        return COMMANDS[args.command](args, cfg)
+    except AvatarError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _system(cfg: AvatarConfig, *stages: str):
+    from .system import AvatarSystem
+
+    return AvatarSystem.load(cfg, stages=stages)
+
+
+def cmd_transcribe(args, cfg) -> int:
+    print(_system(cfg, "asr").transcribe(args.file, args.lang).text)
+    return 0
+
+
+def cmd_say(args, cfg) -> int:
+    from . import media
+
+    audio = _system(cfg, "tts").speak(args.text, args.lang, args.voice)
+    media.save_wav(audio, args.out)
+    print(f"wrote {args.out} ({audio.duration_s:.2f} s)")
+    return 0
+
+
+def cmd_chat(args, cfg) -> int:
+    system = _system(cfg, "chat")
+    conv = system.new_conversation()
+    if args.text is not None:
+        print("".join(system.chat(conv, args.text)))
+        return 0
+    print("Chat with the avatar's model. Empty line or Ctrl-D quits; /clear forgets the history.")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            return 0
+        if not line:
+            return 0
+        if line == "/clear":
+            conv.clear()
+            continue
+        try:
+            print("avatar> ", end="", flush=True)
+            for delta in system.chat(conv, line):
+                print(delta, end="", flush=True)
+            print()
+        except AvatarError as e:
+            print(f"\nerror: {e}", file=sys.stderr)
+
+
+def cmd_render(args, cfg) -> int:
+    stages = ("head", "matting") + (("tts",) if args.text else ()) + (("enhance",) if args.enhance else ())
+    system = _system(cfg, *stages)
+    speech = args.audio
+    if args.text:
+        speech = system.speak(args.text, args.lang)
+    out = system.render(args.photo, speech, args.emotion, args.pose, args.background, args.size, args.enhance,
+                        out_path=args.out, intensity=args.intensity)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_matte(args, cfg) -> int:
+    from . import media
+
+    media.save_png(_system(cfg, "matting").matte(args.photo, args.background), args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_enhance(args, cfg) -> int:
+    from . import media
+
+    system = _system(cfg, "enhance")
+    result = system.enhance(args.input, args.out)
+    if not isinstance(result, Path):
+        media.save_png(result, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_doctor(args, cfg) -> int:
+    from .doctor import doctor_report, format_report
+
+    report = doctor_report(cfg)
+    print(json.dumps(report, indent=2, ensure_ascii=False, default=str) if args.json else format_report(report))
+    return 0
+
+
+def cmd_bench(args, cfg) -> int:
+    from .bench import run_bench
+
+    result = run_bench(cfg, [s.strip() for s in args.stages.split(",") if s.strip()])
+    print(json.dumps(result, indent=2 if not args.json else None, ensure_ascii=False))
+    return 0
+
+
+def cmd_download(args, cfg) -> int:
+    from .download import main_download
+
+    return main_download(cfg, args.names, accept=args.yes, list_only=args.list)
+
+
+COMMANDS = {"transcribe": cmd_transcribe, "say": cmd_say, "chat": cmd_chat, "render": cmd_render,
+            "matte": cmd_matte, "enhance": cmd_enhance, "doctor": cmd_doctor, "bench": cmd_bench,
+            "download": cmd_download}

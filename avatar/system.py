@@ -1,0 +1,398 @@
+"""AvatarSystem: built once at start-up; loads every configured stage and keeps it in memory.
+
+The Gradio tabs (app.py) and the CLI call its methods directly. A stage whose weights are missing falls back to its
+embedded default inside its own `load()` (with a log line); a stage that cannot load at all is recorded as
+unavailable with its reason and the rest of the system keeps working.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from . import media
+from .config import AvatarConfig
+from .errors import AvatarError, BackendUnavailable, EmptyText, TextTooLong
+from .types import EMOTIONS, Audio, check_emotion, check_language
+
+log = logging.getLogger("avatar")
+
+STAGES: tuple[str, ...] = ("asr", "tts", "chat", "head", "matting", "enhance")
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class StageStatus:
+    name: str
+    backend: str  # the backend that runs, or "unavailable" / "off"
+    device: str = "cpu"
+    load_s: float = 0.0
+    note: str = ""  # fallback reason or error
+
+
+@dataclass
+class TurnEvent:
+    """One step of a streamed conversation turn (see AvatarSystem.respond)."""
+
+    kind: str  # transcript | mood | text | chunk | done
+    text: str = ""  # transcript / reply so far / sentence of the chunk
+    path: Path | None = None  # chunk: an MP4 of one sentence
+    emotion: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def parse_colour(background: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+    """'#RRGGBB', 'none' or an (r,g,b) tuple -> (r,g,b) or None (keep the photo's background)."""
+    if background is None or isinstance(background, tuple):
+        return background
+    text = background.strip().lower()
+    if text in ("", "none", "original"):
+        return None
+    if text.startswith("rgb"):  # Gradio's ColorPicker may give "rgba(r, g, b, a)"
+        parts = [float(p) for p in text[text.index("(") + 1:text.index(")")].split(",")[:3]]
+        return tuple(int(round(p)) for p in parts)  # type: ignore[return-value]
+    text = text.lstrip("#")
+    if len(text) != 6 or any(c not in "0123456789abcdef" for c in text):
+        raise AvatarError(f"background must be '#RRGGBB' or 'none', not {background!r}")
+    return tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+class AvatarSystem:
+    def __init__(self, config: AvatarConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.status: dict[str, StageStatus] = {}
+        self.last_timings: dict[str, float] = {}
+        self.output_dir = Path(config.output_dir).resolve()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.asr = self.tts = self.chat_model = self.head = self.matting = self.enhancer = None
+        self._faces: dict[tuple[str, int], Any] = {}  # prepared photos, keyed by content hash and size
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ start-up
+    @classmethod
+    def load(cls, config: AvatarConfig | None = None, stages: tuple[str, ...] = STAGES) -> "AvatarSystem":
+        system = cls(config or AvatarConfig())
+        t0 = time.perf_counter()
+        for name in stages:
+            system._load_stage(name)
+        system.startup_s = time.perf_counter() - t0
+        log.info("avatar system ready in %.1f s on %s", system.startup_s, system.device)
+        return system
+
+    def _load_stage(self, name: str) -> None:
+        loader = getattr(self, f"_load_{name}")
+        t0 = time.perf_counter()
+        try:
+            stage = loader()
+            backend = getattr(stage, "backend", None) or getattr(stage, "name", "off") if stage else "off"
+            note = getattr(stage, "fallback_reason", None) or ""
+            device = getattr(stage, "device", "cpu") if stage else "-"
+        except Exception as e:  # a stage that cannot load must not take the app down
+            log.exception("stage %s could not load", name)
+            backend, note, device = "unavailable", f"{type(e).__name__}: {e}", "-"
+        st = StageStatus(name, backend, device, time.perf_counter() - t0, note)
+        self.status[name] = st
+        log.info("stage %-8s backend=%-12s device=%-5s load %.1f s%s", name, st.backend, st.device, st.load_s,
+                 f"  ({note})" if note else "")
+
+    def _load_asr(self):
+        from .asr import Asr
+
+        self.asr = Asr.load(self.config)
+        return self.asr
+
+    def _load_tts(self):
+        from .tts import Tts
+
+        self.tts = Tts.load(self.config)
+        return self.tts
+
+    def _load_chat(self):
+        from .chat import ChatModel
+
+        self.chat_model = ChatModel.load(self.config)
+        return self.chat_model
+
+    def _load_head(self):
+        from .talking_head import load_head
+
+        self.head = load_head(self.config)
+        return self.head
+
+    def _load_matting(self):
+        from .matting import Matting
+
+        self.matting = Matting.load(self.config)
+        return self.matting
+
+    def _load_enhance(self):
+        from .enhance import Enhancer
+
+        self.enhancer = Enhancer.load(self.config)
+        return self.enhancer if self.enhancer and getattr(self.enhancer, "backend", "off") != "off" else None
+
+    def _require(self, stage: str):
+        obj = {"asr": self.asr, "tts": self.tts, "chat": self.chat_model, "head": self.head,
+               "matting": self.matting, "enhance": self.enhancer}[stage]
+        if obj is None:
+            st = self.status.get(stage)
+            why = f": {st.note}" if st and st.note else ""
+            raise BackendUnavailable(f"the {stage} stage is not loaded{why}")
+        return obj
+
+    # ------------------------------------------------------------ single stages
+    def load_audio(self, source: str | Path | Audio | tuple, sample_rate: int = 16000) -> Audio:
+        """A path, an Audio, or Gradio's (sample_rate, array) tuple -> Audio at sample_rate."""
+        if isinstance(source, Audio):
+            return media.resample(source, sample_rate)
+        if isinstance(source, tuple):
+            rate, array = source
+            return media.resample(media.audio_from_array(array, rate), sample_rate)
+        if source is None or str(source) == "":
+            raise media.BadAudio("no audio given: record or upload a clip")
+        return media.load_audio(source, sample_rate)
+
+    def transcribe(self, audio: str | Path | Audio | tuple, language: str = "auto"):
+        """-> avatar.asr.Transcript. Raises AudioTooShort/AudioTooLong/NoSpeech/BadAudio/UnknownLanguage."""
+        language = check_language(language)
+        lim = self.config.limits
+        speech = media.check_not_silent(media.check_duration(self.load_audio(audio), lim.min_audio_s, lim.max_audio_s))
+        t0 = time.perf_counter()
+        result = self._require("asr").transcribe(speech, language=language)
+        self.last_timings["asr_s"] = time.perf_counter() - t0
+        return result
+
+    def check_text(self, text: str) -> str:
+        text = (text or "").strip()
+        if not text:
+            raise EmptyText("the text is empty: type or say something")
+        if len(text) > self.config.limits.max_text_chars:
+            raise TextTooLong(f"the text has {len(text)} characters; the maximum is {self.config.limits.max_text_chars}")
+        return text
+
+    def speak(self, text: str, language: str = "auto", voice: str | None = None) -> Audio:
+        text, language = self.check_text(text), check_language(language)
+        t0 = time.perf_counter()
+        audio = self._require("tts").synthesize(text, language=language, voice=voice)
+        self.last_timings["tts_s"] = time.perf_counter() - t0
+        return audio
+
+    def voices(self) -> list[str]:
+        return list(self.tts.voices()) if self.tts is not None else []
+
+    def new_conversation(self):
+        from .chat import Conversation
+
+        return Conversation(max_rounds=self.config.chat.max_rounds)
+
+    def chat(self, conversation, text: str, language: str = "auto", mood: str | None = None) -> Iterator[str]:
+        """Streams reply text deltas; the round joins the history only when the reply completes."""
+        text, language = self.check_text(text), check_language(language)
+        if language == "auto":
+            from .text import detect_language
+
+            language = detect_language(text)
+        return self._require("chat").stream(conversation, text, language=language, mood=mood)
+
+    def chat_reply(self, conversation, text: str, language: str = "auto") -> str:
+        return "".join(self.chat(conversation, text, language))
+
+    # ------------------------------------------------------------ video
+    def prepare_photo(self, photo: np.ndarray | str | Path):
+        image = media.load_image(photo)
+        head = self._require("head")
+        key = (hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest(), getattr(head, "size", 256))
+        with self._lock:
+            if key not in self._faces:
+                if len(self._faces) > 16:
+                    self._faces.pop(next(iter(self._faces)))
+                self._faces[key] = head.prepare(image)
+            return self._faces[key]
+
+    def new_output_path(self, suffix: str, folder: Path | None = None) -> Path:
+        folder = folder or self.output_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}{suffix}"
+
+    def render(self, photo, speech, emotion: str = "neutral", pose: str | None = None,
+               background: str | tuple | None = None, size: int | None = None, enhance: bool = False,
+               out_path: str | Path | None = None, intensity: float | None = None,
+               progress: ProgressFn | None = None) -> Path:
+        """Photo + speech (path / Audio) -> MP4 (H.264 + AAC, 25 fps). Streams frames: constant memory."""
+        from .poses import load_pose
+        from .render import render_clip
+        from .talking_head import n_frames
+
+        emotion = check_emotion(emotion)
+        lim = self.config.limits
+        audio = media.check_duration(self.load_audio(speech, 16000), lim.min_audio_s, lim.max_render_audio_s)
+        face = self.prepare_photo(photo)
+        pose_seq = load_pose(pose or self.config.head.pose, n_frames(audio.duration_s))
+        out = Path(out_path) if out_path else self.new_output_path(".mp4")
+        t0 = time.perf_counter()
+        render_clip(self._require("head"), face, audio, emotion, pose_seq, background=parse_colour(background),
+                    size=size or self.config.head.size, matting=self.matting if background not in (None, "none") else None,
+                    out_path=out, enhancer=self._enhance_fn() if enhance else None,
+                    intensity=self.config.head.intensity if intensity is None else intensity, progress=progress)
+        self.last_timings["render_s"] = time.perf_counter() - t0
+        return out
+
+    def _enhance_fn(self):
+        enhancer = self._require("enhance")
+        return enhancer.enhance_faces
+
+    def matte(self, photo, background: str | tuple | None = "#00ff00") -> np.ndarray:
+        """Photo -> photo composited on a solid colour (the photo itself when background is None)."""
+        image = media.load_image(photo)
+        colour = parse_colour(background) or (255, 255, 255)
+        matting = self._require("matting")
+        alpha = matting.alpha(image[None])
+        return matting.composite(image[None], alpha, colour)[0]
+
+    def enhance(self, source: str | Path | np.ndarray, out_path: str | Path | None = None):
+        """A photo (array/path) -> enhanced array; a video path -> enhanced MP4 path."""
+        enhancer = self._require("enhance")
+        if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".mp4", ".mov", ".webm", ".mkv", ".avi"):
+            out = Path(out_path) if out_path else self.new_output_path(".mp4")
+            return enhancer.enhance_video(source, out)
+        return enhancer.enhance_image(media.load_image(source))
+
+    # ------------------------------------------------------------ a conversation turn
+    def respond(self, conversation, photo=None, audio=None, text: str | None = None, language: str = "auto",
+                emotion: str = "auto", pose: str | None = None, background: str | None = None,
+                size: int | None = None, enhance: bool = False, voice: str | None = None,
+                chunk_dir: Path | None = None) -> Iterator[TurnEvent]:
+        """One spoken turn as a generator: transcript -> reply text -> per sentence: speech -> video chunk.
+
+        Each sentence's MP4 chunk is yielded as soon as it is rendered, while the chat model is still producing the
+        next sentence, so the first chunk plays long before the reply is finished. History is updated only when the
+        reply completes (the chat stage does that).
+        """
+        from .emotion import analyze_text, extract_emotion_tag, reply_emotion
+        from .text import detect_language, split_sentences
+
+        if emotion != "auto":
+            check_emotion(emotion)
+        timings: dict[str, float] = {}
+        if photo is not None:
+            self.prepare_photo(photo)  # fail early on a bad photo, before any model work
+        t0 = time.perf_counter()
+        if audio is not None and not (text or "").strip():
+            transcript = self.transcribe(audio, language)
+            text, language = transcript.text, transcript.language
+            timings["asr_s"] = time.perf_counter() - t0
+            yield TurnEvent("transcript", text, data={"language": language})
+        text = self.check_text(text or "")
+        if language == "auto":
+            language = detect_language(text)
+        mood = analyze_text(text, language)
+        yield TurnEvent("mood", mood.label, data={"confidence": mood.confidence})
+        t1 = time.perf_counter()
+        reply, pending, first_token_s = "", "", None
+        tag = None
+        for delta in self.chat(conversation, text, language, mood=mood.label):
+            if first_token_s is None:
+                first_token_s = time.perf_counter() - t1
+            reply += delta
+            pending += delta
+            sentences = split_sentences(pending)
+            if len(sentences) > 1:  # the last piece may still grow: speak only the completed ones
+                for sentence in sentences[:-1]:
+                    sentence, tag = self._strip_tag(sentence, tag, extract_emotion_tag)
+                    yield TurnEvent("text", extract_emotion_tag(reply)[0])
+                    yield from self._speak_and_render(sentence, tag, emotion, language, photo, pose, background,
+                                                      size, enhance, voice, chunk_dir, timings)
+                pending = sentences[-1]
+        timings["chat_s"] = time.perf_counter() - t1
+        timings["chat_first_token_s"] = first_token_s or 0.0
+        clean_reply, _ = extract_emotion_tag(reply)
+        yield TurnEvent("text", clean_reply)
+        if pending.strip():
+            sentence, tag = self._strip_tag(pending, tag, extract_emotion_tag)
+            yield from self._speak_and_render(sentence, tag, emotion, language, photo, pose, background, size,
+                                              enhance, voice, chunk_dir, timings)
+        final = reply_emotion(clean_reply, language, tag) if emotion == "auto" else None
+        self.last_timings = {**timings, "total_s": time.perf_counter() - t0}
+        yield TurnEvent("done", clean_reply, emotion=final.label if final else emotion, data=dict(self.last_timings))
+
+    @staticmethod
+    def _strip_tag(sentence: str, tag: str | None, extract) -> tuple[str, str | None]:
+        clean, found = extract(sentence)
+        return clean, found or tag
+
+    def _speak_and_render(self, sentence, tag, emotion, language, photo, pose, background, size, enhance, voice,
+                          chunk_dir, timings) -> Iterator[TurnEvent]:
+        from .emotion import reply_emotion
+
+        if not sentence.strip():
+            return
+        label = emotion if emotion != "auto" else reply_emotion(sentence, language, tag).label
+        t0 = time.perf_counter()
+        speech = self._require("tts").synthesize(sentence, language=language, voice=voice)
+        timings["tts_s"] = timings.get("tts_s", 0.0) + time.perf_counter() - t0
+        if photo is None:
+            yield TurnEvent("chunk", sentence, None, label, {"audio": speech})
+            return
+        t1 = time.perf_counter()
+        out = self.new_output_path(".mp4", chunk_dir)
+        self.render(photo, speech, label, pose, background, size, enhance, out_path=out)
+        timings["render_s"] = timings.get("render_s", 0.0) + time.perf_counter() - t1
+        yield TurnEvent("chunk", sentence, out, label, {"audio_s": speech.duration_s})
+
+    # ------------------------------------------------------------ reports
+    def doctor(self) -> dict:
+        from .doctor import doctor_report
+
+        report = doctor_report(self.config)
+        report["loaded"] = {n: vars(s) for n, s in self.status.items()}
+        report["device"] = self.device
+        return report
+
+    def cleanup_outputs(self, max_age_s: float | None = None) -> int:
+        """Deletes generated files older than max_age_s (default: config.server.output_ttl_s). Returns the count."""
+        ttl = self.config.server.output_ttl_s if max_age_s is None else max_age_s
+        cutoff, removed = time.time() - ttl, 0
+        for p in self.output_dir.rglob("*"):
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink(missing_ok=True)
+                removed += 1
+        for d in sorted(self.output_dir.rglob("*"), reverse=True):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        return removed
+
+
+def concat_mp4(chunks: list[Path], out_path: Path) -> Path:
+    """Joins same-format MP4 chunks without re-encoding (ffmpeg concat demuxer)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "list.txt"
+        listing.write_text("".join(f"file '{Path(c).resolve()}'\n" for c in chunks))
+        import subprocess
+
+        proc = subprocess.run([media.ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-f", "concat", "-safe", "0",
+                               "-i", str(listing), "-c", "copy", str(out_path)], capture_output=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.decode(errors="replace")[-400:])
+    return out_path
+
+
