@@ -1,0 +1,297 @@
+"""GFPGAN v1.4 ("clean" architecture): a U-Net encoder that predicts StyleGAN2 latents and SFT conditions, and a
+StyleGAN2 decoder modulated by them. Written from the paper's / official repository's description; parameter names
+and shapes equal the official `GFPGANv1Clean` state_dict so its checkpoints load strictly.
+
+Inference-only differences from the official forward (same function, better kernels):
+- the stored noise buffers are always used (the official `randomize_noise=False`): deterministic and exportable;
+- the modulated convolution runs as one shared, batched convolution: the input channels are scaled by the style,
+  the output channels by the demodulation coefficients. The official per-sample grouped convolution
+  (groups=batch) is kept as `modulated_conv_grouped` and selected with `GFPGANv1Clean.use_grouped_conv(True)`.
+
+Tensors: input (B,3,S,S) RGB in [-1,1]; output (B,3,S,S) RGB, roughly [-1,1] (not clamped).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LRELU_SLOPE = 0.2
+STYLE_CONV_GAIN = math.sqrt(2.0)  # StyleGAN2's "equalised" gain after the modulated conv
+
+
+@dataclass(frozen=True)
+class GFPGANConfig:
+    out_size: int = 512  # face crop side, px (a power of two)
+    num_style_feat: int = 512  # width of the StyleGAN2 latent w
+    channel_multiplier: int = 2  # StyleGAN2 "large" channel widths at 64 px and above
+    num_mlp: int = 8  # style MLP depth (in the checkpoint; unused when input_is_latent)
+    narrow: float = 1.0  # channel width ratio (the U-Net uses half of it)
+    sft_half: bool = True  # SFT modulates only the second half of the decoder channels
+    different_w: bool = True  # one latent per decoder layer (else one shared latent)
+    input_is_latent: bool = True  # the encoder predicts w directly (style MLP skipped)
+
+
+V1_4 = GFPGANConfig()
+
+
+def _decoder_channels(cfg: GFPGANConfig, narrow: float) -> dict[int, int]:
+    m = cfg.channel_multiplier
+    return {4: int(512 * narrow), 8: int(512 * narrow), 16: int(512 * narrow), 32: int(512 * narrow),
+            64: int(256 * m * narrow), 128: int(128 * m * narrow), 256: int(64 * m * narrow),
+            512: int(32 * m * narrow), 1024: int(16 * m * narrow)}
+
+
+def _lrelu(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, LRELU_SLOPE)
+
+
+def _resize2x(x: Tensor, factor: float) -> Tensor:
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modulated convolution, two equivalent forms
+# ----------------------------------------------------------------------------------------------------------------
+def modulated_conv_grouped(x: Tensor, weight: Tensor, style: Tensor, demodulate: bool, upsample: bool,
+                           eps: float = 1e-8) -> Tensor:
+    """Reference form (as the official code): per-sample weights, one grouped conv with groups=batch.
+
+    x (B,Cin,H,W); weight (1,Cout,Cin,k,k); style (B,Cin) = the modulation output."""
+    b, c_in = style.shape
+    c_out, k = weight.shape[1], weight.shape[-1]
+    w = weight * style.view(b, 1, c_in, 1, 1)
+    if demodulate:
+        w = w * torch.rsqrt(w.pow(2).sum([2, 3, 4]) + eps).view(b, c_out, 1, 1, 1)
+    if upsample:
+        x = _resize2x(x, 2.0)
+    h, wd = x.shape[-2:]
+    out = F.conv2d(x.reshape(1, b * c_in, h, wd), w.reshape(b * c_out, c_in, k, k), padding=k // 2, groups=b)
+    return out.view(b, c_out, *out.shape[-2:])
+
+
+def demodulation(weight: Tensor, style: Tensor, eps: float = 1e-8) -> Tensor:
+    """(B,Cout) coefficients rsqrt(sum_{cin,k} (w*s)^2 + eps), in float32 (fp16 sums of squares can overflow)."""
+    w_sq = weight[0].float().pow(2).sum([2, 3])  # (Cout, Cin)
+    return torch.rsqrt(style.float().pow(2) @ w_sq.t() + eps)
+
+
+def modulated_conv_batched(x: Tensor, weight: Tensor, style: Tensor, demodulate: bool, upsample: bool,
+                           gain: float = 1.0, eps: float = 1e-8) -> Tensor:
+    """Same result as `modulated_conv_grouped(...) * gain`, as one shared conv over the whole batch.
+
+    conv(x, w*s) = conv(x*s, w) because s scales input channels; demodulation scales output channels, so it moves
+    after the conv. With demodulation the result is invariant to the scale of s, so s is normalised per sample
+    first: the fp16 intermediate then has the magnitude of the grouped form's output (real checkpoints can have
+    large styles)."""
+    if demodulate:
+        rms = style.float().pow(2).mean(1, keepdim=True).add(eps).rsqrt()
+        style = style * rms.to(style.dtype)
+    x = x * style[:, :, None, None]  # scaling commutes with the (per-channel linear) bilinear upsampling
+    if upsample:
+        x = _resize2x(x, 2.0)
+    k = weight.shape[-1]
+    out = F.conv2d(x, weight[0], padding=k // 2)
+    if not demodulate:
+        return out * gain if gain != 1.0 else out
+    coef = demodulation(weight, style, eps) * gain
+    return out * coef.to(out.dtype)[:, :, None, None]
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 modulated conv without bias; optional bilinear x2 upsampling of the input before the conv."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, num_style_feat: int, demodulate: bool = True,
+                 upsample: bool = False):
+        super().__init__()
+        self.demodulate, self.upsample, self.grouped = demodulate, upsample, False
+        self.modulation = nn.Linear(num_style_feat, c_in, bias=True)
+        self.weight = nn.Parameter(torch.zeros(1, c_out, c_in, kernel_size, kernel_size))
+
+    def forward(self, x: Tensor, latent: Tensor, gain: float = 1.0) -> Tensor:
+        style = self.modulation(latent)
+        if self.grouped:
+            out = modulated_conv_grouped(x, self.weight, style, self.demodulate, self.upsample)
+            return out * gain if gain != 1.0 else out
+        return modulated_conv_batched(x, self.weight, style, self.demodulate, self.upsample, gain)
+
+
+class StyleConv(nn.Module):
+    """Modulated conv * sqrt(2) + noise_strength * stored noise + bias -> LeakyReLU(0.2)."""
+
+    def __init__(self, c_in: int, c_out: int, num_style_feat: int, upsample: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))  # noise strength
+        self.bias = nn.Parameter(torch.zeros(1, c_out, 1, 1))
+        self.modulated_conv = ModulatedConv2d(c_in, c_out, 3, num_style_feat, demodulate=True, upsample=upsample)
+
+    def forward(self, x: Tensor, latent: Tensor, noise: Tensor) -> Tensor:
+        out = self.modulated_conv(x, latent, gain=STYLE_CONV_GAIN)
+        return _lrelu(out + (self.weight * noise + self.bias).to(out.dtype))
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv (no demodulation) + bias, added to the upsampled RGB skip of the previous level."""
+
+    def __init__(self, c_in: int, num_style_feat: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.modulated_conv = ModulatedConv2d(c_in, 3, 1, num_style_feat, demodulate=False)
+
+    def forward(self, x: Tensor, latent: Tensor, skip: Tensor | None) -> Tensor:
+        out = self.modulated_conv(x, latent) + self.bias
+        return out if skip is None else out + _resize2x(skip, 2.0)
+
+
+class ConstantInput(nn.Module):
+    def __init__(self, channels: int, size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, channels, size, size))
+
+    def forward(self, batch: int) -> Tensor:
+        return self.weight.expand(batch, -1, -1, -1)
+
+
+class NormStyleCode(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
+
+
+class StyleGAN2DecoderSFT(nn.Module):
+    """StyleGAN2 synthesis network whose first conv of each level is followed by an SFT (scale, shift) layer."""
+
+    def __init__(self, cfg: GFPGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        feat = cfg.num_style_feat
+        mlp: list[nn.Module] = [NormStyleCode()]
+        for _ in range(cfg.num_mlp):
+            mlp += [nn.Linear(feat, feat), nn.LeakyReLU(LRELU_SLOPE)]
+        self.style_mlp = nn.Sequential(*mlp)
+        ch = _decoder_channels(cfg, cfg.narrow)
+        log_size = int(math.log2(cfg.out_size))
+        self.num_layers = (log_size - 2) * 2 + 1
+        self.num_latent = log_size * 2 - 2
+        self.constant_input = ConstantInput(ch[4], 4)
+        self.style_conv1 = StyleConv(ch[4], ch[4], feat, upsample=False)
+        self.to_rgb1 = ToRGB(ch[4], feat)
+        self.style_convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
+        self.noises = nn.Module()
+        for i in range(self.num_layers):
+            side = 2 ** ((i + 5) // 2)  # 4, 8, 8, 16, 16, ...
+            self.noises.register_buffer(f"noise{i}", torch.zeros(1, 1, side, side))
+        c_in = ch[4]
+        for level in range(3, log_size + 1):
+            c_out = ch[2**level]
+            self.style_convs.append(StyleConv(c_in, c_out, feat, upsample=True))
+            self.style_convs.append(StyleConv(c_out, c_out, feat, upsample=False))
+            self.to_rgbs.append(ToRGB(c_out, feat))
+            c_in = c_out
+
+    def _sft(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        if not self.cfg.sft_half:
+            return x * scale + shift
+        half = x.shape[1] // 2
+        return torch.cat([x[:, :half], x[:, half:] * scale + shift], dim=1)
+
+    def forward(self, latent: Tensor, conditions: list[Tensor]) -> Tensor:
+        """latent (B, num_latent, F); conditions [scale_8, shift_8, scale_16, ...] -> image (B,3,S,S)."""
+        noise = [getattr(self.noises, f"noise{i}") for i in range(self.num_layers)]
+        out = self.style_conv1(self.constant_input(latent.shape[0]), latent[:, 0], noise[0])
+        skip = self.to_rgb1(out, latent[:, 1], None)
+        for level, to_rgb in enumerate(self.to_rgbs):
+            i = 2 * level + 1  # latent index of this level's first conv
+            out = self.style_convs[2 * level](out, latent[:, i], noise[i])
+            if i < len(conditions):
+                out = self._sft(out, conditions[i - 1], conditions[i])
+            out = self.style_convs[2 * level + 1](out, latent[:, i + 1], noise[i + 1])
+            skip = to_rgb(out, latent[:, i + 2], skip)
+        return skip
+
+
+class ResBlock(nn.Module):
+    """conv3x3 -> lrelu -> bilinear resize -> conv3x3 -> lrelu, plus a resized 1x1 skip."""
+
+    def __init__(self, c_in: int, c_out: int, factor: float):
+        super().__init__()
+        self.factor = factor
+        self.conv1 = nn.Conv2d(c_in, c_in, 3, 1, 1)
+        self.conv2 = nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.skip = nn.Conv2d(c_in, c_out, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = _lrelu(self.conv2(_resize2x(_lrelu(self.conv1(x)), self.factor)))
+        return out + self.skip(_resize2x(x, self.factor))
+
+
+def _sft_branch(c: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(LRELU_SLOPE), nn.Conv2d(c, c_out, 3, 1, 1))
+
+
+class GFPGANv1Clean(nn.Module):
+    """U-Net encoder -> (16 latents, SFT conditions per level) -> StyleGAN2 decoder with SFT."""
+
+    def __init__(self, cfg: GFPGANConfig = V1_4):
+        super().__init__()
+        self.cfg = cfg
+        ch = _decoder_channels(cfg, cfg.narrow * 0.5)  # the U-Net is half as wide as the decoder
+        self.log_size = int(math.log2(cfg.out_size))
+        self.conv_body_first = nn.Conv2d(3, ch[cfg.out_size], 1)
+        self.conv_body_down = nn.ModuleList()
+        c_in = ch[cfg.out_size]
+        for level in range(self.log_size, 2, -1):
+            self.conv_body_down.append(ResBlock(c_in, ch[2 ** (level - 1)], 0.5))
+            c_in = ch[2 ** (level - 1)]
+        self.final_conv = nn.Conv2d(c_in, ch[4], 3, 1, 1)
+        self.conv_body_up = nn.ModuleList()
+        c_in = ch[4]
+        for level in range(3, self.log_size + 1):
+            self.conv_body_up.append(ResBlock(c_in, ch[2**level], 2.0))
+            c_in = ch[2**level]
+        # intermediate RGB heads: used only in training, kept so official checkpoints load strictly
+        self.toRGB = nn.ModuleList(nn.Conv2d(ch[2**level], 3, 1) for level in range(3, self.log_size + 1))
+        n_latent = (self.log_size * 2 - 2) if cfg.different_w else 1
+        self.final_linear = nn.Linear(ch[4] * 4 * 4, n_latent * cfg.num_style_feat)
+        self.stylegan_decoder = StyleGAN2DecoderSFT(cfg)
+        sft_mult = 1 if cfg.sft_half else 2
+        self.condition_scale = nn.ModuleList(_sft_branch(ch[2**lv], ch[2**lv] * sft_mult)
+                                             for lv in range(3, self.log_size + 1))
+        self.condition_shift = nn.ModuleList(_sft_branch(ch[2**lv], ch[2**lv] * sft_mult)
+                                             for lv in range(3, self.log_size + 1))
+
+    def use_grouped_conv(self, grouped: bool) -> None:
+        """Switch every modulated conv to the official grouped form (reference / tests) or back to batched."""
+        for m in self.modules():
+            if isinstance(m, ModulatedConv2d):
+                m.grouped = grouped
+
+    def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """x (B,3,S,S) in [-1,1] -> style code (B, n_latent*F) and SFT conditions [scale_8, shift_8, ...]."""
+        feat = _lrelu(self.conv_body_first(x))
+        skips = []
+        for block in self.conv_body_down:
+            feat = block(feat)
+            skips.append(feat)
+        feat = _lrelu(self.final_conv(feat))
+        style_code = self.final_linear(feat.flatten(1))
+        conditions = []
+        for block, scale, shift, skip in zip(self.conv_body_up, self.condition_scale, self.condition_shift,
+                                             reversed(skips)):
+            feat = block(feat + skip)
+            conditions += [scale(feat), shift(feat)]
+        return style_code, conditions
+
+    def latents(self, style_code: Tensor) -> Tensor:
+        """Style code -> (B, num_latent, F) per-layer latents."""
+        dec, b = self.stylegan_decoder, style_code.shape[0]
+        w = style_code.view(b, -1, self.cfg.num_style_feat) if self.cfg.different_w else style_code
+        if not self.cfg.input_is_latent:
+            w = dec.style_mlp(w)
+        return w if w.ndim == 3 else w[:, None].expand(-1, dec.num_latent, -1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        style_code, conditions = self.encode(x)
+        return self.stylegan_decoder(self.latents(style_code), conditions)
