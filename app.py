@@ -1,0 +1,399 @@
+"""The Gradio web app: UI only. Widgets and events call AvatarSystem; domain errors become gr.Error.
+
+    python app.py [--config avatar.toml] [--host 127.0.0.1] [--port 7860] [--share] [--auth user:pass]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from avatar import media
+from avatar.config import AvatarConfig
+from avatar.errors import AvatarError
+from avatar.system import AvatarSystem, concat_mp4
+from avatar.types import EMOTIONS
+
+log = logging.getLogger("avatar.app")
+
+EMOTION_LABELS = {"angry": "生气 angry", "contempt": "轻蔑 contempt", "disgusted": "厌恶 disgusted",
+                  "fear": "害怕 fear", "happy": "开心 happy", "neutral": "平静 neutral", "sad": "难过 sad",
+                  "surprised": "惊讶 surprised"}
+LANGUAGE_CHOICES = [("自动 auto", "auto"), ("中文 zh", "zh"), ("English en", "en")]
+SIZE_CHOICES = [("256 px", 256), ("512 px", 512)]
+
+
+@dataclass
+class Session:
+    """Everything one browser session owns: its conversation and its output folder. Never shared."""
+
+    conversation: object
+    folder: Path
+    turns: int = 0
+    chunks: list[Path] = field(default_factory=list)
+
+
+def user_errors(fn):
+    """Turns domain errors into gr.Error (the message a user understands); the session survives."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except AvatarError as e:
+                raise gr.Error(str(e)) from None
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AvatarError as e:
+            raise gr.Error(str(e)) from None
+
+    return wrapper
+
+
+class AvatarApp:
+    def __init__(self, system: AvatarSystem) -> None:
+        self.system = system
+        self.poses = self._pose_names()
+
+    @staticmethod
+    def _pose_names() -> list[str]:
+        try:
+            from avatar.poses import list_poses
+
+            return list_poses()
+        except Exception:  # the pose library is optional for the speech-only tabs
+            return []
+
+    # ------------------------------------------------------------ session state
+    def session(self, state: Session | None, request: gr.Request | None) -> Session:
+        if state is None:
+            sid = (getattr(request, "session_hash", None) or f"s{time.time_ns()}")[:32]
+            state = Session(self.system.new_conversation() if self.system.chat_model else None,
+                            self.system.output_dir / "sessions" / sid)
+            state.folder.mkdir(parents=True, exist_ok=True)
+        return state
+
+    @staticmethod
+    def history_messages(state: Session) -> list[dict]:
+        msgs: list[dict] = []
+        for user, assistant in getattr(state.conversation, "history", []) or []:
+            msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        return msgs
+
+    # ------------------------------------------------------------ handlers
+    @user_errors
+    def transcribe(self, audio: str | None, language: str) -> str:
+        return self.system.transcribe(audio, language).text
+
+    @user_errors
+    def speak(self, text: str, language: str, voice: str | None) -> str:
+        audio = self.system.speak(text, language, voice or None)
+        out = self.system.new_output_path(".wav")
+        media.save_wav(audio, out)
+        return str(out)
+
+    @user_errors
+    def chat(self, text: str, state: Session | None, request: gr.Request):
+        state = self.session(state, request)
+        if state.conversation is None:
+            raise gr.Error("no chat model is loaded (see the System tab)")
+        msgs = self.history_messages(state) + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        reply = ""
+        for delta in self.system.chat(state.conversation, text):
+            reply += delta
+            msgs[-1]["content"] = reply
+            yield msgs, state, ""
+        yield self.history_messages(state), state, ""
+
+    def clear(self, state: Session | None, request: gr.Request):
+        state = self.session(state, request)
+        if state.conversation is not None:
+            state.conversation.clear()
+        return [], state
+
+    @user_errors
+    def render(self, photo, audio: str | None, emotion: str, pose: str, background: str, use_background: bool,
+               size: int, enhance: bool, progress=gr.Progress()) -> str:
+        if photo is None:
+            raise gr.Error("upload a portrait photo first")
+        if not audio:
+            raise gr.Error("record or upload speech first")
+        progress(0.0, desc="rendering")
+        return str(self.system.render(photo, audio, emotion, pose, background if use_background else None,
+                                      int(size), bool(enhance),
+                                      progress=lambda f, msg: progress(f, desc=msg)))
+
+    @user_errors
+    def matte(self, photo, background: str) -> str:
+        if photo is None:
+            raise gr.Error("upload a photo first")
+        out = self.system.new_output_path(".png")
+        media.save_png(self.system.matte(photo, background), out)
+        return str(out)
+
+    @user_errors
+    def enhance_photo(self, photo) -> str:
+        if photo is None:
+            raise gr.Error("upload a photo first")
+        out = self.system.new_output_path(".png")
+        media.save_png(self.system.enhance(photo), out)
+        return str(out)
+
+    @user_errors
+    def enhance_video(self, video: str | None) -> str:
+        if not video:
+            raise gr.Error("upload a video first")
+        return str(self.system.enhance(video))
+
+    @user_errors
+    def talk(self, audio: str | None, text: str, photo, pose: str, emotion: str, background: str,
+             use_background: bool, size: int, enhance: bool, language: str, voice: str | None,
+             state: Session | None, request: gr.Request):
+        """Streams one turn: chatbot updates, one MP4 chunk per sentence, then the whole reply as one file."""
+        state = self.session(state, request)
+        if state.conversation is None:
+            raise gr.Error("no chat model is loaded (see the System tab)")
+        if photo is None:
+            raise gr.Error("upload a portrait photo (or take one with the webcam) first")
+        if not audio and not (text or "").strip():
+            raise gr.Error("record or upload speech, or type a message")
+        msgs = self.history_messages(state)
+        user_text, chunks, transcript, mood = (text or "").strip(), [], "", ""
+        state.turns += 1
+        chunk_dir = state.folder / f"turn{state.turns}"
+        events = self.system.respond(state.conversation, photo=photo, audio=audio if not user_text else None,
+                                     text=user_text or None, language=language, emotion=emotion, pose=pose,
+                                     background=background if use_background else None, size=int(size),
+                                     enhance=bool(enhance), voice=voice or None, chunk_dir=chunk_dir)
+        shown = msgs + [{"role": "user", "content": user_text}, {"role": "assistant", "content": "…"}]
+        for ev in events:
+            video = gr.skip()
+            if ev.kind == "transcript":
+                transcript = ev.text
+                shown[-2]["content"] = ev.text
+            elif ev.kind == "mood":
+                mood = f"user mood: **{ev.text}**"
+            elif ev.kind == "text":
+                shown[-1]["content"] = ev.text or "…"
+            elif ev.kind == "chunk" and ev.path is not None:
+                chunks.append(ev.path)
+                video = str(ev.path)
+                mood = mood.split(" · ")[0] + f" · avatar emotion: **{ev.emotion}**"
+            elif ev.kind == "done":
+                shown = self.history_messages(state)
+            yield shown, video, transcript or user_text, mood, gr.skip(), state
+        full = concat_mp4(chunks, chunk_dir / "reply.mp4") if chunks else None
+        yield shown, gr.skip(), transcript or user_text, mood, str(full) if full else None, state
+
+    def system_report(self) -> tuple[str, dict]:
+        report = self.system.doctor()
+        rows = ["| stage | backend | device | load s | note |", "|---|---|---|---|---|"]
+        for name, st in self.system.status.items():
+            rows.append(f"| {name} | {st.backend} | {st.device} | {st.load_s:.1f} | {st.note or ''} |")
+        timings = self.system.last_timings
+        text = "\n".join(rows) + "\n\n**Last turn timings (s):** " + (
+            ", ".join(f"{k} {v:.2f}" for k, v in timings.items()) if timings else "none yet")
+        return text, json.loads(json.dumps(report, default=str))
+
+    # ------------------------------------------------------------ layout
+    def build(self) -> gr.Blocks:
+        emotions = [(EMOTION_LABELS[e], e) for e in EMOTIONS]
+        poses = self.poses or ["talking"]
+        voices = self.system.voices()
+        enh_ok = self.system.enhancer is not None
+        with gr.Blocks(title="Avatar · 数字人对话", delete_cache=(600, self.system.config.server.output_ttl_s)) as demo:
+            state = gr.State(None)
+            gr.Markdown("# Avatar · 数字人对话\nTalk to a portrait: speak, and it answers with a voice and a face. "
+                        "说话，头像用声音和表情回答你。")
+            with gr.Tab("对话 Talk", id="talk"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        t_photo = gr.Image(label="头像 Portrait", sources=["upload", "webcam"], type="numpy",
+                                           webcam_options=gr.WebcamOptions(mirror=True), elem_id="talk-photo")
+                        t_audio = gr.Audio(label="语音 Speech (record or upload)", sources=["microphone", "upload"],
+                                           type="filepath", editable=True, elem_id="talk-audio")
+                        t_text = gr.Textbox(label="或输入文字 Or type", lines=2, elem_id="talk-text")
+                        with gr.Row():
+                            t_check = gr.Button("查看识别 Check transcript", size="sm")
+                            t_lang = gr.Radio(LANGUAGE_CHOICES, value="auto", label="语言 Language")
+                        t_transcript = gr.Textbox(label="识别结果 Transcript", interactive=False, elem_id="talk-transcript")
+                    with gr.Column(scale=1):
+                        t_pose = gr.Radio(poses, value=self.system.config.head.pose if self.system.config.head.pose in poses else poses[0],
+                                          label="头部动作 Head pose")
+                        t_emotion = gr.Radio([("自动 auto", "auto")] + emotions, value="auto", label="表情 Emotion")
+                        with gr.Row():
+                            t_use_bg = gr.Checkbox(label="纯色背景 Solid background", value=False)
+                            t_bg = gr.ColorPicker(value="#2f6f4f", label="背景色 Colour")
+                        with gr.Row():
+                            t_size = gr.Radio(SIZE_CHOICES, value=self.system.config.head.size, label="尺寸 Size")
+                            t_enh = gr.Checkbox(label="人脸增强 Enhance face", value=False, interactive=enh_ok,
+                                                info=None if enh_ok else "GFPGAN weights not found (see System)")
+                        t_voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="声音 Voice",
+                                              visible=len(voices) > 1)
+                        with gr.Row():
+                            t_send = gr.Button("发送 Send", variant="primary", elem_id="talk-send")
+                            t_stop = gr.Button("停止 Stop", variant="stop")
+                            t_clear = gr.Button("清空历史 Clear history")
+                    with gr.Column(scale=1):
+                        t_video = gr.Video(label="回答 Reply", streaming=True, autoplay=True, elem_id="talk-video")
+                        t_full = gr.Video(label="完整回答 Whole reply (download)", elem_id="talk-full")
+                        t_mood = gr.Markdown()
+                t_chat = gr.Chatbot(label="对话记录 Conversation", height=320, elem_id="talk-chatbot")
+                t_check.click(self.transcribe, [t_audio, t_lang], t_transcript, api_visibility="private",
+                              concurrency_id="gpu")
+                talk_ev = t_send.click(self.talk, [t_audio, t_text, t_photo, t_pose, t_emotion, t_bg, t_use_bg,
+                                                   t_size, t_enh, t_lang, t_voice, state],
+                                       [t_chat, t_video, t_transcript, t_mood, t_full, state], api_name="talk",
+                                       concurrency_id="gpu")
+                t_stop.click(None, cancels=[talk_ev], api_visibility="private")
+                t_clear.click(self.clear, [state], [t_chat, state], api_visibility="private")
+
+            with gr.Tab("语音生成视频 Video from audio", id="render"):
+                with gr.Row():
+                    with gr.Column():
+                        r_photo = gr.Image(label="头像 Portrait", sources=["upload", "webcam"], type="numpy")
+                        r_audio = gr.Audio(label="语音 Speech", sources=["microphone", "upload"], type="filepath")
+                        r_pose = gr.Radio(poses, value=poses[min(2, len(poses) - 1)], label="头部动作 Head pose")
+                        r_emotion = gr.Radio(emotions, value="neutral", label="表情 Emotion")
+                        with gr.Row():
+                            r_use_bg = gr.Checkbox(label="纯色背景 Solid background", value=False)
+                            r_bg = gr.ColorPicker(value="#2f6f4f", label="背景色 Colour")
+                        with gr.Row():
+                            r_size = gr.Radio(SIZE_CHOICES, value=self.system.config.head.size, label="尺寸 Size")
+                            r_enh = gr.Checkbox(label="人脸增强 Enhance face", value=False, interactive=enh_ok)
+                        r_go = gr.Button("生成 Render", variant="primary")
+                    r_video = gr.Video(label="视频 Video")
+                r_go.click(self.render, [r_photo, r_audio, r_emotion, r_pose, r_bg, r_use_bg, r_size, r_enh],
+                           r_video, api_name="render", concurrency_id="gpu")
+
+            with gr.Tab("聊天 Chat", id="chat"):
+                c_bot = gr.Chatbot(label="聊天 Chat", height=400)
+                c_text = gr.Textbox(label="消息 Message", placeholder="Say hello · 打个招呼")
+                with gr.Row():
+                    c_send = gr.Button("发送 Send", variant="primary")
+                    c_clear = gr.Button("清空历史 Clear history")
+                c_send.click(self.chat, [c_text, state], [c_bot, state, c_text], api_name="chat", concurrency_id="gpu")
+                c_text.submit(self.chat, [c_text, state], [c_bot, state, c_text], api_visibility="private",
+                              concurrency_id="gpu")
+                c_clear.click(self.clear, [state], [c_bot, state], api_visibility="private")
+
+            with gr.Tab("语音识别 ASR", id="asr"):
+                a_audio = gr.Audio(label="语音 Speech", sources=["microphone", "upload"], type="filepath")
+                a_lang = gr.Radio(LANGUAGE_CHOICES, value="auto", label="语言 Language")
+                a_go = gr.Button("识别 Transcribe", variant="primary")
+                a_text = gr.Textbox(label="文字 Text", interactive=False)
+                a_go.click(self.transcribe, [a_audio, a_lang], a_text, api_name="transcribe", concurrency_id="gpu")
+
+            with gr.Tab("语音合成 TTS", id="tts"):
+                s_text = gr.Textbox(label="文字 Text", lines=3, value="Hello! 你好！")
+                with gr.Row():
+                    s_lang = gr.Radio(LANGUAGE_CHOICES, value="auto", label="语言 Language")
+                    s_voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="声音 Voice",
+                                          visible=len(voices) > 1)
+                s_go = gr.Button("合成 Speak", variant="primary")
+                s_audio = gr.Audio(label="语音 Speech", type="filepath")
+                s_go.click(self.speak, [s_text, s_lang, s_voice], s_audio, api_name="speak", concurrency_id="gpu")
+
+            with gr.Tab("抠图 Matting", id="matting"):
+                with gr.Row():
+                    with gr.Column():
+                        m_photo = gr.Image(label="照片 Photo", sources=["upload", "webcam"], type="numpy",
+                                           elem_id="matte-photo")
+                        m_bg = gr.ColorPicker(value="#ffffff", label="背景色 Background colour")
+                        m_go = gr.Button("抠图 Remove background", variant="primary", elem_id="matte-go")
+                    m_out = gr.Image(label="结果 Result (PNG)", type="filepath", format="png", elem_id="matte-out")
+                m_go.click(self.matte, [m_photo, m_bg], m_out, api_name="matte", concurrency_id="gpu")
+                gr.Markdown("Tip: download the PNG and use it as the portrait on the Talk tab. "
+                            "下载 PNG 后可作为对话页的头像。")
+
+            with gr.Tab("人脸增强 Enhance", id="enhance"):
+                if not enh_ok:
+                    note = self.system.status.get("enhance")
+                    gr.Markdown("Face enhancement is off: GFPGAN v1.4 weights were not found. Run "
+                                "`python -m avatar download gfpgan` (or put GFPGANv1.4.pth under "
+                                f"`{self.system.config.weights_path(self.system.config.enhance.gfpgan_path)}`) and "
+                                "restart. " + (f"({note.note})" if note and note.note else ""))
+                with gr.Row():
+                    e_photo = gr.Image(label="照片 Photo", type="numpy")
+                    e_photo_out = gr.Image(label="结果 Result", type="filepath", format="png")
+                e_go = gr.Button("增强照片 Enhance photo", interactive=enh_ok)
+                with gr.Row():
+                    e_video = gr.Video(label="短视频 Short video")
+                    e_video_out = gr.Video(label="结果 Result")
+                e_vgo = gr.Button("增强视频 Enhance video", interactive=enh_ok)
+                e_go.click(self.enhance_photo, e_photo, e_photo_out, api_name="enhance", concurrency_id="gpu")
+                e_vgo.click(self.enhance_video, e_video, e_video_out, api_name="enhance_video", concurrency_id="gpu")
+
+            with gr.Tab("系统 System", id="system"):
+                y_table = gr.Markdown()
+                y_json = gr.JSON(label="doctor")
+                y_refresh = gr.Button("刷新 Refresh")
+                y_refresh.click(self.system_report, None, [y_table, y_json], api_name="system")
+                demo.load(self.system_report, None, [y_table, y_json], api_visibility="private")
+        return demo
+
+
+def start_cleanup(system: AvatarSystem, every_s: float = 600.0) -> None:
+    """Deletes old generated files in the background so disk use stays bounded."""
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                system.cleanup_outputs()
+            except OSError:
+                log.exception("cleanup failed")
+
+    threading.Thread(target=loop, daemon=True, name="avatar-cleanup").start()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Avatar web app")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--host", default=None, help="default 127.0.0.1 (use 0.0.0.0 to serve the network)")
+    p.add_argument("--port", type=int, default=None, help="default 7860")
+    p.add_argument("--share", action="store_true", help="also create a public Gradio share link")
+    p.add_argument("--auth", default=None, help="user:pass required to open the app")
+    p.add_argument("--device", default=None)
+    return p.parse_args(argv)
+
+
+def launch(system: AvatarSystem, host: str | None = None, port: int | None = None, share: bool = False,
+           auth: str | None = None, block: bool = True):
+    cfg = system.config
+    demo = AvatarApp(system).build()
+    demo.queue(default_concurrency_limit=1, max_size=32)
+    credentials = tuple(auth.split(":", 1)) if auth else None
+    if auth and len(credentials) != 2:
+        raise SystemExit("--auth must look like user:pass")
+    start_cleanup(system)
+    demo.launch(server_name=host or cfg.server.host, server_port=port or cfg.server.port, share=share,
+                auth=credentials, max_file_size=f"{cfg.limits.upload_max_mb}mb",
+                allowed_paths=[str(system.output_dir)], prevent_thread_lock=not block, show_error=True)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = AvatarConfig.load(args.config)
+    if args.device:
+        cfg = cfg.replace(device=args.device)
+    system = AvatarSystem.load(cfg)
+    launch(system, args.host, args.port, args.share, args.auth)
+
+
+if __name__ == "__main__":
+    main()
