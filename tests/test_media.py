@@ -1,0 +1,108 @@
+"""Media I/O through the real ffmpeg binary: decoding many formats, the streaming MP4 writer, probing."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from avatar import media
+from avatar.errors import AudioTooLong, AudioTooShort, BadAudio, BadImage, NoSpeech
+from avatar.types import Audio
+
+
+def _encode(src, dst, *args):
+    subprocess.run([media.ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", str(src), *args, str(dst)], check=True)
+    return dst
+
+
+@pytest.mark.parametrize("ext,args", [("mp3", []), ("ogg", ["-c:a", "libvorbis"]), ("webm", ["-c:a", "libopus"]),
+                                      ("wav", ["-ac", "2", "-ar", "44100"]), ("m4a", ["-c:a", "aac"])])
+def test_decodes_common_formats_to_float_mono(jfk_path, tmp_path, ext, args):
+    ref = media.load_audio(jfk_path, 16000)
+    out = media.load_audio(_encode(jfk_path, tmp_path / f"a.{ext}", *args), 16000)
+    assert out.samples.dtype == np.float32 and out.sample_rate == 16000
+    assert abs(out.duration_s - ref.duration_s) < 0.1  # codecs pad a few ms
+    assert np.abs(out.samples).max() <= 1.0 and out.samples.std() > 0.01
+
+
+def test_flac_fixture_is_11s_and_resamples(jfk_path):
+    a = media.load_audio(jfk_path, 16000)
+    assert 10.9 < a.duration_s < 11.1
+    b = media.resample(a, 24000)
+    assert b.sample_rate == 24000 and abs(b.duration_s - a.duration_s) < 1e-3
+
+
+def test_bad_audio_inputs(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(BadAudio, match="empty"):
+        media.load_audio(empty)
+    fake = tmp_path / "fake.wav"
+    fake.write_bytes(b"this is not audio at all" * 100)
+    with pytest.raises(BadAudio, match="not an audio file"):
+        media.load_audio(fake)
+    with pytest.raises(BadAudio, match="not found"):
+        media.load_audio(tmp_path / "missing.wav")
+
+
+def test_duration_and_silence_checks():
+    sr = 16000
+    short = Audio(np.zeros(int(0.2 * sr), np.float32), sr)
+    with pytest.raises(AudioTooShort, match="0.3"):
+        media.check_duration(short, 0.3, 60)
+    long = Audio(np.zeros(61 * sr, np.float32), sr)
+    with pytest.raises(AudioTooLong, match="60"):
+        media.check_duration(long, 0.3, 60)
+    with pytest.raises(NoSpeech, match="no speech heard"):
+        media.check_not_silent(Audio(np.random.default_rng(0).normal(0, 1e-4, sr).astype(np.float32), sr))
+    t = np.arange(sr) / sr
+    media.check_not_silent(Audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr))
+
+
+def test_audio_from_int16_stereo_array():
+    x = (np.random.default_rng(1).uniform(-1, 1, (1000, 2)) * 32767).astype(np.int16)
+    a = media.audio_from_array(x, 8000)
+    assert a.samples.shape == (1000,) and a.samples.dtype == np.float32 and a.sample_rate == 8000
+
+
+def test_video_writer_streams_frames_with_audio(tmp_path, jfk_path):
+    audio = media.load_audio(jfk_path, 16000)
+    audio = Audio(audio.samples[: 16000 * 2], 16000)  # 2 s
+    out = tmp_path / "clip.mp4"
+    rng = np.random.default_rng(0)
+    with media.VideoWriter(out, fps=25, audio=audio) as w:
+        for _ in range(5):
+            w.write(rng.integers(0, 255, (10, 64, 96, 3), dtype=np.uint8))
+    info = media.probe(out)
+    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.fps == 25
+    assert (info.width, info.height) == (96, 64) and info.n_frames == 50
+    assert abs(info.video_duration_s - 2.0) < 0.041 and abs(info.audio_duration_s - 2.0) < 0.041
+    frames = np.concatenate(list(media.read_video(out)))
+    assert frames.shape == (50, 64, 96, 3)
+
+
+def test_writer_error_removes_partial_file(tmp_path):
+    out = tmp_path / "broken.mp4"
+    with pytest.raises(RuntimeError):
+        with media.VideoWriter(out) as w:
+            w.write(np.zeros((2, 32, 32, 3), np.uint8))
+            raise RuntimeError("boom")
+    assert not out.exists()
+
+
+def test_images_any_mode(tmp_path):
+    from PIL import Image
+
+    rgb = np.random.default_rng(2).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    for mode in ("L", "RGBA", "CMYK", "P", "I;16"):
+        p = tmp_path / f"im_{mode.replace(';', '')}.{'tiff' if mode in ('CMYK', 'I;16') else 'png'}"
+        Image.fromarray(rgb).convert(mode if mode != "I;16" else "L").save(p) if mode != "I;16" else \
+            Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 200)).save(p)
+        img = media.load_image(p)
+        assert img.dtype == np.uint8 and img.shape == (40, 30, 3), mode
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x00garbage" * 50)
+    with pytest.raises(BadImage, match="not an image"):
+        media.load_image(bad)
+    assert media.array_to_rgb(rgb[:, :, 0]).shape == (40, 30, 3)
