@@ -107,8 +107,10 @@ class EnhanceConfig:
     gfpgan_path: str = "gfpgan/GFPGANv1.4.pth"
     onnx_path: str = "gfpgan/GFPGANv1.4.onnx"
     tensorrt_path: str = "gfpgan/GFPGANv1.4.engine"
-    batch_size: int = 8
-    dtype: str = "auto"
+    batch_size: int = 8  # faces per network call
+    dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16 (torch engine)
+    compile: bool = False  # torch engine on CUDA: torch.compile(mode="max-autotune"); slow first call
+    max_faces: int = 8  # faces enhanced per photo / video frame (largest first)
 
 
 @dataclass(frozen=True)
