@@ -48,3 +48,46 @@ def artifacts(request) -> Path:
     folder = ARTIFACTS / Path(request.node.fspath).stem / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory):
+    """The whole AvatarSystem with its embedded default backends, loaded once for the app/CLI/system tests."""
+    from avatar.config import AvatarConfig
+    from avatar.system import AvatarSystem
+
+    out = tmp_path_factory.mktemp("outputs")
+    cfg = AvatarConfig(weights_dir=str(tmp_path_factory.mktemp("no-weights")), output_dir=str(out), device="cpu")
+    return AvatarSystem.load(cfg)
+
+
+@pytest.fixture(scope="session")
+def app_url(system):
+    """The real Gradio app served on a free 127.0.0.1 port (shared by the gradio_client and browser tests)."""
+    import socket
+
+    import app as app_module
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app_module.launch(system, host="127.0.0.1", port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory, jfk_path) -> Path:
+    """The first 4.4 s of jfk.flac ("And so my fellow Americans, ask not...") as a 16 kHz wav."""
+    from avatar import media
+    from avatar.types import Audio
+
+    a = media.load_audio(jfk_path, 16000)
+    return media.save_wav(Audio(a.samples[: int(4.4 * 16000)], 16000), tmp_path_factory.mktemp("speech") / "q.wav")
+
+
+@pytest.fixture(scope="session")
+def astronaut_png(tmp_path_factory, astronaut) -> Path:
+    from avatar import media
+
+    return media.save_png(astronaut, tmp_path_factory.mktemp("photo") / "astronaut.png")

@@ -1,0 +1,86 @@
+"""AvatarSystem end to end with the embedded backends: bad inputs leave history unchanged; a streamed turn yields
+its first video chunk before the later sentences are rendered (order of events, not wall-clock time)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avatar import media
+from avatar.errors import (AudioTooLong, AudioTooShort, BadAudio, EmptyText, NoSpeech, TextTooLong,
+                           UnknownLanguage)
+from avatar.types import Audio
+
+
+@pytest.fixture
+def conversation(system):
+    conv = system.new_conversation()
+    conv.history.append(("Hello, I am Bob.", "Nice to meet you, Bob!"))
+    return conv
+
+
+def _wav(tmp_path, samples, name="a.wav", sr=16000):
+    return media.save_wav(Audio(np.asarray(samples, np.float32), sr), tmp_path / name)
+
+
+@pytest.mark.parametrize("case,error,message", [
+    ("empty", BadAudio, "empty"),
+    ("short", AudioTooShort, "at least 0.3 s"),
+    ("silence", NoSpeech, "no speech heard"),
+    ("not_audio", BadAudio, "not an audio file"),
+    ("too_long", AudioTooLong, "maximum is 60 s"),
+])
+def test_bad_audio_turns_leave_history_unchanged(system, conversation, astronaut, tmp_path, case, error, message):
+    sr = 16000
+    if case == "empty":
+        path = tmp_path / "empty.wav"
+        path.write_bytes(b"")
+    elif case == "short":
+        path = _wav(tmp_path, 0.3 * np.sin(np.arange(int(0.2 * sr)) / 5))
+    elif case == "silence":
+        path = _wav(tmp_path, np.zeros(2 * sr))
+    elif case == "not_audio":
+        path = tmp_path / "renamed.wav"
+        path.write_bytes(b"PK\x03\x04 definitely a zip, not a wav" * 40)
+    else:
+        path = _wav(tmp_path, 0.3 * np.sin(np.arange(61 * sr) / 5))
+    before = list(conversation.history)
+    with pytest.raises(error, match=message):
+        list(system.respond(conversation, photo=astronaut, audio=str(path)))
+    assert conversation.history == before
+
+
+@pytest.mark.parametrize("text,language,error,message", [
+    ("", "auto", EmptyText, "empty"),
+    ("x" * 501, "auto", TextTooLong, "maximum is 500"),
+    ("hello", "fr", UnknownLanguage, "unknown language"),
+])
+def test_bad_text_turns_leave_history_unchanged(system, conversation, text, language, error, message):
+    before = list(conversation.history)
+    with pytest.raises(error, match=message):
+        list(system.respond(conversation, text=text, language=language))
+    assert conversation.history == before
+
+
+def test_streamed_turn_yields_first_chunk_before_rendering_the_rest(system, astronaut, tmp_path):
+    conv = system.new_conversation()
+    chunk_dir = tmp_path / "turn"
+    seen = []
+    for ev in system.respond(conv, photo=astronaut, text="Tell me two short facts about the Moon.", language="en",
+                             emotion="happy", chunk_dir=chunk_dir):
+        if ev.kind == "chunk":
+            # when a chunk reaches us, no later sentence has been rendered yet
+            seen.append((ev.text, sorted(p.name for p in chunk_dir.glob("*.mp4"))))
+            info = media.probe(ev.path)
+            assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert len(seen) >= 2, f"expected several sentences, got {seen}"
+    for i, (_, files) in enumerate(seen):
+        assert len(files) == i + 1
+    assert len(conv.history) == 1 and conv.history[0][0] == "Tell me two short facts about the Moon."
+
+
+def test_auto_emotion_is_reported(system, astronaut):
+    conv = system.new_conversation()
+    events = list(system.respond(conv, text="I am so happy today, I got the job!", language="en", emotion="auto"))
+    done = events[-1]
+    assert done.kind == "done" and done.emotion in ("angry", "contempt", "disgusted", "fear", "happy", "neutral",
+                                                    "sad", "surprised")
