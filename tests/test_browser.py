@@ -1,0 +1,103 @@
+"""A real browser (Debian chromium, headless, driven by Playwright) on the real app. Screenshots go to
+test-artifacts/test_browser/."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (make test installs it with apt)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, url, tab: str):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = ctx.new_page()
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name=tab).click()
+    return ctx, page
+
+
+def _upload(page, elem_id: str, path) -> None:
+    page.locator(f"#{elem_id} input[type=file]").first.set_input_files(str(path))
+
+
+def test_talk_tab_turn_in_browser(browser, app_url, astronaut_png, speech_wav, artifacts):
+    ctx, page = _open(browser, app_url, "对话 Talk")
+    try:
+        _upload(page, "talk-photo", astronaut_png)
+        _upload(page, "talk-audio", speech_wav)
+        page.wait_for_timeout(1500)
+        page.locator("#talk-send").click()
+        video = page.locator("#talk-full video")
+        video.wait_for(state="attached", timeout=240_000)
+        page.wait_for_function("() => { const v = document.querySelector('#talk-full video');"
+                               " return v && v.duration > 0; }", timeout=120_000)
+        chat = page.locator("#talk-chatbot")
+        page.wait_for_function("() => document.querySelectorAll('#talk-chatbot .message').length >= 2",
+                               timeout=60_000)
+        text = chat.inner_text().lower()
+        assert "fellow americans" in text  # the transcript is shown as the user's message
+        bot_messages = page.locator("#talk-chatbot .bot")
+        assert bot_messages.count() >= 1 and bot_messages.last.inner_text().strip()
+        page.screenshot(path=str(artifacts / "talk.png"), full_page=True)
+    finally:
+        ctx.close()
+
+
+def test_matting_tab_in_browser(browser, app_url, astronaut_png, artifacts):
+    ctx, page = _open(browser, app_url, "抠图 Matting")
+    try:
+        _upload(page, "matte-photo", astronaut_png)
+        page.wait_for_timeout(1000)
+        page.locator("#matte-go").click()
+        page.locator("#matte-out img").wait_for(state="visible", timeout=120_000)
+        page.wait_for_function("() => { const i = document.querySelector('#matte-out img');"
+                               " return i && i.naturalWidth > 0; }", timeout=60_000)
+        page.screenshot(path=str(artifacts / "matting.png"), full_page=True)
+    finally:
+        ctx.close()
+
+
+def _send_chat(page, text: str, n_messages: int) -> str:
+    box = page.get_by_label("消息 Message")
+    box.fill(text)
+    box.press("Enter")
+    page.wait_for_function(f"() => document.querySelectorAll('.tabitem:not([style*=\"none\"]) .message').length >= {n_messages}",
+                           timeout=120_000)
+    page.wait_for_timeout(500)
+    return page.locator(".tabitem:not([style*='none']) [role=log], .tabitem:not([style*='none']) .bubble-wrap").first.inner_text()
+
+
+def test_two_browser_sessions_keep_separate_histories(browser, app_url, artifacts):
+    ctx_a, page_a = _open(browser, app_url, "聊天 Chat")
+    ctx_b, page_b = _open(browser, app_url, "聊天 Chat")
+    try:
+        a1 = _send_chat(page_a, "My name is Alice.", 2)
+        b1 = _send_chat(page_b, "Hello there.", 2)
+        assert "Alice" in a1 and "Alice" not in b1
+        a2 = _send_chat(page_a, "What is my name?", 4)
+        b2 = _send_chat(page_b, "What is my name?", 4)
+        page_a.screenshot(path=str(artifacts / "chat_a.png"), full_page=True)
+        page_b.screenshot(path=str(artifacts / "chat_b.png"), full_page=True)
+        assert "My name is Alice." in a2 and "My name is Alice." not in b2
+        assert a2.count("Alice") >= 2  # the model's answer used the earlier turn
+    finally:
+        ctx_a.close()
+        ctx_b.close()
