@@ -1,0 +1,101 @@
+"""ASR stage with the embedded Whisper base on real speech (../shared/fixtures/speech) and bad-input handling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avatar import media
+from avatar.asr import Asr, Transcript, bench, prepare_whisper_base
+from avatar.config import AvatarConfig
+from avatar.errors import AudioTooLong, AudioTooShort, BadAudio, NoSpeech, UnknownLanguage
+from avatar.text import char_error_rate, word_error_rate
+from avatar.types import Audio
+
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+ZH_TEXT = "欢迎大家来体验达摩院推出的语音识别模型"
+
+
+@pytest.fixture(scope="module")
+def asr(tmp_path_factory) -> Asr:
+    cfg = AvatarConfig(weights_dir=str(tmp_path_factory.mktemp("no-weights")), device="cpu")
+    return Asr.load(cfg)
+
+
+def test_loads_whisper_when_no_funasr_folders(asr):
+    assert asr.backend == "whisper" and asr.device == "cpu"
+    assert "no Paraformer folder" in asr.fallback_reason
+
+
+def test_packaged_whisper_is_assembled_once(asr):
+    folder = prepare_whisper_base()
+    assert (folder / "model.bin").stat().st_size > 140_000_000
+    assert {"config.json", "tokenizer.json", "vocabulary.txt"} <= {p.name for p in folder.iterdir()}
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".whisper-base-")], "no temp folder left"
+    assert prepare_whisper_base() == folder
+
+
+def test_english_wer(asr, jfk_path):
+    t = asr.transcribe(media.load_audio(jfk_path), "auto")
+    assert isinstance(t, Transcript) and t.backend == "whisper" and t.language == "en"
+    assert abs(t.duration_s - 11.0) < 0.1
+    assert word_error_rate(JFK_TEXT, t.text) <= 0.10, t.text
+
+
+def test_chinese_cer_detected_and_simplified(asr, zh_path):
+    t = asr.transcribe(media.load_audio(zh_path), "auto")
+    assert t.language == "zh"
+    assert char_error_rate(ZH_TEXT, t.text) <= 0.10, t.text
+    assert "體" not in t.text and "語" not in t.text  # simplified characters
+
+
+def test_forced_language_and_any_sample_rate(asr, zh_path):
+    a = media.resample(media.load_audio(zh_path), 44100)  # the stage resamples to 16 kHz itself
+    t = asr.transcribe(a, "zh")
+    assert t.language == "zh" and char_error_rate(ZH_TEXT, t.text) <= 0.10, t.text
+
+
+# ---------------------------------------------------------------- bad input
+def test_empty_file(asr, tmp_path):
+    p = tmp_path / "empty.wav"
+    p.write_bytes(b"")
+    with pytest.raises(BadAudio, match="empty"):
+        asr.transcribe_file(p)
+
+
+def test_not_audio_renamed_wav(asr, tmp_path):
+    p = tmp_path / "notes.wav"
+    p.write_text("this is a text file, not a recording\n" * 20)
+    with pytest.raises(BadAudio, match="not an audio file"):
+        asr.transcribe_file(p)
+
+
+def test_too_short(asr, jfk_path):
+    a = media.load_audio(jfk_path)
+    with pytest.raises(AudioTooShort, match="at least 0.3 s"):
+        asr.transcribe(Audio(a.samples[: int(0.2 * a.sample_rate)], a.sample_rate))
+
+
+def test_too_long(asr):
+    cfg_max = asr.cfg.limits.max_audio_s
+    noise = (0.1 * np.random.default_rng(0).standard_normal(int((cfg_max + 1) * 8000))).astype(np.float32)
+    with pytest.raises(AudioTooLong, match="maximum"):
+        asr.transcribe(Audio(noise, 8000))
+
+
+def test_silence(asr, tmp_path):
+    p = media.save_wav(Audio(np.zeros(16000 * 2, np.float32), 16000), tmp_path / "silence.wav")
+    with pytest.raises(NoSpeech, match="no speech heard"):
+        asr.transcribe_file(p)
+
+
+def test_unknown_language(asr, jfk_path):
+    with pytest.raises(UnknownLanguage, match="'fr'"):
+        asr.transcribe(media.load_audio(jfk_path), "fr")
+
+
+def test_bench_is_json(asr, jfk_path):
+    import json
+
+    result = bench(asr, jfk_path, repeats=1)
+    json.dumps(result)
+    assert result["backend"] == "whisper" and result["rtf"] > 0 and result["audio_s"] == pytest.approx(11.0, abs=0.1)
