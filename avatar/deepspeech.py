@@ -23,6 +23,7 @@ N50; EAT's window assembly covers the missing last frame with the DeepSpeech pad
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -100,6 +101,7 @@ class DeepSpeech:
         p = Path(pb_path)
         if not p.is_file():
             raise WeightsError(f"DeepSpeech graph not found: {p}")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up banner is noise in our logs
         try:
             import tensorflow as tf
         except ImportError as e:
