@@ -1,0 +1,191 @@
+"""What will run, on what, and which weights are missing: a fast report that loads no model.
+
+    doctor_report(cfg) -> dict (JSON-able)      format_report(report) -> str
+
+Per stage (asr, tts, chat, head, matting, enhance): the backend the config asks for, the backend that will run given
+the files present (the stages' "auto" rule: the original design's backend when its manifest entries are ready and
+its Python package imports, else the embedded default; an explicitly requested original backend whose files are
+missing falls back the same way), and per manifest entry the files found and the exact paths still missing.
+`python -m avatar doctor [--json]` prints it; AvatarSystem.doctor() adds what was actually loaded.
+"""
+from __future__ import annotations
+
+import importlib.util
+import platform
+import socket
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import manifest as mf
+from .config import AvatarConfig
+from .manifest import Entry, Manifest
+
+STAGES = ("asr", "tts", "chat", "head", "matting", "enhance")
+
+
+@dataclass(frozen=True)
+class StageRule:
+    original: str  # the original design's backend (needs the manifest entries of this stage)
+    embedded: str  # what runs without them
+    packages: tuple[str, ...] = ()  # Python packages the original backend imports (checked without importing)
+    others: tuple[str, ...] = ()  # further backend names that need no manifest entry
+
+
+RULES = {
+    "asr": StageRule("funasr", "whisper", ("funasr",)),
+    "tts": StageRule("gpt_sovits", "builtin"),
+    "chat": StageRule("chatglm2", "smollm2", ("sentencepiece",), ("transformers", "openai")),
+    "head": StageRule("eat", "lite", ("tensorflow",)),
+    "matting": StageRule("modnet", "selfie", ("onnxruntime",), ("none",)),
+    "enhance": StageRule("gfpgan", "off"),
+}
+
+
+def doctor_report(cfg: AvatarConfig, manifest: Manifest | None = None, probe_servers: bool = True) -> dict:
+    """JSON-able facts about this machine and config; nothing is loaded (a TCP probe of the GPT-SoVITS URL at most)."""
+    m = manifest or mf.default_manifest()
+    device = device_facts(cfg.device)
+    stages = {name: _stage_report(cfg, name, m, probe_servers, device["cuda_available"]) for name in STAGES}
+    missing_names = sorted({e["name"] for s in stages.values() for e in s["models"]
+                            if e["missing"] and e["need"] != "optional"})
+    return {
+        "weights_dir": str(Path(cfg.weights_dir).expanduser().resolve()),
+        "device": device,
+        "python": platform.python_version(),
+        "stages": stages,
+        "ready": {name: s["original_ready"] for name, s in stages.items()},
+        "download_command": "python -m avatar download " + " ".join(missing_names) if missing_names else "",
+    }
+
+
+def device_facts(configured: str) -> dict:
+    """Configured device, what "auto" resolves to, CUDA availability and the GPU name (torch is imported, no model)."""
+    facts = {"configured": configured, "resolved": configured, "cuda_available": False, "gpu": None, "torch": None}
+    if importlib.util.find_spec("torch") is None:
+        facts["resolved"] = "cpu" if configured == "auto" else configured
+        return facts
+    import torch
+
+    facts["torch"] = torch.__version__
+    facts["cuda_available"] = bool(torch.cuda.is_available())
+    if facts["cuda_available"]:
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    if configured == "auto":
+        facts["resolved"] = "cuda" if facts["cuda_available"] else "cpu"
+    return facts
+
+
+def _stage_report(cfg: AvatarConfig, stage: str, m: Manifest, probe_servers: bool, cuda: bool) -> dict:
+    rule = RULES[stage]
+    configured = getattr(cfg, stage).backend
+    models = [_entry_report(cfg, e, m) for e in m.for_stage(stage)]
+    weights_ready = mf.stage_ready(cfg, stage, m)
+    blockers = _blockers(cfg, stage, rule, weights_ready, models, probe_servers)
+    backend, reason = _choose(configured, rule, blockers)
+    warnings = []
+    if configured == rule.original and blockers:
+        warnings.append(f"{rule.original} was asked for but cannot run ({'; '.join(blockers)}): "
+                        f"the stage falls back to {rule.embedded}")
+    if stage == "head" and backend == "eat" and not cuda:
+        warnings.append("EAT on CPU: ~1.2 TFLOP per frame, expect seconds per frame; a GPU is recommended")
+    return {"configured": configured, "backend": backend, "original_backend": rule.original,
+            "embedded_backend": rule.embedded, "original_ready": not blockers, "reason": reason,
+            "warnings": warnings, "models": models}
+
+
+def _choose(configured: str, rule: StageRule, blockers: list[str]) -> tuple[str, str]:
+    if configured in rule.others or configured == rule.embedded:
+        return configured, f"{configured} chosen in the config"
+    if configured not in ("auto", rule.original):
+        return rule.embedded, f"unknown backend {configured!r} in the config"
+    if not blockers:
+        return rule.original, f"{rule.original}: its weights are in place" + (" (auto)" if configured == "auto" else "")
+    return rule.embedded, f"{rule.embedded}, because {'; '.join(blockers)}"
+
+
+def _blockers(cfg: AvatarConfig, stage: str, rule: StageRule, weights_ready: bool, models: list[dict],
+              probe_servers: bool) -> list[str]:
+    """Why the original backend cannot run here ([] = it can)."""
+    out = [f"Python package {p!r} is not installed" for p in rule.packages if importlib.util.find_spec(p) is None]
+    if stage == "tts":
+        return out + _tts_blockers(cfg, weights_ready, probe_servers)
+    if stage == "enhance" and not weights_ready and _exported_gfpgan(cfg):
+        return out  # an exported ONNX / TensorRT engine runs without the .pth
+    if not weights_ready:
+        names = [e["name"] for e in models if e["missing"] and e["need"] != "optional"]
+        out.append(f"weights missing ({', '.join(names)})")
+    return out
+
+
+def _exported_gfpgan(cfg: AvatarConfig) -> bool:
+    ec = cfg.enhance
+    return any(cfg.weights_path(p).is_file() for p in (ec.onnx_path, ec.tensorrt_path))
+
+
+def _tts_blockers(cfg: AvatarConfig, weights_ready: bool, probe_servers: bool) -> list[str]:
+    """GPT-SoVITS needs a voice (reference clip) and either a server or a checkout with its pretrained models."""
+    t, out = cfg.tts, []
+    if not t.voices:
+        out.append("no [[tts.voices]] configured (a 3-10 s reference clip and its transcript)")
+    out += [f"voice {v.name}: reference audio {cfg.weights_path(v.ref_audio)} not found"
+            for v in t.voices if not v.ref_audio or not cfg.weights_path(v.ref_audio).is_file()]
+    if t.gpt_sovits_mode == "http":
+        if probe_servers and not _port_open(t.gpt_sovits_url):
+            startable = t.start_server and t.gpt_sovits_dir and (cfg.weights_path(t.gpt_sovits_dir) / "api_v2.py").is_file()
+            if not startable:
+                out.append(f"the GPT-SoVITS server at {t.gpt_sovits_url} is not answering and cannot be started")
+    elif not t.gpt_sovits_dir or not weights_ready:
+        out.append("in-process GPT-SoVITS needs tts.gpt_sovits_dir (a checkout) with its pretrained models")
+    return out
+
+
+def _port_open(url: str, timeout_s: float = 0.3) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _entry_report(cfg: AvatarConfig, e: Entry, m: Manifest) -> dict:
+    found, missing, missing_optional = [], [], []
+    for f in e.files:
+        p = mf.file_path(cfg, e, f)
+        (found if mf.file_present(p, f) else missing_optional if f.optional else missing).append(str(p))
+    return {"name": e.name, "need": e.need, "ready": not missing, "target": str(mf.target(cfg, e)),
+            "config_field": e.config_field, "found": found, "missing": missing,
+            "missing_optional": missing_optional, "licence": e.licence, "accept_required": e.accept_required,
+            "download": f"python -m avatar download {e.name}" + (" --yes" if e.accept_required else "")}
+
+
+# ------------------------------------------------------------------------------------------------ text
+def format_report(report: dict) -> str:
+    """The report for humans: one block per stage, exact missing paths, the download command."""
+    d = report["device"]
+    gpu = f"CUDA: {d['gpu']}" if d["cuda_available"] else "CUDA not available"
+    lines = [f"Device:  {d['resolved']} (configured {d['configured']}; {gpu}; torch {d['torch'] or 'not installed'})",
+             f"Weights: {report['weights_dir']}", ""]
+    for name, s in report["stages"].items():
+        lines += _format_stage(name, s)
+    if report.get("loaded"):
+        lines += ["Loaded in this process:"] + [f"  {k}: {v}" for k, v in report["loaded"].items()] + [""]
+    if report["download_command"]:
+        lines.append(f"Get the original models: {report['download_command']}   (list: python -m avatar download --list)")
+    else:
+        lines.append("Every original model is in place.")
+    return "\n".join(lines)
+
+
+def _format_stage(name: str, s: dict) -> list[str]:
+    mark = "original" if s["backend"] == s["original_backend"] else "embedded/other"
+    lines = [f"{name:<8} {s['backend']:<11} [{mark}]  config: {s['configured']}  -- {s['reason']}"]
+    lines += [f"         ! {w}" for w in s["warnings"]]
+    for e in s["models"]:
+        state = "ready" if e["ready"] else f"missing {len(e['missing'])}"
+        lines.append(f"         {e['name']:<22} ({e['need']}) {state}  -> {e['target']}")
+        lines += [f"             missing: {p}" for p in e["missing"]]
+        lines += [f"             optional, absent: {p}" for p in e["missing_optional"]]
+    return lines + [""]
