@@ -19,7 +19,7 @@ preprocess/generate_poseimg.py) so the official checkpoints see the inputs they 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -189,18 +189,39 @@ def _antialias_kernel(stride: int = POSE_DOWN_STRIDE) -> torch.Tensor:
 
 
 def antialias_downsample(images: torch.Tensor, stride: int = POSE_DOWN_STRIDE) -> torch.Tensor:
-    """(N,1,H,W) float32 -> (N,1,H/stride,W/stride): Gaussian blur (zero padded) then every stride-th pixel."""
+    """(N,1,H,W) float32 -> (N,1,H/stride,W/stride): Gaussian blur (zero padded) sampled every stride-th pixel."""
     kernel = _antialias_kernel(stride)
     half = kernel.shape[-1] // 2
-    out = F.conv2d(F.pad(images, (half, half, half, half)), kernel)
-    return out[:, :, ::stride, ::stride]
+    return F.conv2d(F.pad(images, (half, half, half, half)), kernel, stride=stride)  # = full conv, every stride-th
+
+
+def _sampling_matrix(size: int, stride: int = POSE_DOWN_STRIDE) -> torch.Tensor:
+    """(size/stride, size) rows of the normalised 1-D Gaussian centred on every stride-th pixel (zero padding)."""
+    k1 = _antialias_kernel(stride)[0, 0].sum(0)  # the 2-D kernel is the outer product of this 1-D one
+    half = len(k1) // 2
+    a = torch.zeros(size // stride, size + 2 * half)
+    for i in range(size // stride):
+        a[i, i * stride:i * stride + len(k1)] = k1
+    return a[:, half:half + size]
+
+
+_SAMPLING: dict[int, torch.Tensor] = {}
+
+
+def antialias_downsample_separable(images: torch.Tensor, stride: int = POSE_DOWN_STRIDE) -> torch.Tensor:
+    """Same result as antialias_downsample (to float rounding) as two matrix products, ~20x faster on a CPU."""
+    size = images.shape[-1]
+    if size not in _SAMPLING:
+        _SAMPLING[size] = _sampling_matrix(size, stride)
+    a = _SAMPLING[size]
+    return a @ images @ a.T
 
 
 def pose_images(pose: PoseLogits) -> np.ndarray:
     """PoseLogits (N) -> float32 (N,1,64,64) pose images (range ~0..255)."""
     rot = rotation_matrices(bin_expectation(pose.yaw), bin_expectation(pose.pitch), bin_expectation(pose.roll))
     drawn = np.stack([draw_pose_box(r.astype(np.float64), t.astype(np.float64)) for r, t in zip(rot, pose.t)])
-    return antialias_downsample(torch.from_numpy(drawn).unsqueeze(1).float()).numpy()
+    return antialias_downsample_separable(torch.from_numpy(drawn).unsqueeze(1).float()).numpy()
 
 
 # ---------------------------------------------------------------- windows
@@ -245,6 +266,7 @@ class FeatureStreams:
     pose: PoseLogits  # N frames
     pad_mel: np.ndarray  # float32 (80,)
     pad_deep: np.ndarray  # float32 (16, 29)
+    _pose_cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def n_frames(self) -> int:
@@ -262,4 +284,14 @@ class FeatureStreams:
         pidx = pose_window_indices(frames, self.n_valid, len(self.pose))
         return {"mel": mel_windows(self.mel, self.pad_mel, idx),
                 "deep": deep_windows(self.deep, self.pad_deep, idx),
-                "pose": pose_windows(lambda i: pose_images(self.pose.take(i)), pidx)}
+                "pose": pose_windows(self._pose_images, pidx)}
+
+    def _pose_images(self, frames: np.ndarray) -> np.ndarray:
+        """Pose images of the given frames; neighbouring windows overlap, so recent images are kept (a few)."""
+        todo = np.array([i for i in frames if int(i) not in self._pose_cache], dtype=np.int64)
+        if len(todo):
+            self._pose_cache.update(zip(todo.tolist(), pose_images(self.pose.take(todo))))
+        out = np.stack([self._pose_cache[int(i)] for i in frames])
+        for old in [k for k in self._pose_cache if k < int(frames.min())]:  # windows move forward: drop the past
+            del self._pose_cache[old]
+        return out

@@ -133,6 +133,17 @@ def test_antialias_kernel_is_eats_gaussian():
     np.testing.assert_allclose(ep._antialias_kernel().numpy()[0, 0], sd["weight"].numpy()[0, 0], rtol=1e-5, atol=1e-9)
 
 
+def test_separable_downsample_equals_eats_conv():
+    import torch
+
+    x = torch.from_numpy(np.stack([ep.draw_pose_box(r, np.array([0.0, 0.0, 0.03]))
+                                   for r in ep.rotation_matrices(np.array([20.0, 33, 45]), np.array([33.0, 30, 40]),
+                                                                 np.array([33.0, 36, 20]))])).unsqueeze(1).float()
+    full = ep.antialias_downsample(x)
+    assert full.shape == (3, 1, 64, 64)
+    torch.testing.assert_close(ep.antialias_downsample_separable(x), full, rtol=0, atol=1e-3)
+
+
 def test_pose_images_shape_range_and_yaw_moves_the_box():
     t = np.array([[0.0, 0.0, 0.03]] * 3, np.float32)
     pose = ep.pose_logits_from_degrees(np.array([[0, 0, 0], [0, 0, 0], [25, 0, 0]], np.float32), t)
