@@ -53,6 +53,7 @@ class TtsConfig:
     gpt_sovits_dir: str = ""  # a GPT-SoVITS checkout: to start api_v2.py, or to import in-process
     gpt_sovits_config: str = "GPT_SoVITS/configs/tts_infer.yaml"  # relative to gpt_sovits_dir
     start_server: bool = False  # start api_v2.py from gpt_sovits_dir if the URL does not answer
+    gpt_sovits_python: str = ""  # interpreter of GPT-SoVITS's own environment for api_v2.py; empty = this Python
     timeout_s: float = 60.0
     voices: tuple[VoiceConfig, ...] = ()
     length_scale: float = 1.0  # Piper speaking rate (>1 slower)

