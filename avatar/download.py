@@ -165,7 +165,8 @@ class _Fetcher:
 
         self.requests = requests
         self.session = requests.Session()
-        self.session.headers["User-Agent"] = USER_AGENT
+        # identity: Content-Length is then the file's byte count, and a Range offset means the same bytes
+        self.session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
         self.opts, self.log = opts, log
 
     def fetch(self, url: str, part: Path, kind: str, label: str) -> int:
@@ -226,12 +227,12 @@ class _Fetcher:
                    disable=not self.opts.progress, leave=False, file=sys.stderr)
         try:
             with open(part, mode) as fh:
-                for chunk in resp.iter_content(self.opts.chunk_bytes):
+                for chunk in _raw_chunks(resp.raw, self.opts.chunk_bytes):
                     fh.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-        except (self.requests.ConnectionError, self.requests.Timeout,
-                self.requests.exceptions.ChunkedEncodingError) as e:
+        except (self.requests.ConnectionError, self.requests.Timeout, self.requests.exceptions.ChunkedEncodingError,
+                *_URLLIB3_ERRORS) as e:
             err = _Retryable(f"connection lost after {received} bytes ({type(e).__name__})")
             err.received = received  # type: ignore[attr-defined]
             raise err from None
@@ -259,6 +260,23 @@ class _Fetcher:
             return self.session.get(url, headers=headers, stream=True, timeout=self.opts.timeout_s)
         except (self.requests.ConnectionError, self.requests.Timeout) as e:
             raise _Retryable(f"cannot connect ({type(e).__name__})") from None
+
+
+def _urllib3_errors() -> tuple[type[BaseException], ...]:
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    return (Urllib3Error, ConnectionError, TimeoutError)  # not every OSError: a full disk is no network hiccup
+
+
+_URLLIB3_ERRORS = _urllib3_errors()
+
+
+def _raw_chunks(raw, chunk_bytes: int):
+    """Yields what the socket has, as it comes. (requests' iter_content buffers up to a whole chunk, and a dropped
+    connection then loses that buffer; read1 hands over every byte received, so the .part resumes exactly.)"""
+    read = getattr(raw, "read1", None) or raw.read
+    while data := read(chunk_bytes):
+        yield data
 
 
 def _is_html(resp) -> bool:
