@@ -360,7 +360,7 @@ class Sampler:
     def __call__(self, logits: Tensor) -> Tensor:
         """logits (1, V) -> token (1,) int64 on the device (no host sync)."""
         x = logits.float()
-        x = torch.where(torch.isfinite(x).all(), x, self.fallback)
+        x = torch.where(torch.isfinite(x.sum()), x, self.fallback)  # a sum is finite iff every score is
         penalty = self.opts.repetition_penalty
         if penalty != 1.0:
             x = torch.where(self.seen, torch.where(x < 0, x * penalty, x / penalty), x)

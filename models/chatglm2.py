@@ -95,10 +95,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        # Statistics in float32 even for fp16/bf16 activations, as the official code does.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight * x32).to(x.dtype)
+        # One fused kernel on CUDA (statistics in float32); on CPU float32 it equals the official formula bit for bit.
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 def _norm(cfg: ChatGLM2Config) -> nn.Module:
@@ -109,14 +107,19 @@ def _norm(cfg: ChatGLM2Config) -> nn.Module:
 
 class RotaryEmbedding(nn.Module):
     """`inv_freq` is kept only because the checkpoint has it; like the official forward, the table ignores its
-    values and is rebuilt from base 10000 (it follows the buffer's dtype and device)."""
+    values and is rebuilt from base 10000 (it follows the buffer's dtype and device).
+
+    The table is stored full width so that rotating is `x * cos + swap_pairs(x) * sin` (3 kernels for q and k
+    together): cos = (c0, c0, c1, c1, ..., 1, ..., 1), sin = (-s0, s0, -s1, s1, ..., 0, ..., 0); the trailing
+    head_dim / 2 dims pass unchanged."""
 
     def __init__(self, cfg: ChatGLM2Config):
         super().__init__()
-        self.num_pairs = cfg.rope_pairs
+        self.num_pairs, self.head_dim = cfg.rope_pairs, cfg.head_dim
         self.max_positions = cfg.seq_length
         self.register_buffer("inv_freq", self._frequencies(torch.device("cpu")))
-        self.register_buffer("cos_sin", torch.empty(0), persistent=False)
+        self.register_buffer("cos", torch.empty(0), persistent=False)
+        self.register_buffer("sin", torch.empty(0), persistent=False)
         self.reset_table()
 
     def _frequencies(self, device: torch.device) -> Tensor:
@@ -130,26 +133,27 @@ class RotaryEmbedding(nn.Module):
         self.reset_table()
 
     def reset_table(self) -> None:
-        """(Re)build the (max_positions, pairs, 2) cos/sin table; needed after loading weights onto a meta model."""
+        """(Re)build the (max_positions, head_dim) cos/sin tables; needed after loading onto a meta-built model."""
         device = self.inv_freq.device
         positions = torch.arange(self.max_positions, dtype=torch.float32, device=device)
-        angles = torch.outer(positions, self._frequencies(device))
-        table = torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)
-        self.cos_sin = table.to(self.inv_freq.dtype)
+        angles = torch.outer(positions, self._frequencies(device)).repeat_interleave(2, dim=-1)
+        sign = torch.tensor([-1.0, 1.0], device=device).repeat(self.num_pairs)
+        passed = self.head_dim - angles.shape[1]
+        cos = torch.cat((torch.cos(angles), angles.new_ones(self.max_positions, passed)), dim=-1)
+        sin = torch.cat((torch.sin(angles) * sign, angles.new_zeros(self.max_positions, passed)), dim=-1)
+        self.cos, self.sin = cos.to(self.inv_freq.dtype), sin.to(self.inv_freq.dtype)
 
-    def forward(self, positions: Tensor) -> Tensor:
-        """positions (S,) int64 -> (S, pairs, 2) cos/sin rows."""
-        return self.cos_sin.index_select(0, positions)
+    def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """positions (S,) int64 -> cos, sin rows, each (S, head_dim)."""
+        return self.cos.index_select(0, positions), self.sin.index_select(0, positions)
 
 
-def apply_rotary(x: Tensor, rope: Tensor) -> Tensor:
-    """x (B, S, heads, head_dim); rope (S, pairs, 2). Rotates dims [0, 2*pairs) as adjacent (even, odd) pairs."""
-    rot_dim = rope.shape[1] * 2
-    pairs = x[..., :rot_dim].unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    cos, sin = rope[None, :, None, :, 0], rope[None, :, None, :, 1]
-    rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
-    return torch.cat((rotated, x[..., rot_dim:]), dim=-1)
+def apply_rotary(x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+    """x (B, S, heads, head_dim). Rotates the first head_dim / 2 dims as adjacent (even, odd) pairs:
+    (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin), the official layout."""
+    cos, sin = rope[0][:, None], rope[1][:, None]
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return torch.addcmul(x * cos, swapped, sin)
 
 
 def grouped_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
@@ -160,7 +164,7 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     if seq == 1:
         # One token: the H/G query heads of a group become the rows of one SDPA call per group, so K/V are read
         # once per group instead of being copied H/G times (this is the decode step).
-        qg = q.view(batch, groups, heads // groups, dim)
+        qg = q.reshape(batch, groups, heads // groups, dim)
         out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask.view(1, 1, 1, -1))
         return out.reshape(batch, 1, heads * dim)
     reps = heads // groups
@@ -180,13 +184,14 @@ class SelfAttention(nn.Module):
                                          bias=cfg.add_qkv_bias or cfg.add_bias_linear)
         self.dense = nn.Linear(q_size, cfg.hidden_size, bias=cfg.add_bias_linear)
 
-    def forward(self, x: Tensor, rope: Tensor, mask: Tensor, positions: Tensor,
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor, positions: Tensor,
                 cache: tuple[Tensor, Tensor] | None) -> Tensor:
         batch, seq, _ = x.shape
-        q, k, v = self.query_key_value(x).split(self.split_sizes, dim=-1)
-        q = apply_rotary(q.view(batch, seq, self.num_heads, self.head_dim), rope)
-        k = apply_rotary(k.view(batch, seq, self.num_kv_heads, self.head_dim), rope).transpose(1, 2)
-        v = v.view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        qkv = self.query_key_value(x)
+        q_size, kv_size, _ = self.split_sizes
+        qk = apply_rotary(qkv[..., : q_size + kv_size].unflatten(-1, (-1, self.head_dim)), rope)
+        q, k = qk[:, :, : self.num_heads], qk[:, :, self.num_heads:].transpose(1, 2)
+        v = qkv[..., q_size + kv_size:].unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
         if cache is not None:
             cache[0].index_copy_(2, positions, k.to(cache[0].dtype))
             cache[1].index_copy_(2, positions, v.to(cache[1].dtype))
@@ -216,7 +221,7 @@ class GLMBlock(nn.Module):
         self.post_attention_layernorm = _norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, rope: Tensor, mask: Tensor, positions: Tensor,
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor, positions: Tensor,
                 cache: tuple[Tensor, Tensor] | None) -> Tensor:
         normed = self.input_layernorm(x)
         x = (normed if self.residual_from_norm else x) + self.self_attention(normed, rope, mask, positions, cache)

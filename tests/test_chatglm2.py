@@ -101,7 +101,7 @@ def test_both_folder_layouts_load_the_exact_weights(folders, seeded, layout):
     assert set(loaded) == set(seeded)
     for key, value in seeded.items():
         assert torch.equal(loaded[key], value), key
-    assert model.transformer.rotary_pos_emb.cos_sin.shape == (512, 4, 2)  # rebuilt after the meta-device build
+    assert model.transformer.rotary_pos_emb.cos.shape == (512, 16)  # rebuilt after the meta-device build
 
 
 def test_greedy_decoding_with_kv_cache_reproduces_official_tokens(backend, ref):
@@ -213,13 +213,15 @@ def test_folder_without_weights_or_with_missing_shard_is_a_weights_error(tmp_pat
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype, tolerance", [("float16", 0.02), ("bfloat16", 0.1)])
-def test_half_precision_logits_close_to_fp32(folders, ref, dtype, tolerance):
+# measured on CPU: fp16 max 0.012 mean 0.0014; bf16 max 0.083 mean 0.011 (logit std 1.0)
+@pytest.mark.parametrize("dtype, max_err, mean_err", [("float16", 0.05, 0.005), ("bfloat16", 0.25, 0.03)])
+def test_half_precision_logits_close_to_fp32(folders, ref, dtype, max_err, mean_err):
     model = load_model(folders["safetensors"], device="cuda", dtype=dtype)
     ids = torch.from_numpy(ref["in_input_ids"]).cuda()
     with torch.inference_mode():
         logits = model(ids, torch.arange(ids.shape[1], device="cuda")).float().cpu().numpy()
-    assert np.abs(logits - ref["logits"]).max() < tolerance
+    err = np.abs(logits - ref["logits"])
+    assert err.max() < max_err and err.mean() < mean_err
 
 
 @pytest.mark.gpu

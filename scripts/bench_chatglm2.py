@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Benchmark our ChatGLM2 network at full size (28 layers, hidden 4096, 2 KV groups, vocab 65024) with synthetic
+weights made on the device (no checkpoint file): first-token latency for a short prompt, decode tokens/s for one
+stream, peak memory. Prints one JSON object.
+
+    python scripts/bench_chatglm2.py --device cuda --dtype float16                 # static KV cache + CUDA graph
+    python scripts/bench_chatglm2.py --device cuda --compile                       # torch.compile + CUDA graph
+    python scripts/bench_chatglm2.py --device cuda --compile --no-cuda-graph       # torch.compile reduce-overhead
+    python scripts/bench_chatglm2.py --device cuda --no-cuda-graph                 # eager decode
+    python scripts/bench_chatglm2.py --smoke                                       # tiny config on CPU
+
+Decoding is greedy and reads each token back to the host (as streaming does), so host round trips are included.
+Needs only torch (models/chatglm2.py is imported from this checkout).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM, CudaGraphDecoder, KVCache  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TINY = ChatGLM2Config(num_layers=2, hidden_size=64, num_attention_heads=4, kv_channels=16, ffn_hidden_size=128,
+                      seq_length=512)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
+    p.add_argument("--batch", type=int, default=1, help="streams decoded together (same positions)")
+    p.add_argument("--prompt-tokens", type=int, default=28)
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=10, help="first-token measurements (median reported)")
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+                   help="replay the one-token decode step from a captured CUDA graph (CUDA only)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step (with --cuda-graph: compiled kernels inside our graph; "
+                        "without: mode='reduce-overhead')")
+    p.add_argument("--smoke", action="store_true", help="tiny config on CPU, float32, a few tokens")
+    args = p.parse_args()
+    if args.smoke:
+        args.device, args.dtype, args.new_tokens, args.repeats = "cpu", "float32", 8, 2
+    return args
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_model(cfg: ChatGLM2Config, device: torch.device, dtype: torch.dtype) -> ChatGLM2ForCausalLM:
+    """Allocated directly on the device in the target dtype (no 12 GB file, no fp32 copy), then filled randomly."""
+    with torch.device("meta"):
+        model = ChatGLM2ForCausalLM(cfg)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    model.transformer.rotary_pos_emb.inv_freq = torch.empty(cfg.rope_pairs, dtype=dtype, device=device)
+    model.init_synthetic_(torch.Generator(device=device).manual_seed(0))
+    return model.eval().requires_grad_(False)
+
+
+def make_step(model: ChatGLM2ForCausalLM, cache: KVCache, args: argparse.Namespace, device: torch.device
+              ) -> tuple[Callable, str, float]:
+    """The decode step to time, its name, and its build time in seconds (capture / compile warm-up)."""
+    start = time.perf_counter()
+    if device.type != "cuda" or not (args.cuda_graph or args.compile):
+        return model, "eager", 0.0
+    if args.cuda_graph:
+        fn = torch.compile(model, dynamic=False) if args.compile else model
+        step = CudaGraphDecoder(fn, cache, batch_size=args.batch)
+        name = "compile+cuda_graph" if args.compile else "cuda_graph"
+    else:
+        for t in cache.keys + cache.values:  # lets cudagraph trees update the cache in place
+            torch._dynamo.mark_static_address(t)
+        step = torch.compile(model, mode="reduce-overhead", dynamic=False)
+        tok, pos = torch.zeros((args.batch, 1), dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long,
+                                                                                                  device=device)
+        for _ in range(3):
+            step(tok, pos, cache)
+        name = "compile_reduce_overhead"
+    sync(device)
+    return step, name, time.perf_counter() - start
+
+
+def first_token_ms(model: ChatGLM2ForCausalLM, cache: KVCache, prompt: torch.Tensor, repeats: int) -> list[float]:
+    """Prefill the prompt into the cache and pick the first token (greedy), to the host; one warm-up run first."""
+    positions = torch.arange(prompt.shape[1], device=prompt.device)
+    times = []
+    for _ in range(repeats + 1):
+        sync(prompt.device)
+        start = time.perf_counter()
+        token = model(prompt, positions, cache, last_only=True)[:, -1].argmax(-1)
+        token.cpu()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times[1:]
+
+
+def decode(step: Callable, cache: KVCache, first: torch.Tensor, start: int, n: int) -> tuple[float, list[int]]:
+    """n greedy steps from position `start`; returns (seconds, token ids of stream 0)."""
+    device, token, ids = first.device, first, []
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(n):
+        positions = torch.tensor([start + i], dtype=torch.long, device=device)
+        token = step(token.view(-1, 1), positions, cache)[:, -1].argmax(-1)
+        ids.append(int(token[0].item()))  # host read-back per token, as streaming does
+    sync(device)
+    return time.perf_counter() - t0, ids
+
+
+def graph_vs_eager_diff(model: ChatGLM2ForCausalLM, step: Callable, cache: KVCache, position: int) -> float:
+    """The same decode step through `step` and eagerly (both write the same K/V): max |logit difference|."""
+    device = cache.keys[0].device
+    token = torch.full((cache.keys[0].shape[0], 1), 1000, dtype=torch.long, device=device)
+    positions = torch.tensor([position], dtype=torch.long, device=device)
+    fast = step(token, positions, cache).float().clone()
+    slow = model(token, positions, cache).float()
+    return float((fast - slow).abs().max())
+
+
+@torch.inference_mode()
+def run(args: argparse.Namespace) -> dict:
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    cfg = TINY if args.smoke else ChatGLM2Config()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model = build_model(cfg, device, dtype)
+    max_len = -(-(args.prompt_tokens + args.new_tokens + 1) // 256) * 256
+    cache = model.allocate_cache(args.batch, max_len)
+    step, mode, build_s = make_step(model, cache, args, device)  # before prefill: capture writes position 0
+    prompt = torch.randint(100, 60000, (args.batch, args.prompt_tokens), device=device,
+                           generator=torch.Generator(device=device).manual_seed(1))
+    ttft = first_token_ms(model, cache, prompt, args.repeats)
+    first = model(prompt, torch.arange(args.prompt_tokens, device=device), cache, last_only=True)[:, -1].argmax(-1)
+    seconds, ids = decode(step, cache, first, args.prompt_tokens, args.new_tokens)
+    eager_n = min(32, args.new_tokens)
+    eager_s, eager_ids = decode(model, cache, first, args.prompt_tokens, eager_n) if mode != "eager" else (
+        seconds * eager_n / args.new_tokens, ids[:eager_n])
+    result = {
+        "bench": "chatglm2", "mode": mode, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else "cpu", "dtype": args.dtype, "batch": args.batch, "torch": torch.__version__,
+        "layers": cfg.num_layers, "hidden": cfg.hidden_size,
+        "params_billion": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+        "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "cache_tokens": max_len,
+        "first_token_ms_median": round(statistics.median(ttft), 2), "first_token_ms_min": round(min(ttft), 2),
+        "decode_tokens_per_s": round(args.new_tokens / seconds, 1),
+        "decode_ms_per_token": round(seconds / args.new_tokens * 1e3, 3),
+        "eager_decode_tokens_per_s": round(eager_n / eager_s, 1),
+        "same_tokens_as_eager": ids[:eager_n] == eager_ids,
+        "build_s": round(build_s, 2),
+    }
+    if mode != "eager":
+        result["step_vs_eager_max_abs_logit_diff"] = graph_vs_eager_diff(model, step, cache, args.prompt_tokens)
+    if device.type == "cuda":
+        result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    result["goal_met"] = result["decode_tokens_per_s"] >= 150 and result["first_token_ms_median"] <= 30
+    return result
+
+
+def main() -> None:
+    print(json.dumps(run(parse_args()), ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
