@@ -16,6 +16,7 @@ This is the only module that touches the network; the app never calls it at run 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import html
 import os
@@ -488,7 +489,7 @@ def download(names: Iterable[str], cfg: AvatarConfig, *, yes: bool = False, opti
     """
     opts = options or DownloadOptions()
     if yes and not opts.accept_licences:
-        opts = DownloadOptions(**{**opts.__dict__, "accept_licences": True})
+        opts = dataclasses.replace(opts, accept_licences=True)
     m = manifest or mf.default_manifest()
     selected = m.select(list(names) or ["all"])
     bases = resolve_bases(opts.base_urls)
@@ -523,11 +524,11 @@ def _licence_accepted(e: Entry, opts: DownloadOptions, log: Callable[[str], None
 
 def describe_entry(cfg: AvatarConfig, e: Entry, bases: Mapping[str, str] | None = None) -> str:
     """Model, target, licence and sources, printed before anything is downloaded."""
-    size = e.approx_bytes()
+    size = _size_text(e)
     sources = sorted({describe_source(s) if bases is None else source_url(s, bases)
                       for f in e.files for s in f.sources[:1]})
     lines = [f"== {e.name} ({e.stage}/{e.backend}): {e.description}",
-             f"   target:  {mf.target(cfg, e)}  ({len(e.files)} files{', about ' + _mb(size) if size else ''})",
+             f"   target:  {mf.target(cfg, e)}  ({len(e.files)} files, {size})",
              f"   licence: {e.licence}" + (f"  <{e.licence_url}>" if e.licence_url else "")
              + ("  [needs your acceptance]" if e.accept_required else "")]
     lines += [f"   source:  {s}" for s in sources[:6]] + ([f"   ... and {len(sources) - 6} more"] if len(sources) > 6 else [])
@@ -544,9 +545,17 @@ def format_listing(cfg: AvatarConfig, manifest: Manifest | None = None) -> str:
         missing = mf.missing_files(cfg, e.name, m)
         status = "ready" if not missing else f"missing {len(missing)}"
         licence = e.licence.split(" (")[0].split(":")[0] + (" [accept]" if e.accept_required else "")
-        rows.append(f"{e.name:<22} {e.stage:<8} {e.need:<9} {status:<11} {_mb(e.approx_bytes()):>9}  "
+        rows.append(f"{e.name:<22} {e.stage:<8} {e.need:<9} {status:<11} {_mb(e.approx_bytes()) + ('' if e.size_known() or not e.approx_bytes() else '+'):>9}  "
                     f"{str(mf.target(cfg, e)):<48} {licence}")
+    rows.append("size: '+' = some file sizes are not published (the total is a lower bound)")
     return "\n".join(rows)
+
+
+def _size_text(e: Entry) -> str:
+    known = _mb(e.approx_bytes())
+    if e.size_known():
+        return f"about {known}"
+    return f"{known} + files of unpublished size" if e.approx_bytes() else "size not published"
 
 
 def _mb(n: int) -> str:

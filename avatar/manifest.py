@@ -77,6 +77,10 @@ class Entry:
     def approx_bytes(self) -> int:
         return sum(f.size or int(f.approx_mb * 1e6) for f in self.files)
 
+    def size_known(self) -> bool:
+        """False when some file has neither an exact nor an approximate size (approx_bytes is then a lower bound)."""
+        return all(f.size or f.approx_mb for f in self.files)
+
 
 @dataclass(frozen=True)
 class Manifest:
