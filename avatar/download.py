@@ -201,7 +201,9 @@ class _Fetcher:
             total = offset + int(length) if length and length.isdigit() else None
             received = self._stream(resp, part, mode, offset, total, label)
         if total is not None and part.stat().st_size < total:
-            raise _Retryable(f"connection closed at {part.stat().st_size} of {total} bytes")
+            err = _Retryable(f"connection closed at {part.stat().st_size} of {total} bytes")
+            err.received = received  # type: ignore[attr-defined]
+            raise err
         return received
 
     def _resume_mode(self, resp, offset: int, part: Path, url: str, label: str) -> str:

@@ -250,6 +250,7 @@ def test_dropped_connection_is_retried_and_resumed(server, tmp_path):
 
     assert summary.ok, summary.format()
     assert server.requests_for(hf_url) == [None, "bytes=50000-"]
+    assert summary.results[0].bytes_downloaded == 200_000  # each byte fetched once
     assert mf.is_ready(cfg, "modnet", m)
 
 
