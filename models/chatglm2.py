@@ -186,7 +186,6 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor, positions: Tensor,
                 cache: tuple[Tensor, Tensor] | None) -> Tensor:
-        batch, seq, _ = x.shape
         qkv = self.query_key_value(x)
         q_size, kv_size, _ = self.split_sizes
         qk = apply_rotary(qkv[..., : q_size + kv_size].unflatten(-1, (-1, self.head_dim)), rope)

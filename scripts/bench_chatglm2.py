@@ -62,7 +62,6 @@ def build_model(cfg: ChatGLM2Config, device: torch.device, dtype: torch.dtype) -
     with torch.device("meta"):
         model = ChatGLM2ForCausalLM(cfg)
     model = model.to(dtype=dtype).to_empty(device=device)
-    model.transformer.rotary_pos_emb.inv_freq = torch.empty(cfg.rope_pairs, dtype=dtype, device=device)
     model.init_synthetic_(torch.Generator(device=device).manual_seed(0))
     return model.eval().requires_grad_(False)
 
