@@ -86,7 +86,7 @@ class TorchRunner:
 
     def __init__(self, net: GFPGANv1Clean, device: str, dtype: torch.dtype, batch_size: int, compile: bool = False):
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
-        self.net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
+        self.net = _channels_last(net.to(device=device, dtype=dtype)).eval()
         self.fixed_batch = compile and device.startswith("cuda")
         self._fn = torch.compile(self.net, mode="max-autotune", dynamic=False) if self.fixed_batch else self.net
 
@@ -98,6 +98,17 @@ class TorchRunner:
         with torch.inference_mode():
             out = self._fn(x)
         return out[:n].clone() if self.fixed_batch else out  # compiled CUDA-graph outputs are overwritten next call
+
+
+def _channels_last(net: torch.nn.Module) -> torch.nn.Module:
+    """NHWC weights for cuDNN's fast fp16 kernels. The 5-D modulated weights (1,Cout,Cin,k,k) are re-strided so
+    that weight[0], the 4-D tensor the batched conv uses, is channels_last."""
+    for p in net.parameters():
+        if p.ndim == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+        elif p.ndim == 5:
+            p.data = p.data[0].contiguous(memory_format=torch.channels_last).unsqueeze(0)
+    return net
 
 
 def faces_to_input(faces: np.ndarray, device: str | torch.device) -> torch.Tensor:
