@@ -339,7 +339,9 @@ class CudaGraphDecoder:
                 step_fn(self.token_ids, self.positions, self.cache)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: CUDA work of other threads (other app stages) during the capture is neither an error nor
+        # recorded; the capture stream is a non-blocking one, so it does not wait on their work either.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             logits = step_fn(self.token_ids, self.positions, self.cache)
         return graph, logits
 
