@@ -23,7 +23,7 @@ _ABBREVIATIONS = {
 }
 _SOFT_BREAKS = "，,、：:—"  # where an over-long sentence may be cut
 
-MIN_SENTENCE_CHARS = 6  # shorter pieces ("OK." "好的。") are merged into the next sentence: one synthesis call each
+MIN_SENTENCE_UNITS = 3  # pieces with fewer syllable-ish units ("OK." "好的。") join the next sentence
 MAX_SENTENCE_CHARS = 120  # longer sentences are cut at commas so the first audio chunk comes quickly
 
 
@@ -41,13 +41,14 @@ def detect_language(text: str, default: str = "en") -> str:
     return "zh" if n_cjk >= n_words else "en"
 
 
-def split_sentences(text: str, min_chars: int = MIN_SENTENCE_CHARS, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
+def split_sentences(text: str, min_units: int = MIN_SENTENCE_UNITS, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
     """Splits Chinese and English text into sentences, keeping their punctuation.
 
-    Short fragments are merged with the next sentence; sentences longer than max_chars are cut at commas.
+    Short fragments (fewer than min_units Chinese characters + words + numbers) are merged with the next sentence;
+    sentences longer than max_chars are cut at commas.
     """
     pieces = [p for p in (s.strip() for s in _raw_sentences(text or "")) if p]
-    merged = _merge_short(pieces, min_chars)
+    merged = _merge_short(pieces, min_units)
     out: list[str] = []
     for sentence in merged:
         out.extend(_cut_long(sentence, max_chars))
@@ -62,12 +63,20 @@ def _raw_sentences(text: str) -> list[str]:
             j = i + 1
             while j < n and (text[j] in _STRONG_ENDS.replace("\n", "") or text[j] in _CLOSERS or text[j] == "."):
                 j += 1  # keep "?!", "..." and closing quotes with their sentence
+            if _continues_lowercase(text, j):  # 'He said "wait..." and left.': not a sentence end
+                i = j
+                continue
             out.append(text[start:j])
             start = i = j
             continue
         i += 1
     out.append(text[start:])
     return out
+
+
+def _continues_lowercase(text: str, j: int) -> bool:
+    rest = text[j:j + 40].lstrip(" \t")
+    return bool(rest) and rest[0].islower() and rest[0].isascii()
 
 
 def _is_full_stop(text: str, i: int) -> bool:
@@ -82,18 +91,23 @@ def _is_full_stop(text: str, i: int) -> bool:
     return True
 
 
-def _merge_short(pieces: list[str], min_chars: int) -> list[str]:
+def _units(text: str) -> int:
+    """Rough syllable count: one per Chinese character, Latin word or number."""
+    return len(_CJK_RE.findall(text)) + len(_LATIN_WORD_RE.findall(text)) + len(re.findall(r"\d+", text))
+
+
+def _merge_short(pieces: list[str], min_units: int) -> list[str]:
     out: list[str] = []
     carry = ""
     for piece in pieces:
         joined = _join(carry, piece)
-        if len(_SPEAKABLE_RE.findall(joined)) < min_chars:
+        if _units(joined) < min_units:
             carry = joined
             continue
         out.append(joined)
         carry = ""
     if carry:
-        if out and len(_SPEAKABLE_RE.findall(carry)) < min_chars:
+        if out and _units(carry) < min_units:
             out[-1] = _join(out[-1], carry)
         else:
             out.append(carry)

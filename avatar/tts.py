@@ -236,17 +236,22 @@ BENCH_TEXT = {
 
 
 def bench(tts: Tts, repeats: int = 2) -> dict:
-    """JSON-able timings: load time and real-time factor (synthesis s / audio s) per language (best of repeats)."""
+    """JSON-able timings: load time and real-time factor (synthesis s / audio s) per language (best of repeats).
+
+    cpu_s: CPU time of this process (all threads), a check on wall times taken on a shared machine.
+    For GPT-SoVITS over HTTP the work happens in the server, so only wall time means anything.
+    """
     result: dict = {"stage": "tts", "backend": tts.backend, "load_s": round(tts.load_s, 3),
                     "sample_rate": tts.sample_rate, "fallback_reason": tts.fallback_reason, "languages": {}}
     for lang, text in BENCH_TEXT.items():
         tts.synthesize(text, lang)  # warm-up (first tflite / onnx call allocates)
-        times, audio = [], None
+        times, cpu_times, audio = [], [], None
         for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             audio = tts.synthesize(text, lang)
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
         best = min(times)
         result["languages"][lang] = {"audio_s": round(audio.duration_s, 3), "synth_s": round(best, 3),
-                                     "rtf": round(best / audio.duration_s, 4)}
+                                     "rtf": round(best / audio.duration_s, 4), "cpu_s": round(min(cpu_times), 3)}
     return result
