@@ -17,6 +17,7 @@ from avatar.errors import WeightsError
 from avatar.eat_runtime import (EatFrameInputs, EatRenderer, frames_to_uint8, load_eat_networks, load_pad,
                                 missing_eat_files, window_chunk)
 from models.eat import PART_CLASSES
+from models.eat.spade import SPADE, upsampled_conv3x3
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REF = SHARED / "reference"
@@ -158,6 +159,26 @@ def test_window_assembly_matches_demo(ref):
     assert torch.equal(mel, torch.from_numpy(ref["in_mel"][0]))
     assert torch.equal(pose, torch.from_numpy(ref["in_pose"]))
     assert torch.equal(deep, torch.from_numpy(ref["in_deep"][0]))
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_polyphase_upsampled_conv_equals_upsample_then_conv(scale):
+    g = torch.Generator().manual_seed(scale)
+    seg, w, b = torch.randn(2, 5, 6, 7, generator=g), torch.randn(3, 5, 3, 3, generator=g), torch.randn(3, generator=g)
+    want = torch.nn.functional.conv2d(torch.nn.functional.interpolate(seg, scale_factor=scale, mode="nearest"),
+                                      w, b, padding=1)
+    assert (upsampled_conv3x3(seg, w, b, scale) - want).abs().max() < 2e-5
+
+
+def test_fast_spade_equals_reference():
+    torch.manual_seed(0)
+    layer = SPADE(8, 5).eval()
+    x, seg = torch.randn(2, 8, 24, 28), torch.randn(2, 5, 6, 7)
+    with torch.inference_mode():
+        want = layer(x, seg)
+        layer.fast = True
+        got = layer(x, seg)
+    assert (got - want).abs().max() < 1e-5
 
 
 # ------------------------------------------------------------------------------------------ parity

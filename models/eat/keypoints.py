@@ -89,7 +89,26 @@ def align_driving(kp_driving: torch.Tensor, kp_source: torch.Tensor, kp_mean_dri
 
 
 def convex_hull_volume(points: np.ndarray) -> float:
-    """Volume of the 3-D convex hull of (K,3) points (scipy's Qhull, as the official code)."""
-    from scipy.spatial import ConvexHull  # lazy: only needed once per source image
+    """Volume of the 3-D convex hull of (K,3) points: scipy's Qhull (as the official code) when installed,
+    else a brute-force facet enumeration (exact for points in general position)."""
+    pts = np.asarray(points, dtype=np.float64)
+    try:
+        from scipy.spatial import ConvexHull  # lazy: only needed once per source image
+    except ImportError:
+        return _hull_volume_bruteforce(pts)
+    return float(ConvexHull(pts).volume)
 
-    return float(ConvexHull(np.asarray(points, dtype=np.float64)).volume)
+
+def _hull_volume_bruteforce(pts: np.ndarray) -> float:
+    """Sum of tetrahedra (centroid, facet) over triangles with every other point on one side."""
+    from itertools import combinations
+
+    tri = np.array(list(combinations(range(len(pts)), 3)))
+    a, b, c = pts[tri[:, 0]], pts[tri[:, 1]], pts[tri[:, 2]]
+    normal = np.cross(b - a, c - a)
+    side = np.einsum("tj,tpj->tp", normal, pts[None, :, :] - a[:, None, :])
+    tol = 1e-12 * np.abs(side).max()
+    facet = (side <= tol).all(axis=1) | (side >= -tol).all(axis=1)
+    centre = pts.mean(axis=0)
+    vol = np.abs(np.einsum("tj,tj->t", normal[facet], a[facet] - centre)) / 6.0
+    return float(vol.sum())
