@@ -31,6 +31,7 @@ from .types import FPS, Audio, PoseSequence, check_emotion, check_rgb
 
 MAP_STEP_PX = 2  # output pixels per warp-map grid step (the map is upsampled bilinearly)
 MAX_OPEN_IOD = 0.26  # jaw drop at full speech energy, in inter-ocular distances
+EMOTION_GAIN = 1.3  # all emotion offsets at intensity 1 (the tables below are at gain 1)
 N_RING = 20  # vertices on the ring around the head
 N_BORDER_PER_SIDE = 5  # fixed vertices per frame edge (corners included)
 
@@ -59,7 +60,8 @@ _EMOTIONS: dict[str, dict[int, tuple[float, float]]] = {
             37: (0, 0.03), 38: (0, 0.03), 8: (0, -0.01)},
     "surprised": {17: (0, -0.10), 18: (0, -0.13), 19: (0, -0.14), 20: (0, -0.13), 21: (0, -0.11),
                   37: (0, -0.045), 38: (0, -0.045), 36: (0, -0.01), 39: (0, -0.01), 40: (0, 0.015), 41: (0, 0.015)},
-    "angry": {21: (0.045, 0.09), 20: (0.03, 0.08), 19: (0.01, 0.055), 18: (0, 0.03), 37: (0, 0.015), 38: (0, 0.02),
+    "angry": {21: (0.09, 0.09), 20: (0.06, 0.08), 19: (0.025, 0.055), 74: (0, 0.02), 18: (0, 0.03),
+              37: (0, 0.015), 38: (0, 0.02),
               40: (0, -0.02), 41: (0, -0.02), 48: (0.03, 0.01), 60: (0.03, 0.0), 50: (0, 0.015), 51: (0, 0.015),
               57: (0, -0.025), 56: (0, -0.02), 31: (0, -0.015)},
     "fear": {21: (0.035, -0.09), 20: (0.02, -0.08), 19: (0, -0.06), 18: (0, -0.04), 17: (0, -0.02),
@@ -70,9 +72,10 @@ _EMOTIONS: dict[str, dict[int, tuple[float, float]]] = {
                   20: (0.02, 0.05), 19: (0, 0.03), 40: (0, -0.03), 41: (0, -0.03), 68: (0, -0.03), 57: (0, 0.015)},
 }
 # contempt is one-sided: the image-right mouth corner rises and pulls back
-_CONTEMPT = {54: (0.05, -0.08), 64: (0.045, -0.065), 53: (0.02, -0.035), 55: (0.02, -0.025), 63: (0.01, -0.03),
-             71: (0.02, -0.04), 48: (0.0, 0.015), 37: (0, 0.02), 38: (0, 0.02), 43: (0, 0.02), 44: (0, 0.02),
-             17: (0, 0.015), 26: (0, 0.015), 22: (0, 0.01), 21: (0, 0.01)}
+_CONTEMPT = {54: (0.07, -0.12), 64: (0.06, -0.10), 53: (0.03, -0.05), 55: (0.03, -0.04), 63: (0.015, -0.045),
+             65: (0.01, -0.03), 71: (0.03, -0.06), 57: (0.01, -0.015), 48: (0.01, 0.02), 60: (0.01, 0.015),
+             37: (0, 0.03), 38: (0, 0.03), 43: (0, 0.03), 44: (0, 0.03), 17: (0, 0.015), 26: (0, 0.015),
+             22: (0, 0.01), 21: (0, 0.01)}
 
 # how each emotion colours speech: (opening scale, opening bias, mouth width bias)
 _MOUTH_STYLE = {"neutral": (1.0, 0.0, 0.0), "happy": (1.0, 0.0, 0.5), "sad": (0.8, 0.0, -0.2),
@@ -93,6 +96,10 @@ _OPEN_DV = {66: 1.0, 65: 0.85, 67: 0.85, 57: 0.95, 56: 0.85, 58: 0.85, 55: 0.5, 
 _WIDTH_DU = {48: -0.05, 60: -0.05, 54: 0.05, 64: 0.05, 49: -0.025, 59: -0.025, 53: 0.025, 55: 0.025,
              61: -0.015, 67: -0.015, 63: 0.015, 65: 0.015}
 _BLINK = [(37, 41), (38, 40), (43, 47), (44, 46)]  # (upper lid, lower lid)
+BLINK_MESH_SHARE = 0.3  # part of a blink done by moving the lid vertices; the rest is a painted lid
+# per eye: upper lid, lower lid (corner to corner), brow
+_EYES = [([36, 37, 38, 39], [36, 41, 40, 39], [17, 18, 19, 20, 21]),
+         ([42, 43, 44, 45], [42, 47, 46, 45], [22, 23, 24, 25, 26])]
 
 
 # ---------------------------------------------------------------- speech -> mouth
@@ -182,6 +189,7 @@ class Mesh:
     teeth_rgb: np.ndarray  # (3,) float32
     throat_rgb: np.ndarray  # (3,) float32
     tongue_rgb: np.ndarray  # (3,) float32
+    lid_rgb: np.ndarray  # (2,3) float32: upper-lid skin of each eye
 
 
 def _face_frame(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -260,6 +268,48 @@ def _mouth_colours(crop: np.ndarray, pts: np.ndarray, gap_px: float) -> tuple[np
     return teeth.astype(np.float32), throat.astype(np.float32), tongue.astype(np.float32)
 
 
+def _lid_colours(crop: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Per eye: the median colour of the skin between the upper lid and the brow (what a closing lid looks like)."""
+    colours = []
+    for upper, _, brow in _EYES:
+        lid = np.array([np.interp(np.linspace(0, 3, 12), range(4), pts[upper][:, k]) for k in (0, 1)]).T
+        above = np.array([np.interp(np.linspace(0, 4, 12), range(5), pts[brow][:, k]) for k in (0, 1)]).T
+        spots = np.concatenate([lid + k * (above - lid) for k in (0.4, 0.5, 0.6)])
+        spots = np.clip(np.round(spots).astype(int), 0, crop.shape[0] - 1)
+        colours.append(np.percentile(crop[spots[:, 1], spots[:, 0]].astype(np.float32), 70, axis=0))
+    return np.array(colours, np.float32)
+
+
+def draw_lids(frame: np.ndarray, mesh: Mesh, target: np.ndarray, closure: float) -> None:
+    """Paints closing upper lids over the eyes, in place: lid skin from the upper lid down to the lid edge at
+    `closure` (0..1) of the way to the lower lid, shaded towards a dark lash line."""
+    if closure <= 0.02:
+        return
+    h, w = frame.shape[:2]
+    lash_px = max(1.0, 0.025 * mesh.iod_px)
+    for (upper_idx, lower_idx, _), lid_rgb in zip(_EYES, mesh.lid_rgb):
+        upper_pts, lower_pts = target[upper_idx], target[lower_idx]
+        x0, x1 = int(np.floor(upper_pts[:, 0].min())), int(np.ceil(upper_pts[:, 0].max())) + 1
+        y0 = int(np.floor(min(upper_pts[:, 1].min(), lower_pts[:, 1].min()))) - 2
+        y1 = int(np.ceil(max(upper_pts[:, 1].max(), lower_pts[:, 1].max()))) + 3
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        xs = np.arange(x0, x1, dtype=np.float32)
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+        top, bottom = _parabola(upper_pts, xs), _parabola(lower_pts, xs)
+        edge = top + closure * np.maximum(bottom - top, 0)
+        inside_x = ((xs >= upper_pts[:, 0].min()) & (xs <= upper_pts[:, 0].max())).astype(np.float32)
+        cover = _smoothstep((edge - ys) + 0.5) * _smoothstep(ys - (top - lash_px) + 0.5) * inside_x
+        towards_edge = np.clip((ys - top) / np.maximum(edge - top, 1.0), 0, 1)
+        colour = lid_rgb * (1.0 - 0.18 * towards_edge[..., None])
+        lash = np.exp(-(((ys - edge) / lash_px) ** 2)) * inside_x * min(1.0, closure * 1.5)
+        roi = frame[y0:y1, x0:x1].astype(np.float32)
+        roi = roi * (1 - cover[..., None]) + colour * cover[..., None]
+        roi = roi * (1 - 0.6 * lash[..., None]) + lid_rgb * 0.3 * 0.6 * lash[..., None]
+        frame[y0:y1, x0:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
+
+
 def build_mesh(face: PreparedFace, alpha: np.ndarray | None = None) -> Mesh:
     crop, pts68 = face.crop, face.landmarks.astype(np.float32)
     size = crop.shape[0]
@@ -279,7 +329,9 @@ def build_mesh(face: PreparedFace, alpha: np.ndarray | None = None) -> Mesh:
     teeth, throat, tongue = _mouth_colours(crop, pts68, gap)
     return Mesh(vertices, _triangulate(vertices, v, iod), weight, depth, pts68.mean(0), u, v, iod,
                 _basis(_OPEN_DV, v, MAX_OPEN_IOD * iod, n_v), _basis(_WIDTH_DU, u, iod, n_v), gap,
-                np.ascontiguousarray(crop), None if alpha is None else alpha.astype(np.float32), np.stack(np.meshgrid(g, g), axis=-1), teeth, throat, tongue)
+                np.ascontiguousarray(crop), None if alpha is None else alpha.astype(np.float32),
+                np.stack(np.meshgrid(g, g), axis=-1), teeth, throat, tongue,
+                _lid_colours(crop, pts68))
 
 
 def emotion_offsets(mesh: Mesh, emotion: str, intensity: float) -> np.ndarray:
@@ -294,7 +346,7 @@ def emotion_offsets(mesh: Mesh, emotion: str, intensity: float) -> np.ndarray:
         face_units[fore] += 0.4 * face_units[brows].mean(0)
     offsets = np.zeros_like(mesh.source)
     offsets[:N_FACE] = (np.outer(face_units[:, 0], mesh.u) + np.outer(face_units[:, 1], mesh.v)) * mesh.iod_px
-    return offsets * float(np.clip(intensity, 0.0, 1.0))
+    return offsets * (EMOTION_GAIN * float(np.clip(intensity, 0.0, 1.0)))
 
 
 # ---------------------------------------------------------------- per-frame geometry
@@ -419,6 +471,13 @@ def _upper_teeth(mesh: Mesh, target: np.ndarray, origin: tuple[int, int], shape:
     return mesh.teeth_rgb * shade, band[..., None]
 
 
+def _parabola(points: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """y(x) of the least-squares parabola through an eyelid's 4 points (smoother than the polyline)."""
+    centre = points[:, 0].mean()
+    coeffs = np.polyfit(points[:, 0] - centre, points[:, 1], 2)
+    return np.polyval(coeffs, xs - centre).astype(np.float32)
+
+
 def _sorted_xy(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(points[:, 0])
     return points[order, 0], points[order, 1]
@@ -487,17 +546,18 @@ class LiteEngine:
         blink = float(plan.blinks[i])
         if blink > 0:
             for upper, lower in _BLINK:
-                pts[upper] += 0.92 * blink * (pts[lower] - pts[upper])
+                pts[upper] += BLINK_MESH_SHARE * blink * (pts[lower] - pts[upper])
         return posed_vertices(mesh, pts, plan.pose[i])
 
     def render_frame(self, mesh: Mesh, target: np.ndarray, out_rgb: np.ndarray,
-                     out_alpha: np.ndarray | None = None) -> None:
+                     out_alpha: np.ndarray | None = None, blink: float = 0.0) -> None:
         """One frame into out_rgb (S,S,3) uint8 (and the warped matte into out_alpha (S,S) float32)."""
         pixel_map = warp_map(mesh, target)
         cv2.remap(mesh.rgb, pixel_map, None, cv2.INTER_LINEAR, dst=out_rgb, borderMode=cv2.BORDER_REFLECT_101)
         if out_alpha is not None and mesh.alpha is not None:
             cv2.remap(mesh.alpha, pixel_map, None, cv2.INTER_LINEAR, dst=out_alpha, borderMode=cv2.BORDER_REPLICATE)
         draw_cavity(out_rgb, mesh, target)
+        draw_lids(out_rgb, mesh, target, blink)
 
     def _batches(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence, intensity: float,
                  alpha: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -511,7 +571,8 @@ class LiteEngine:
             mattes = None if alpha is None else np.empty((count, size, size), np.float32)
             for j in range(count):
                 target = self.vertices(mesh, plan, start + j)
-                self.render_frame(mesh, target, rgb[j], None if mattes is None else mattes[j])
+                self.render_frame(mesh, target, rgb[j], None if mattes is None else mattes[j],
+                                  float(plan.blinks[start + j]))
             yield rgb, mattes
 
     def frames(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence,
