@@ -224,11 +224,23 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = _lrelu(self.conv2(_resize2x(_lrelu(self.conv1(x)), self.factor)))
-        return out + self.skip(_resize2x(x, self.factor))
+        # a 1x1 conv commutes with bilinear resizing: run it on the smaller of the two grids
+        skip = self.skip(_resize2x(x, self.factor)) if self.factor < 1 else _resize2x(self.skip(x), self.factor)
+        return out + skip
 
 
 def _sft_branch(c: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(LRELU_SLOPE), nn.Conv2d(c, c_out, 3, 1, 1))
+
+
+def _sft_conditions(feat: Tensor, scale: nn.Sequential, shift: nn.Sequential) -> list[Tensor]:
+    """[scale(feat), shift(feat)] with the two first convs (same input, same shape) run as one conv of twice the
+    width: one pass over feat and a wider, more efficient GEMM."""
+    c = scale[0].out_channels
+    w = torch.cat([scale[0].weight, shift[0].weight])
+    b = torch.cat([scale[0].bias, shift[0].bias])
+    hidden = _lrelu(F.conv2d(feat, w, b, padding=1))
+    return [scale[2](hidden[:, :c]), shift[2](hidden[:, c:])]
 
 
 class GFPGANv1Clean(nn.Module):
@@ -281,7 +293,7 @@ class GFPGANv1Clean(nn.Module):
         for block, scale, shift, skip in zip(self.conv_body_up, self.condition_scale, self.condition_shift,
                                              reversed(skips)):
             feat = block(feat + skip)
-            conditions += [scale(feat), shift(feat)]
+            conditions += _sft_conditions(feat, scale, shift)
         return style_code, conditions
 
     def latents(self, style_code: Tensor) -> Tensor:
