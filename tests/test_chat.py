@@ -1,0 +1,131 @@
+"""The chat stage with the embedded SmolLM2 (greedy decoding): history per conversation, the English-only notice,
+input checks, history left unchanged by errors and cancels, the context bound."""
+import pytest
+
+from avatar.chat import (ENGLISH_ONLY_NOTICE_ZH, ChatModel, Conversation, TagFilter, bench, is_mostly_chinese)
+from avatar.config import AvatarConfig
+from avatar.errors import AvatarError, EmptyText, TextTooLong
+
+pytestmark = pytest.mark.slow
+
+NAME_TURNS = ("Hi! My name is Alice.", "What is my name?")
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    empty_weights = tmp_path_factory.mktemp("no-weights")  # "auto" finds no ChatGLM2/GLM/Qwen here: SmolLM2
+    return AvatarConfig(weights_dir=str(empty_weights)).replace(
+        **{"chat.temperature": 0.0, "chat.max_new_tokens": 32})
+
+
+@pytest.fixture(scope="module")
+def chat(cfg):
+    return ChatModel.load(cfg)
+
+
+def test_auto_falls_back_to_the_embedded_model(chat, cfg):
+    assert (chat.backend, chat.device, chat.languages) == ("smollm2", "cpu", {"en"})
+    assert str(cfg.weights_path("chatglm2-6b")) in chat.fallback_reason
+    assert "ChatGLM2" in chat.chinese_models_hint and "Qwen" in chat.chinese_models_hint
+
+
+def test_second_turn_sees_the_first(chat):
+    conv = chat.new_conversation()
+    first = chat.reply(conv, NAME_TURNS[0])
+    stream = chat.stream(conv, NAME_TURNS[1])
+    deltas = list(stream)
+    print("\nreplies:", repr(first), "|", repr(stream.text))
+    assert len(deltas) >= 3 and "".join(deltas) == stream.text  # streamed piece by piece
+    assert "Alice" in stream.text
+    assert conv.rounds == [(NAME_TURNS[0], first), (NAME_TURNS[1], stream.text)]
+
+
+def test_conversations_do_not_share_history(chat):
+    alice = chat.new_conversation()
+    chat.reply(alice, NAME_TURNS[0])
+    other = chat.new_conversation()
+    assert other.id != alice.id
+    assert chat.build_request(other, NAME_TURNS[1]).history == ()
+    reply = chat.reply(other, NAME_TURNS[1])
+    assert "Alice" not in reply
+    assert len(alice) == 1 and len(other) == 1
+
+
+def test_chinese_gets_the_english_only_notice(chat):
+    conv = chat.new_conversation()
+    stream = chat.stream(conv, "你好，今天天气怎么样？", language="zh")
+    assert "".join(stream) == ENGLISH_ONLY_NOTICE_ZH and stream.notice
+    assert chat.reply(conv, "我想和你聊聊天", language="en") == ENGLISH_ONLY_NOTICE_ZH  # detected from the text
+    assert chat.reply(conv, "我想和你聊聊天", language="auto") == ENGLISH_ONLY_NOTICE_ZH
+    assert conv.rounds == []  # a notice is not a model reply: the history stays English
+    assert is_mostly_chinese("好的 OK") and not is_mostly_chinese("I love 北京 very much indeed")
+
+
+def test_input_errors_leave_history_unchanged(chat, cfg):
+    conv = chat.new_conversation()
+    conv.add("Hello", "Hi there!")
+    with pytest.raises(EmptyText):
+        chat.stream(conv, "   \n")
+    with pytest.raises(TextTooLong):
+        chat.reply(conv, "a" * (cfg.limits.max_text_chars + 1))
+    assert conv.rounds == [("Hello", "Hi there!")]
+
+
+def test_exception_or_cancel_mid_stream_leaves_history_unchanged(chat):
+    conv = chat.new_conversation()
+    with pytest.raises(RuntimeError, match="listener left"):
+        for i, _ in enumerate(chat.stream(conv, "Tell me a story about a cat.")):
+            if i == 2:
+                raise RuntimeError("listener left")
+    stream = chat.stream(conv, "Tell me a story about a dog.")
+    assert next(stream)
+    stream.close()
+    assert not stream.finished and conv.rounds == []
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+def test_context_bound_drops_the_oldest_rounds(chat, cfg):
+    small = ChatModel(chat._backend, cfg.replace(**{"chat.context_tokens": 160}))
+    conv = small.new_conversation()
+    for i in range(6):
+        conv.add(f"Question number {i}: what do you think about rivers and mountains?",
+                 f"Answer number {i}: I think rivers and mountains are lovely places to walk and rest.")
+    request = small.build_request(conv, "And what about the sea?")
+    assert 0 < len(request.history) < 6
+    assert request.history == tuple(conv.rounds[-len(request.history):])  # the newest rounds are kept
+    assert small._backend.count_tokens(request) <= 160
+    assert len(conv) == 6  # the stored history is not touched, only the prompt
+
+
+def test_conversation_is_bounded_and_clearable():
+    conv = Conversation(max_rounds=2)
+    for i in range(3):
+        conv.add(f"q{i}", f"a{i}")
+    assert conv.rounds == [("q1", "a1"), ("q2", "a2")]
+    conv.clear()
+    assert conv.rounds == [] and conv.last_emotion_tag is None
+
+
+def test_system_prompt_persona_and_mood(chat, cfg):
+    request = chat.build_request(chat.new_conversation(), "Hello!", mood="sad")
+    assert request.system.startswith(chat.system_prompt) and "sad" in request.system
+    assert "[happy]" not in request.system  # SmolLM2 is not asked for emotion tags
+    assert "three short sentences" in chat.system_prompt
+    with pytest.raises(AvatarError, match="unknown persona"):
+        ChatModel(chat._backend, cfg.replace(**{"chat.persona": "pirate"}))
+
+
+def test_tag_filter_removes_streamed_tags():
+    pieces = ["[ha", "ppy]", " Great", " to see", " you [no", "te] again", "!"]
+    tags = TagFilter()
+    shown = "".join(tags.feed(p) for p in pieces)
+    tail, clean, tag = tags.finish()
+    assert shown + tail == clean == "Great to see you [note] again!" and tag == "happy"
+
+
+def test_bench_reports_latency_and_speed(chat):
+    result = bench(chat, max_new_tokens=8)
+    print("\nchat bench:", result)
+    assert result["backend"] == "smollm2" and result["new_tokens"] >= 2
+    assert 0 < result["first_token_s"] <= result["total_s"] and result["tokens_per_s"] > 0
