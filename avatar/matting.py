@@ -147,6 +147,15 @@ class AlphaSmoother:
         return out
 
 
+def with_face_prior(alpha: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """alpha (H,W) made opaque over the face (the convex hull of its 68 landmarks, softened by 1 px): a segmenter may
+    leave holes in a face (glasses, beards, odd light), but the landmarks say where the face is for certain."""
+    hull = np.zeros(alpha.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(landmarks).astype(np.int32)), 255, cv2.LINE_AA)
+    prior = cv2.GaussianBlur(hull.astype(np.float32) * (1 / 255.0), (0, 0), 1.0)
+    return np.maximum(alpha, prior)
+
+
 def _load_modnet(cfg: AvatarConfig):
     """(ModnetMatting or None, why not)."""
     path = cfg.weights_path(cfg.matting.modnet_path)

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .matting import AlphaSmoother, Matting
+from .matting import AlphaSmoother, Matting, with_face_prior
 from .media import VideoWriter
 from .poses import load_pose
 from .talking_head import PreparedFace, TalkingHead, n_frames
@@ -22,10 +22,12 @@ Progress = Callable[[float, str], None]
 
 
 def source_matte(face: PreparedFace, matting: Matting) -> np.ndarray:
-    """The photo crop's matte (float32 (S,S)), computed once per face and backend, feathered like clip mattes."""
+    """The photo crop's matte (float32 (S,S)), computed once per face and backend, feathered like clip mattes and
+    opaque over the landmarks' face hull."""
     key = ("matte", matting.backend)
     if key not in face.cache:
-        face.cache[key] = AlphaSmoother()(matting.alpha(face.crop[None]))[0]
+        feathered = AlphaSmoother()(matting.alpha(face.crop[None]))[0]
+        face.cache[key] = with_face_prior(feathered, face.landmarks)
     return face.cache[key]
 
 
