@@ -18,6 +18,9 @@ Feature path (EAT's official preprocessing, reproduced step by step):
   N50 = round(duration_s * 50) points at 50 fps -> the last row dropped (the official first windowing pass with
   window 1 / stride 1 stops one row early) -> 8 zero rows each end -> 16-row windows with stride 2 ->
   float32 (ceil((N50 - 1) / 2), 16, 29).
+Clips over 30 s are run in batched pieces with 2 s of context each side (see DeepSpeech): the single-sequence
+BiLSTM run is bound by reading its weights every step, and a 10-minute clip would take minutes on a CPU.
+
 The frame count is therefore ceil((N50-1)/2), which is N50/2 for even N50 and one less than ceil(N50/2) for odd
 N50; EAT's window assembly covers the missing last frame with the DeepSpeech pad from pad.npy.
 """
@@ -89,15 +92,41 @@ def deepspeech_windows(samples_16k: np.ndarray, run_graph: Callable[[np.ndarray]
     return frame_windows(interpolate_rows(logits, n50))
 
 
-class DeepSpeech:
-    """The frozen v0.1.0 graph in its own tf.Graph and Session (built once, reused for every clip)."""
+CHUNK_STEPS = 1500  # 30 s: longer inputs are cut into pieces run as one batch (the BiLSTM is weight-bound at batch 1)
+CONTEXT_STEPS = 100  # 2 s of extra steps each side of a piece, run and discarded, so the BiLSTM sees its neighbours
+MAX_BATCH = 8  # pieces per session run (bounds the LSTM activations: ~8 x 1700 x 4096 floats)
 
-    def __init__(self, session: Any, tensors: tuple[Any, Any, Any]):
+
+def chunk_spans(n_steps: int, chunk_steps: int = CHUNK_STEPS, context_steps: int = CONTEXT_STEPS
+                ) -> list[tuple[int, int, int, int]]:
+    """(lo, start, stop, hi) per piece: rows [start, stop) are kept from the run over [lo, hi)."""
+    spans = []
+    for start in range(0, n_steps, chunk_steps):
+        stop = min(start + chunk_steps, n_steps)
+        spans.append((max(0, start - context_steps), start, stop, min(n_steps, stop + context_steps)))
+    return spans
+
+
+class DeepSpeech:
+    """The frozen v0.1.0 graph in its own tf.Graph and Session (built once, reused for every clip).
+
+    Up to chunk_steps steps (30 s) the graph sees the whole clip, exactly as EAT's preprocessing. Longer clips
+    are cut into 30 s pieces with 2 s of context each side and run as batches: the recurrent layer reads its
+    ~134 MB weight matrix per step whatever the batch, so batching makes a 10-minute clip several times faster;
+    the features then differ from a single run only through the BiLSTM state beyond 2 s. If the graph refuses a
+    batch (a fixed batch of 1), the whole clip is run at once instead.
+    """
+
+    def __init__(self, session: Any, tensors: tuple[Any, Any, Any], chunk_steps: int = CHUNK_STEPS,
+                 context_steps: int = CONTEXT_STEPS):
         self._session = session
         self._input, self._lengths, self._logits = tensors
+        self.chunk_steps, self.context_steps = chunk_steps, context_steps
+        self._batched = True
 
     @classmethod
-    def load(cls, pb_path: str | Path) -> "DeepSpeech":
+    def load(cls, pb_path: str | Path, chunk_steps: int = CHUNK_STEPS, context_steps: int = CONTEXT_STEPS
+             ) -> "DeepSpeech":
         p = Path(pb_path)
         if not p.is_file():
             raise WeightsError(f"DeepSpeech graph not found: {p}")
@@ -118,13 +147,32 @@ class DeepSpeech:
             tensors = tuple(graph.get_tensor_by_name(n) for n in (INPUT_NODE, INPUT_LENGTHS, LOGITS))
         except KeyError as e:
             raise WeightsError(f"{p.name} lacks a DeepSpeech v0.1.0 tensor: {e}") from None
-        return cls(tf.compat.v1.Session(graph=graph), tensors)
+        return cls(tf.compat.v1.Session(graph=graph), tensors, chunk_steps, context_steps)
+
+    def _run(self, batch: np.ndarray, lengths: list[int]) -> np.ndarray:
+        """(B, T, 494) batch-major -> (T, B, 29) time-major logits."""
+        feed = {self._input: batch.astype(np.float32), self._lengths: np.asarray(lengths, np.int32)}
+        return np.asarray(self._session.run(self._logits, feed_dict=feed))
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """(T, 494) standardised MFCC context vectors -> (T, 29) raw logits."""
-        feed = {self._input: inputs[np.newaxis].astype(np.float32), self._lengths: [inputs.shape[0]]}
-        out = self._session.run(self._logits, feed_dict=feed)  # (T, 1, 29) time-major
-        return np.asarray(out)[:, 0]
+        if len(inputs) <= self.chunk_steps or not self._batched:
+            return self._run(inputs[np.newaxis], [len(inputs)])[:, 0]
+        spans = chunk_spans(len(inputs), self.chunk_steps, self.context_steps)
+        try:
+            pieces = [p for i in range(0, len(spans), MAX_BATCH) for p in self._run_spans(inputs, spans[i:i + MAX_BATCH])]
+        except Exception:  # noqa: BLE001 - tf.errors.* when the graph's batch size is fixed
+            self._batched = False
+            return self._run(inputs[np.newaxis], [len(inputs)])[:, 0]
+        return np.concatenate(pieces)
+
+    def _run_spans(self, inputs: np.ndarray, spans: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+        longest = max(hi - lo for lo, _, _, hi in spans)
+        batch = np.zeros((len(spans), longest, inputs.shape[1]), np.float32)
+        for b, (lo, _, _, hi) in enumerate(spans):
+            batch[b, :hi - lo] = inputs[lo:hi]
+        out = self._run(batch, [hi - lo for lo, _, _, hi in spans])
+        return [out[start - lo:stop - lo, b] for b, (lo, start, stop, _) in enumerate(spans)]
 
     def windows(self, samples_16k: np.ndarray) -> np.ndarray:
         """float32 16 kHz speech -> float32 (ceil((N50-1)/2), 16, 29) EAT DeepSpeech windows."""

@@ -163,7 +163,7 @@ def test_draw_pose_box_draws_on_float_canvas():
 
 
 # ---------------------------------------------------------------- DeepSpeech
-def write_tiny_deepspeech(path: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def write_tiny_deepspeech(path: Path, seed: int = 0, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A frozen TF1 graph with DeepSpeech v0.1.0's tensor names and layout: input_node (B,T,494) batch-major,
     input_lengths (B,), logits (T,B,29) time-major = 5*tanh(x W + b)*mask - 6. Returns (W, b)."""
     import tensorflow as tf
@@ -173,7 +173,7 @@ def write_tiny_deepspeech(path: Path, seed: int = 0) -> tuple[np.ndarray, np.nda
     b = rng.standard_normal(29).astype(np.float32)
     graph = tf.Graph()
     with graph.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [None, None, 494], name="input_node")
+        x = tf.compat.v1.placeholder(tf.float32, [batch, None, 494], name="input_node")
         lengths = tf.compat.v1.placeholder(tf.int32, [None], name="input_lengths")
         wv, bv = tf.compat.v1.Variable(w, name="w"), tf.compat.v1.Variable(b, name="b")
         h = tf.tanh(tf.einsum("tbi,ij->tbj", tf.transpose(x, [1, 0, 2]), wv) + bv) * 5.0
@@ -256,3 +256,38 @@ def test_deepspeech_load_errors(tmp_path):
     bad.write_bytes(b"\x00not a graph\xff" * 10)
     with pytest.raises(WeightsError):
         DeepSpeech.load(bad)
+
+
+def test_chunk_spans_cover_every_step_once():
+    from avatar.deepspeech import chunk_spans
+
+    spans = chunk_spans(1234, chunk_steps=300, context_steps=50)
+    kept = np.concatenate([np.arange(start, stop) for _, start, stop, _ in spans])
+    np.testing.assert_array_equal(kept, np.arange(1234))
+    assert all(lo == max(0, start - 50) and hi == min(1234, stop + 50) for lo, start, stop, hi in spans)
+
+
+def test_long_input_runs_in_batched_pieces(tiny_ds, jfk_16k):
+    """The tiny graph is per-step, so pieces stitched back must equal the single run exactly."""
+    from avatar.deepspeech import mfcc_input_vectors, to_int16
+
+    ds = tiny_ds[0]
+    x = mfcc_input_vectors(to_int16(jfk_16k[:16000 * 5]))  # 250 steps
+    whole = ds.logits(x)
+    ds.chunk_steps, ds.context_steps = 60, 7
+    try:
+        pieces = ds.logits(x)
+    finally:
+        ds.chunk_steps, ds.context_steps = 1500, 100
+    assert ds._batched and pieces.shape == whole.shape == (250, 29)
+    np.testing.assert_allclose(pieces, whole, atol=1e-6)
+
+
+def test_fixed_batch_graph_falls_back_to_one_run(tmp_path, jfk_16k):
+    from avatar.deepspeech import DeepSpeech, mfcc_input_vectors, to_int16
+
+    write_tiny_deepspeech(tmp_path / "b1.pb", batch=1)
+    ds = DeepSpeech.load(tmp_path / "b1.pb", chunk_steps=60, context_steps=7)
+    x = mfcc_input_vectors(to_int16(jfk_16k[:16000 * 3]))
+    out = ds.logits(x)
+    assert not ds._batched and out.shape == (len(x), 29)
