@@ -80,8 +80,8 @@ def demodulation(weight: Tensor, style: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def modulated_conv_batched(x: Tensor, weight: Tensor, style: Tensor, demodulate: bool, upsample: bool,
-                           gain: float = 1.0, eps: float = 1e-8) -> Tensor:
-    """Same result as `modulated_conv_grouped(...) * gain`, as one shared conv over the whole batch.
+                           gain: float = 1.0, eps: float = 1e-8, add: Tensor | None = None) -> Tensor:
+    """Same result as `modulated_conv_grouped(...) * gain (+ add)`, as one shared conv over the whole batch.
 
     conv(x, w*s) = conv(x*s, w) because s scales input channels; demodulation scales output channels, so it moves
     after the conv. With demodulation the result is invariant to the scale of s, so s is normalised per sample
@@ -96,9 +96,19 @@ def modulated_conv_batched(x: Tensor, weight: Tensor, style: Tensor, demodulate:
     k = weight.shape[-1]
     out = F.conv2d(x, weight[0], padding=k // 2)
     if not demodulate:
-        return out * gain if gain != 1.0 else out
-    coef = demodulation(weight, style, eps) * gain
-    return out * coef.to(out.dtype)[:, :, None, None]
+        out = out * gain if gain != 1.0 else out
+        return out if add is None else out + add  # out first: the result keeps out's layout
+    coef = (demodulation(weight, style, eps) * gain).to(out.dtype)[:, :, None, None]
+    if add is None:
+        return out * coef
+    return torch.addcmul(_same_layout(add, out), out, coef)  # one pass in eager mode
+
+
+def _same_layout(t: Tensor, like: Tensor) -> Tensor:
+    """t in like's memory format: a pointwise op's output follows its first operand, and NHWC must survive."""
+    if t.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
 
 
 class ModulatedConv2d(nn.Module):
@@ -111,12 +121,14 @@ class ModulatedConv2d(nn.Module):
         self.modulation = nn.Linear(num_style_feat, c_in, bias=True)
         self.weight = nn.Parameter(torch.zeros(1, c_out, c_in, kernel_size, kernel_size))
 
-    def forward(self, x: Tensor, latent: Tensor, gain: float = 1.0) -> Tensor:
+    def forward(self, x: Tensor, latent: Tensor, gain: float = 1.0, add: Tensor | None = None) -> Tensor:
+        """conv(x) * gain + add (add broadcasts to the output, e.g. noise + bias)."""
         style = self.modulation(latent)
         if self.grouped:
             out = modulated_conv_grouped(x, self.weight, style, self.demodulate, self.upsample)
-            return out * gain if gain != 1.0 else out
-        return modulated_conv_batched(x, self.weight, style, self.demodulate, self.upsample, gain)
+            out = out * gain if gain != 1.0 else out
+            return out if add is None else out + add
+        return modulated_conv_batched(x, self.weight, style, self.demodulate, self.upsample, gain, add=add)
 
 
 class StyleConv(nn.Module):
@@ -129,8 +141,8 @@ class StyleConv(nn.Module):
         self.modulated_conv = ModulatedConv2d(c_in, c_out, 3, num_style_feat, demodulate=True, upsample=upsample)
 
     def forward(self, x: Tensor, latent: Tensor, noise: Tensor) -> Tensor:
-        out = self.modulated_conv(x, latent, gain=STYLE_CONV_GAIN)
-        return _lrelu(out + (self.weight * noise + self.bias).to(out.dtype))
+        noise_bias = (self.weight * noise + self.bias).to(x.dtype)  # (1,C,H,W): shared by the whole batch
+        return _lrelu(self.modulated_conv(x, latent, gain=STYLE_CONV_GAIN, add=noise_bias))
 
 
 class ToRGB(nn.Module):
@@ -142,8 +154,7 @@ class ToRGB(nn.Module):
         self.modulated_conv = ModulatedConv2d(c_in, 3, 1, num_style_feat, demodulate=False)
 
     def forward(self, x: Tensor, latent: Tensor, skip: Tensor | None) -> Tensor:
-        out = self.modulated_conv(x, latent) + self.bias
-        return out if skip is None else out + _resize2x(skip, 2.0)
+        return self.modulated_conv(x, latent, add=self.bias if skip is None else _resize2x(skip, 2.0) + self.bias)
 
 
 class ConstantInput(nn.Module):
@@ -152,7 +163,10 @@ class ConstantInput(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1, channels, size, size))
 
     def forward(self, batch: int) -> Tensor:
-        return self.weight.expand(batch, -1, -1, -1)
+        w = self.weight
+        if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():  # keep NHWC downstream
+            return w.expand(batch, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        return w.expand(batch, -1, -1, -1)
 
 
 class NormStyleCode(nn.Module):
@@ -236,11 +250,12 @@ def _sft_branch(c: int, c_out: int) -> nn.Sequential:
 def _sft_conditions(feat: Tensor, scale: nn.Sequential, shift: nn.Sequential) -> list[Tensor]:
     """[scale(feat), shift(feat)] with the two first convs (same input, same shape) run as one conv of twice the
     width: one pass over feat and a wider, more efficient GEMM."""
-    c = scale[0].out_channels
-    w = torch.cat([scale[0].weight, shift[0].weight])
-    b = torch.cat([scale[0].bias, shift[0].bias])
-    hidden = _lrelu(F.conv2d(feat, w, b, padding=1))
-    return [scale[2](hidden[:, :c]), shift[2](hidden[:, c:])]
+    w1, b1 = torch.cat([scale[0].weight, shift[0].weight]), torch.cat([scale[0].bias, shift[0].bias])
+    hidden = _lrelu(F.conv2d(feat, w1, b1, padding=1))
+    # the second convs as one 2-group conv: no channel slices of hidden (they would be copied for the conv)
+    w2, b2 = torch.cat([scale[2].weight, shift[2].weight]), torch.cat([scale[2].bias, shift[2].bias])
+    out = F.conv2d(hidden, w2, b2, padding=1, groups=2)
+    return list(out.split(scale[2].out_channels, dim=1))
 
 
 class GFPGANv1Clean(nn.Module):
