@@ -214,7 +214,7 @@ def main() -> int:
                     try:
                         r = bench_gfpgan(args, engine, batch, gfp_cfg, Path(tmp)) if what == "gfpgan" else \
                             bench_modnet(args, engine, batch, modnet_size, Path(tmp))
-                    except (ImportError, RuntimeError) as e:  # e.g. no tensorrt, out of memory
+                    except Exception as e:  # e.g. no tensorrt, out of memory, a compiler error: report, go on
                         r = {"model": what, "engine": engine, "batch": batch, "error": f"{type(e).__name__}: {e}"}
                         if args.device.startswith("cuda"):
                             torch.cuda.empty_cache()

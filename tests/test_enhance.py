@@ -16,6 +16,7 @@ from avatar.errors import BackendUnavailable, NoFaceFound
 from models.gfpgan import GFPGANConfig, GFPGANv1Clean
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 NARROW = GFPGANConfig(narrow=0.25)  # 512 px in and out like v1.4, ~1/16 of its FLOPs
 
 
@@ -142,3 +143,16 @@ def test_enhance_video_streams_frames(tmp_path, photo, narrow_enhancer):
     original = np.concatenate(list(media.read_video(src)))
     diff = np.abs(decoded.astype(int) - original.astype(int))
     assert diff[:, 95:160, 200:260].mean() > 1 and diff[:, 400:, :100].mean() < 2  # face changed, corner kept
+
+
+@pytest.mark.gpu
+@NEEDS_CUDA
+def test_gpu_fp16_enhancer_matches_cpu(photo, points, seeded_enhancer):
+    crops, _ = align_faces(photo, points)
+    cpu = seeded_enhancer.enhance_faces(crops).astype(int)
+    net = seeded_enhancer.runner.net
+    gpu = Enhancer.from_network(net, "cuda", torch.float16).enhance_faces(crops).astype(int)
+    seeded_enhancer.runner.net.float().cpu()  # TorchRunner moved the shared module: put it back for other tests
+    diff = np.abs(gpu - cpu)
+    print(f"fp16 CUDA vs fp32 CPU: mean {diff.mean():.3f}, max {diff.max()} (uint8 levels)")
+    assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 8

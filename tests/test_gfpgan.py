@@ -2,6 +2,7 @@
 the ONNX export (ONNX Runtime vs torch) and, on a GPU, fp16 and TensorRT against fp32."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from avatar.errors import WeightsError
 from models.gfpgan import GFPGANConfig, GFPGANv1Clean, ModulatedConv2d
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+NEEDS_TENSORRT = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None,
+                                    reason="tensorrt is not importable (the project's GPU machine has no TensorRT; "
+                                           "pip install tensorrt there to run this test)")
 MANIFEST = SHARED / "reference" / "gfpgan_v1.4.tsv"
 PARITY = SHARED / "reference" / "gfpgan_parity.npz"
 SMALL = GFPGANConfig(out_size=128, narrow=0.25)  # same class, far fewer FLOPs: for CI speed
@@ -190,9 +195,8 @@ def _gpu_setup(seeded_state) -> tuple[GFPGANv1Clean, torch.Tensor, np.ndarray]:
 
 
 @pytest.mark.gpu
+@NEEDS_CUDA
 def test_gpu_fp32_parity_and_fp16_psnr(seeded_state):
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU")
     net, x, ref32 = _gpu_setup(seeded_state)
     official = np.load(PARITY)["output"]
     assert np.abs(ref32 - official).max() < 1e-3
@@ -205,14 +209,9 @@ def test_gpu_fp32_parity_and_fp16_psnr(seeded_state):
 
 
 @pytest.mark.gpu
+@NEEDS_CUDA
+@NEEDS_TENSORRT
 def test_gpu_tensorrt_matches_torch(seeded_state, tmp_path):
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU")
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        pytest.skip("tensorrt is not importable here (the project's GPU machine has no TensorRT): "
-                    "pip install tensorrt to run this test")
     from engines.gfpgan_onnx import export_onnx
     from engines.gfpgan_tensorrt import GFPGANTensorRT, build_engine
 
