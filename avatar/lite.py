@@ -7,7 +7,7 @@ How a frame is made (all per-photo data is computed once in `prepare`):
   Delaunay-triangulated once (on a copy with the mouth held open, so the inner-mouth triangles join only inner lips);
 - per frame the vertices move (expression offsets in face units, then the head's pose, weighted per vertex: the
   border never moves, so the background stays put); each triangle gives a target->source affine;
-- the triangle index of every point of a coarse grid (one point per MAP_STEP_PX output pixels) is rasterised with
+- the triangle index of every point of a coarse grid (MAP_GRID_N points per side) is rasterised with
   cv2.fillConvexPoly, the grid map is evaluated from the per-triangle affines, upsampled bilinearly (the map is
   continuous, so this is nearly exact) and applied to the RGBA source with one cv2.remap; the A channel carries a
   matte of the photo, so matting follows the warp for free;
@@ -29,7 +29,7 @@ from .poses import ping_pong_indices
 from .talking_head import PreparedFace, n_frames
 from .types import FPS, Audio, PoseSequence, check_emotion, check_rgb
 
-MAP_STEP_PX = 2  # output pixels per warp-map grid step (the map is upsampled bilinearly)
+MAP_GRID_N = 128  # warp-map grid points per side (upsampled bilinearly: 2 px steps at 256, 4 px at 512)
 MAX_OPEN_IOD = 0.26  # jaw drop at full speech energy, in inter-ocular distances
 EMOTION_GAIN = 1.3  # all emotion offsets at intensity 1 (the tables below are at gain 1)
 N_RING = 20  # vertices on the ring around the head
@@ -323,7 +323,7 @@ def build_mesh(face: PreparedFace, alpha: np.ndarray | None = None) -> Mesh:
     for index, d in _DEPTH.items():
         depth[index] = d
     depth[N_FACE: N_FACE + N_RING] = -0.3
-    grid_n = size // MAP_STEP_PX
+    grid_n = min(size, MAP_GRID_N)
     g = (np.arange(grid_n, dtype=np.float32) + 0.5) * (size / grid_n) - 0.5
     gap = float(np.dot(pts68[66] - pts68[62], v))
     teeth, throat, tongue = _mouth_colours(crop, pts68, gap)
@@ -560,9 +560,9 @@ class LiteEngine:
         draw_lids(out_rgb, mesh, target, blink)
 
     def _batches(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence, intensity: float,
-                 alpha: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+                 alpha: np.ndarray | None, mesh: Mesh | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         check_rgb(face.crop)
-        mesh = self.mesh(face, alpha)
+        mesh = mesh or self.mesh(face, alpha)
         plan = self.plan(face, speech, emotion, pose, intensity)
         n, size = len(plan.blinks), face.crop.shape[0]
         for start in range(0, n, self.batch_size):
@@ -586,3 +586,15 @@ class LiteEngine:
         """Like frames(), plus the matte of each frame: source_alpha (float (S,S) 0..1, a matte of face.crop) warped
         with the very same map as the pixels, so it is exact and temporally stable at no extra cost."""
         yield from self._batches(face, speech, emotion, pose, intensity, source_alpha)
+
+    def frames_on_background(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence,
+                             source_alpha: np.ndarray, colour: tuple[int, int, int],
+                             intensity: float = 1.0) -> Iterator[np.ndarray]:
+        """frames() on a solid colour, at the cost of frames(): the photo is composited on the colour once (with its
+        matte) and that is what gets warped. Bilinear warping is linear, so this equals compositing each warped
+        frame with the warped matte (the painted mouth and lids lie inside the face, where the matte is 1)."""
+        alpha = np.clip(source_alpha, 0, 1).astype(np.float32)[..., None]
+        on_colour = face.crop * alpha + np.float32(colour) * (1 - alpha)
+        mesh = self.mesh(face)
+        composited = Mesh(**{**mesh.__dict__, "rgb": np.clip(on_colour + 0.5, 0, 255).astype(np.uint8)})
+        yield from (rgb for rgb, _ in self._batches(face, speech, emotion, pose, intensity, None, composited))

@@ -40,12 +40,12 @@ def composited_frames(engine: TalkingHead, face: PreparedFace, speech: Audio, em
             log.info("render: matting is off; keeping the photo's background")
         yield from engine.frames(face, speech, emotion, pose, intensity)
         return
-    with_alpha = getattr(engine, "frames_with_alpha", None)
-    if with_alpha is None:  # per-frame matting, smoothed over time
-        yield from matting.clip(engine.frames(face, speech, emotion, pose, intensity), background)
+    on_background = getattr(engine, "frames_on_background", None)
+    if on_background is not None:  # the engine warps the photo's matte itself (lite): no per-frame matting
+        yield from on_background(face, speech, emotion, pose, source_matte(face, matting), background, intensity)
         return
-    for frames, alpha in with_alpha(face, speech, emotion, pose, source_matte(face, matting), intensity):
-        yield matting.composite(frames, alpha, background)
+    # per-frame matting, smoothed over time
+    yield from matting.clip(engine.frames(face, speech, emotion, pose, intensity), background)
 
 
 def _resized(frames: np.ndarray, size: int | None) -> np.ndarray:
