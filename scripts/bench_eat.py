@@ -10,7 +10,7 @@
 
 Examples:
   python scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile
-  python scripts/bench_eat.py --smoke            # tiny CPU run (about 2 minutes on 2 cores)
+  python scripts/bench_eat.py --smoke            # tiny CPU run (5 generator frames: ~3 minutes on 2 cores)
 Needs only torch + numpy (+ scipy if present, for the keypoint hull volume) and shared/tools/seeded_weights.py,
 found via --shared (default <repo>/../shared, else <repo>/shared).
 """
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.smoke:
         a.device, a.dtype, a.batch, a.iters, a.a2kp_batch = "cpu", "float32", 1, 1, 5
-        a.clip_frames, a.long_frames, a.compile = 2, 3, False
+        a.clip_frames, a.long_frames, a.compile = 1, 2, False
     return a
 
 
@@ -94,7 +94,7 @@ def sync(device: str) -> None:
 
 def bench_generator(renderer, state, args) -> dict:
     kp = state.kp_source.expand(args.batch, -1, -1) + 0.01 * torch.randn(args.batch, 15, 3, device=state.kp_source.device)
-    for _ in range(2 if args.smoke else 3):  # warm-up (cuDNN autotune, compile)
+    for _ in range(1 if args.smoke else 3):  # warm-up (cuDNN autotune, compile)
         renderer.generate(state, kp)
     sync(args.device)
     t0 = time.perf_counter()
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
            "dtype": args.dtype, "batch": args.batch, "compile": args.compile,
            "channels_last": not args.no_channels_last, "torch": torch.__version__}
     out.update(bench_generator(renderer, state, args))
-    run_clip(renderer, nets, min(args.clip_frames, 2 * args.batch), args)  # warm-up of the other shapes
+    if not args.smoke:
+        run_clip(renderer, nets, min(args.clip_frames, 2 * args.batch), args)  # warm-up of the other shapes
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     dt, count = run_clip(renderer, nets, args.clip_frames, args)
