@@ -89,7 +89,7 @@ class AvatarApp:
     @staticmethod
     def history_messages(state: Session) -> list[dict]:
         msgs: list[dict] = []
-        for user, assistant in getattr(state.conversation, "history", []) or []:
+        for user, assistant in getattr(state.conversation, "rounds", []) or []:
             msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
         return msgs
 

@@ -6,6 +6,7 @@ unavailable with its reason and the rest of the system keeps working.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import tempfile
@@ -288,7 +289,7 @@ class AvatarSystem:
         next sentence, so the first chunk plays long before the reply is finished. History is updated only when the
         reply completes (the chat stage does that).
         """
-        from .emotion import analyze_text, extract_emotion_tag, reply_emotion
+        from .emotion import analyze_text, reply_emotion
         from .text import detect_language, split_sentences
 
         if emotion != "auto":
@@ -309,39 +310,34 @@ class AvatarSystem:
         yield TurnEvent("mood", mood.label, data={"confidence": mood.confidence})
         t1 = time.perf_counter()
         reply, pending, first_token_s = "", "", None
-        tag = None
-        for delta in self.chat(conversation, text, language, mood=mood.label):
+        stream = self.chat(conversation, text, language, mood=mood.label)
+        render = functools.partial(self._speak_and_render, emotion=emotion, language=language, photo=photo,
+                                   pose=pose, background=background, size=size, enhance=enhance, voice=voice,
+                                   chunk_dir=chunk_dir, timings=timings)
+        for delta in stream:
             if first_token_s is None:
                 first_token_s = time.perf_counter() - t1
             reply += delta
             pending += delta
             sentences = split_sentences(pending)
             if len(sentences) > 1:  # the last piece may still grow: speak only the completed ones
+                yield TurnEvent("text", reply)
                 for sentence in sentences[:-1]:
-                    sentence, tag = self._strip_tag(sentence, tag, extract_emotion_tag)
-                    yield TurnEvent("text", extract_emotion_tag(reply)[0])
-                    yield from self._speak_and_render(sentence, tag, emotion, language, photo, pose, background,
-                                                      size, enhance, voice, chunk_dir, timings)
+                    yield from render(sentence, getattr(stream, "emotion_tag", None))
                 pending = sentences[-1]
         timings["chat_s"] = time.perf_counter() - t1
         timings["chat_first_token_s"] = first_token_s or 0.0
-        clean_reply, _ = extract_emotion_tag(reply)
-        yield TurnEvent("text", clean_reply)
+        reply = getattr(stream, "text", "") or reply
+        yield TurnEvent("text", reply)
+        tag = getattr(stream, "emotion_tag", None)
         if pending.strip():
-            sentence, tag = self._strip_tag(pending, tag, extract_emotion_tag)
-            yield from self._speak_and_render(sentence, tag, emotion, language, photo, pose, background, size,
-                                              enhance, voice, chunk_dir, timings)
-        final = reply_emotion(clean_reply, language, tag) if emotion == "auto" else None
+            yield from render(pending, tag)
+        final = reply_emotion(reply, language, tag) if emotion == "auto" else None
         self.last_timings = {**timings, "total_s": time.perf_counter() - t0}
-        yield TurnEvent("done", clean_reply, emotion=final.label if final else emotion, data=dict(self.last_timings))
+        yield TurnEvent("done", reply, emotion=final.label if final else emotion, data=dict(self.last_timings))
 
-    @staticmethod
-    def _strip_tag(sentence: str, tag: str | None, extract) -> tuple[str, str | None]:
-        clean, found = extract(sentence)
-        return clean, found or tag
-
-    def _speak_and_render(self, sentence, tag, emotion, language, photo, pose, background, size, enhance, voice,
-                          chunk_dir, timings) -> Iterator[TurnEvent]:
+    def _speak_and_render(self, sentence: str, tag: str | None, *, emotion, language, photo, pose, background, size,
+                          enhance, voice, chunk_dir, timings) -> Iterator[TurnEvent]:
         from .emotion import reply_emotion
 
         if not sentence.strip():

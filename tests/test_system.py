@@ -14,7 +14,7 @@ from avatar.types import Audio
 @pytest.fixture
 def conversation(system):
     conv = system.new_conversation()
-    conv.history.append(("Hello, I am Bob.", "Nice to meet you, Bob!"))
+    conv.rounds.append(("Hello, I am Bob.", "Nice to meet you, Bob!"))
     return conv
 
 
@@ -43,10 +43,10 @@ def test_bad_audio_turns_leave_history_unchanged(system, conversation, astronaut
         path.write_bytes(b"PK\x03\x04 definitely a zip, not a wav" * 40)
     else:
         path = _wav(tmp_path, 0.3 * np.sin(np.arange(61 * sr) / 5))
-    before = list(conversation.history)
+    before = list(conversation.rounds)
     with pytest.raises(error, match=message):
         list(system.respond(conversation, photo=astronaut, audio=str(path)))
-    assert conversation.history == before
+    assert conversation.rounds == before
 
 
 @pytest.mark.parametrize("text,language,error,message", [
@@ -55,10 +55,10 @@ def test_bad_audio_turns_leave_history_unchanged(system, conversation, astronaut
     ("hello", "fr", UnknownLanguage, "unknown language"),
 ])
 def test_bad_text_turns_leave_history_unchanged(system, conversation, text, language, error, message):
-    before = list(conversation.history)
+    before = list(conversation.rounds)
     with pytest.raises(error, match=message):
         list(system.respond(conversation, text=text, language=language))
-    assert conversation.history == before
+    assert conversation.rounds == before
 
 
 def test_streamed_turn_yields_first_chunk_before_rendering_the_rest(system, astronaut, tmp_path):
@@ -75,7 +75,7 @@ def test_streamed_turn_yields_first_chunk_before_rendering_the_rest(system, astr
     assert len(seen) >= 2, f"expected several sentences, got {seen}"
     for i, (_, files) in enumerate(seen):
         assert len(files) == i + 1
-    assert len(conv.history) == 1 and conv.history[0][0] == "Tell me two short facts about the Moon."
+    assert len(conv.rounds) == 1 and conv.rounds[0][0] == "Tell me two short facts about the Moon."
 
 
 def test_auto_emotion_is_reported(system, astronaut):
