@@ -228,6 +228,8 @@ class ChatModel:
         tags = TagFilter()
         for delta in self._backend.stream(request):
             shown = tags.feed(delta)
+            if stream.emotion_tag is None:  # known as soon as the tag is complete, for per-sentence "auto" emotion
+                stream.emotion_tag = extract_emotion_tag(tags.raw)[1]
             if shown:
                 yield shown
         tail, clean, tag = tags.finish()
