@@ -8,7 +8,7 @@ from avatar.errors import AvatarError, EmptyText, TextTooLong
 
 pytestmark = pytest.mark.slow
 
-NAME_TURNS = ("Hi! My name is Alice.", "What is my name?")
+NAME_TURNS = ("My name is Alice. Please remember it.", "What is my name? Answer with just my name.")
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,33 @@ def test_bench_reports_latency_and_speed(chat):
     print("\nchat bench:", result)
     assert result["backend"] == "smollm2" and result["new_tokens"] >= 2
     assert 0 < result["first_token_s"] <= result["total_s"] and result["tokens_per_s"] > 0
+
+
+def test_auto_picks_chatglm2_from_its_folder(tmp_path):
+    """A ChatGLM2 folder (tiny config, the real tokenizer, seeded weights) under weights_dir -> backend chatglm2,
+    driven through the same ChatModel interface (avatar/chatglm2.py does the generation)."""
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    ref = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    sys.path.insert(0, str(ref.parent / "tools"))
+    from seeded_weights import seeded_state_dict
+
+    folder = tmp_path / "chatglm2-6b"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((ref / "chatglm2_tiny_config.json").read_bytes())
+    (folder / "tokenizer.model").write_bytes((ref / "chatglm2_tokenizer.model").read_bytes())
+    save_file(seeded_state_dict(str(ref / "chatglm2_tiny.tsv"), 1234), folder / "model.safetensors")
+    cfg = AvatarConfig(weights_dir=str(tmp_path), device="cpu").replace(
+        **{"chat.temperature": 0.0, "chat.max_new_tokens": 8, "chat.dtype": "float32"})
+    glm = ChatModel.load(cfg)
+    assert (glm.backend, glm.fallback_reason, glm.languages) == ("chatglm2", None, {"zh", "en"})
+    conv = glm.new_conversation()
+    request = glm.build_request(conv, "你好")
+    assert "[happy]" in request.system  # a 6B model is asked for an emotion tag
+    stream = glm.stream(conv, "你好，请用English介绍一下你自己。", language="zh")
+    deltas = list(stream)
+    assert not stream.notice and "".join(deltas) == stream.text  # generated, not the English-only notice
+    assert conv.rounds == [("你好，请用English介绍一下你自己。", stream.text)]
