@@ -104,3 +104,21 @@ def test_lite_frames_carry_a_solid_face_matte(matting):
         for frame, a in zip(frames, alpha):
             hull, _ = face_region(frame)  # (a turned head's box corners reach the backdrop beside the neck)
             assert a[hull].min() > 0.9
+
+
+def test_lite_background_shortcut_equals_compositing_each_frame(matting):
+    """frames_on_background (composite the photo once, then warp) == warp, then composite with the warped matte."""
+    from avatar.lite import LiteEngine
+    from avatar.poses import load_pose
+    from avatar.types import Audio
+
+    engine = LiteEngine(size=256, batch_size=8)
+    face = engine.prepare(data.astronaut())
+    speech = Audio(np.random.default_rng(0).normal(0, 0.1, 8000).astype(np.float32), 16000)
+    matte, pose = source_matte(face, matting), load_pose("lively", 13)
+    fast = np.concatenate(list(engine.frames_on_background(face, speech, "happy", pose, matte, (0, 0, 255))))
+    slow = np.concatenate([matting.composite(f, a, (0, 0, 255))
+                           for f, a in engine.frames_with_alpha(face, speech, "happy", pose, matte)])
+    diff = np.abs(fast.astype(int) - slow)
+    assert fast.shape == slow.shape == (12, 256, 256, 3)  # n_frames(0.5 s)
+    assert diff.mean() < 0.5 and np.percentile(diff, 99.9) < 12
