@@ -37,7 +37,7 @@ from .eat_runtime import EatNetworks, EatRenderer, SourceState, load_eat_network
 from .face import prepare_face
 from .media import resample
 from .talking_head import PreparedFace, n_frames
-from .types import EMOTIONS, Audio, PoseSequence, check_emotion, check_rgb
+from .types import EMOTIONS, Audio, PoseSequence, check_emotion
 
 log = logging.getLogger("avatar")
 
@@ -120,7 +120,7 @@ class EatEngine:
     # ------------------------------------------------------------ per photo
     def prepare(self, photo: np.ndarray) -> PreparedFace:
         """Photo -> aligned 256 crop (EAT's template when present) + source latents in cache['eat_*']."""
-        face = prepare_face(check_rgb(photo), size=SIZE, limits=self.cfg.limits, template68=self.template68)
+        face = prepare_face(photo, size=SIZE, limits=self.cfg.limits, template68=self.template68)
         source = torch.from_numpy(face.crop).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
         face.cache["eat_source"] = source
         face.cache["eat_latent"] = self.renderer.source_latent(source)
@@ -133,9 +133,9 @@ class EatEngine:
         return face.cache["eat_source"], face.cache["eat_latent"]
 
     @torch.inference_mode()
-    def source_state(self, face: PreparedFace, emotion: str, intensity: float = 1.0) -> SourceState:
-        """Per-clip constants (EatRenderer.prepare's SourceState) from the cached latents and the emotion."""
-        source, lat = self._latent(face)
+    def prompts(self, emotion: str, intensity: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """emoprompt (1,128), deepprompt (1,6,128) for the emotion with z_trg from head.seed; intensity < 1 blends
+        both linearly towards the neutral prompts (0 = neutral)."""
         z = seeded_z(self.cfg.head.seed)
         emoprompt, deepprompt = self.renderer.emotion_prompts(EMOTIONS.index(emotion), z)
         w = float(np.clip(intensity, 0.0, 1.0))
@@ -143,6 +143,13 @@ class EatEngine:
             neutral = self.renderer.emotion_prompts(EMOTIONS.index("neutral"), z)
             emoprompt = torch.lerp(neutral[0], emoprompt, w)
             deepprompt = torch.lerp(neutral[1], deepprompt, w)
+        return emoprompt, deepprompt
+
+    @torch.inference_mode()
+    def source_state(self, face: PreparedFace, emotion: str, intensity: float = 1.0) -> SourceState:
+        """Per-clip constants (EatRenderer.prepare's SourceState) from the cached latents and the emotion."""
+        source, lat = self._latent(face)
+        emoprompt, deepprompt = self.prompts(emotion, intensity)
         nets = self.nets
         face_map = nets.audio2kp.face_feature(lat["prediction_map"], emoprompt)
         side = nets.sidetuning(face_map, emoprompt, deepprompt)

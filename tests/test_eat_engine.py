@@ -127,6 +127,26 @@ def test_keypoints_cover_exactly_n_frames(engine, face):
                                                          torch.from_numpy(w["pose"][a:b]),
                                                          torch.from_numpy(w["deep"][0, a:b])))
     assert kp.shape == (n, 15, 3) and torch.isfinite(kp).all()
+    # frames are independent in audio2kp: the engine's larger chunks (head.batch_size) give the demo's result
+    assert engine.renderer.a2kp_batch == 5  # here: chunks of 5 + 1 frames, as the official demo
+    engine.renderer.a2kp_batch = 6
+    try:
+        one_chunk = engine.renderer.driving_keypoints(state, _pose_tensors(streams.pose), n,
+                                                      lambda a, b: (torch.from_numpy(w["mel"][0, a:b]),
+                                                                    torch.from_numpy(w["pose"][a:b]),
+                                                                    torch.from_numpy(w["deep"][0, a:b])))
+    finally:
+        engine.renderer.a2kp_batch = 5
+    torch.testing.assert_close(one_chunk, kp, rtol=0, atol=1e-5)
+
+
+def test_intensity_blends_prompts_towards_neutral(engine):
+    happy, neutral = engine.prompts("happy"), engine.prompts("neutral")
+    assert (happy[0] - neutral[0]).abs().max() > 1e-3
+    zero, half = engine.prompts("happy", 0.0), engine.prompts("happy", 0.5)
+    torch.testing.assert_close(zero[0], neutral[0])
+    torch.testing.assert_close(zero[1], neutral[1])
+    torch.testing.assert_close(half[0], (happy[0] + neutral[0]) / 2)
 
 
 def test_driving_pose_is_photo_pose_plus_offsets(face):
