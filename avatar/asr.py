@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # both Whisper and Paraformer take 16 kHz mono
 WHISPER_LANGUAGES = ("zh", "en")
-ZH_PROMPT = "以下是普通话的句子。"  # a simplified-Chinese prompt steers Whisper away from traditional characters
 WHISPER_BEAM_SIZE = 2  # beam 1 misreads rare words (达摩院 -> 打模院); 2 is exact on the fixtures at ~the same speed
 
 
@@ -81,10 +80,15 @@ def prepare_whisper_base(cache_dir: Path | None = None) -> Path:
 
 
 def to_simplified(text: str) -> str:
-    """Traditional -> simplified Chinese (OpenCC) when Whisper answers in traditional characters."""
+    """Traditional -> simplified Chinese (OpenCC): Whisper sometimes answers in traditional characters.
+
+    A simplified-Chinese initial_prompt would steer it too, but on the fixtures it also swapped homophones
+    (达摩院 -> 大魔院), so the text is converted afterwards instead.
+    """
     try:
         import opencc
-    except ImportError:  # optional: the zh prompt already makes traditional output rare
+    except ImportError:  # pinned in requirements.txt; without it the text is left as Whisper wrote it
+        log.warning("ASR: opencc is not installed; Chinese text is not converted to simplified characters")
         return text
     global _OPENCC
     if _OPENCC is None:
@@ -107,6 +111,15 @@ def resolve_device(device: str) -> str:
         return "cpu"
 
 
+def _ctranslate2_has_cuda() -> bool:
+    try:
+        import ctranslate2
+
+        return ctranslate2.get_cuda_device_count() > 0
+    except (ImportError, RuntimeError):
+        return False
+
+
 class WhisperBackend:
     """faster-whisper over a CTranslate2 Whisper folder."""
 
@@ -114,11 +127,20 @@ class WhisperBackend:
         from faster_whisper import WhisperModel
 
         dev, _, index = device.partition(":")
-        if dev == "cuda":
-            compute_type = "float16"
+        if dev == "cuda" and not _ctranslate2_has_cuda():
+            log.warning("ASR: CTranslate2 sees no CUDA device; Whisper runs on the CPU")
+            dev, device = "cpu", "cpu"
+        threads = min(16, os.cpu_count() or 1)
+        try:
+            self._model = WhisperModel(str(model_dir), device=dev, device_index=int(index or 0),
+                                       compute_type="float16" if dev == "cuda" else compute_type, cpu_threads=threads)
+        except (RuntimeError, ValueError) as e:  # e.g. CUDA libraries (cuBLAS/cuDNN) not found by CTranslate2
+            if dev != "cuda":
+                raise BackendUnavailable(f"cannot load Whisper from {model_dir}: {e}") from None
+            log.warning("ASR: Whisper on CUDA failed (%s); using the CPU", e)
+            dev, device = "cpu", "cpu"
+            self._model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads)
         self.model_dir, self.device = model_dir, device
-        self._model = WhisperModel(str(model_dir), device=dev, device_index=int(index or 0), compute_type=compute_type,
-                                   cpu_threads=min(16, os.cpu_count() or 1))
         self._lock = threading.Lock()  # one decode at a time: CTranslate2 already uses every core
 
     def detect_language(self, samples: np.ndarray) -> str:
@@ -133,8 +155,7 @@ class WhisperBackend:
         with self._lock:
             segments, info = self._model.transcribe(
                 samples, language=language, beam_size=WHISPER_BEAM_SIZE, condition_on_previous_text=False,
-                initial_prompt=ZH_PROMPT if language == "zh" else None, vad_filter=False,
-                without_timestamps=True)
+                vad_filter=False, without_timestamps=True)
             text = "".join(seg.text for seg in segments).strip()
         lang = info.language if info.language in WHISPER_LANGUAGES else None
         if lang is None:  # Whisper guessed a third language: redo with the likelier of zh / en
@@ -170,7 +191,8 @@ class Asr:
         backend = "funasr" if funasr is not None else "whisper"
         # Whisper is also needed beside FunASR: to detect the language, and for a language with no Paraformer folder.
         whisper = _load_whisper(cfg, device)
-        return cls(cfg, backend, device, whisper, funasr, reason, time.perf_counter() - t0)
+        used_device = whisper.device if funasr is None else device
+        return cls(cfg, backend, used_device, whisper, funasr, reason, time.perf_counter() - t0)
 
     def check(self, audio: Audio, language: str = "auto") -> tuple[Audio, str]:
         """Validates the input (language code, duration, silence) and returns 16 kHz audio + the language asked."""

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from avatar import media
-from avatar.asr import Asr, Transcript, bench, prepare_whisper_base
+from avatar.asr import Asr, Transcript, bench, prepare_whisper_base, to_simplified
 from avatar.config import AvatarConfig
 from avatar.errors import AudioTooLong, AudioTooShort, BadAudio, NoSpeech, UnknownLanguage
 from avatar.text import char_error_rate, word_error_rate
@@ -46,6 +46,10 @@ def test_chinese_cer_detected_and_simplified(asr, zh_path):
     assert t.language == "zh"
     assert char_error_rate(ZH_TEXT, t.text) <= 0.10, t.text
     assert "體" not in t.text and "語" not in t.text  # simplified characters
+
+
+def test_traditional_output_is_converted():
+    assert to_simplified("歡迎大家來體驗達摩院推出的語音識別模型") == ZH_TEXT
 
 
 def test_forced_language_and_any_sample_rate(asr, zh_path):
