@@ -160,7 +160,8 @@ class DeepSpeech:
             return self._run(inputs[np.newaxis], [len(inputs)])[:, 0]
         spans = chunk_spans(len(inputs), self.chunk_steps, self.context_steps)
         try:
-            pieces = [p for i in range(0, len(spans), MAX_BATCH) for p in self._run_spans(inputs, spans[i:i + MAX_BATCH])]
+            pieces = [piece for i in range(0, len(spans), MAX_BATCH)
+                      for piece in self._run_spans(inputs, spans[i:i + MAX_BATCH])]
         except Exception:  # noqa: BLE001 - tf.errors.* when the graph's batch size is fixed
             self._batched = False
             return self._run(inputs[np.newaxis], [len(inputs)])[:, 0]

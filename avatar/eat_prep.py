@@ -156,7 +156,8 @@ def rotation_matrices(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> n
 
 def _box_points() -> np.ndarray:
     def square(half: float, depth: float) -> list[tuple[float, float, float]]:
-        return [(-half, -half, depth), (-half, half, depth), (half, half, depth), (half, -half, depth), (-half, -half, depth)]
+        corners = [(-half, -half), (-half, half), (half, half), (half, -half), (-half, -half)]  # closed loop
+        return [(x, y, depth) for x, y in corners]
 
     return np.array(square(BOX_REAR_HALF, BOX_REAR_DEPTH) + square(BOX_FRONT_HALF, BOX_FRONT_DEPTH), dtype=np.float64)
 
