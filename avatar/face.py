@@ -5,6 +5,9 @@ without upsampling (upsample 0: no false second face on skimage's astronaut), th
 upsample 1, which finds faces down to ~40 px (at the detection scale) but also produces weak false positives; so a
 second face counts only when its detector score reaches `SECOND_FACE_MIN_SCORE`.
 
+MediaPipe is not used here: on frontal portraits dlib's HOG detector plus upsample 1 finds every face this stage
+accepts (min_face_px = 64 is far above the ~40 px HOG floor), and its 68 points are what EAT's crop rule needs.
+
 The 68-point model comes from the face-recognition-models package: we open its .dat file by path, found through
 importlib.util.find_spec, without importing the package (it imports pkg_resources).
 """

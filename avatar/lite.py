@@ -467,8 +467,11 @@ def _upper_teeth(mesh: Mesh, target: np.ndarray, origin: tuple[int, int], shape:
     height = min(0.42 * gap, 0.10 * mesh.iod_px)
     down = np.clip((ys - upper) / max(height, 1.0), 0, 1.2)
     band = _smoothstep((1.0 - down) / 0.15) * across
-    shade = (0.82 + 0.18 * np.sin(np.clip(down, 0, 1) * np.pi))[..., None]  # gum shadow at the top, edge at the bottom
-    return mesh.teeth_rgb * shade, band[..., None]
+    shade = 0.82 + 0.18 * np.sin(np.clip(down, 0, 1) * np.pi)  # gum shadow at the top, edge at the bottom
+    tooth_px = max(2.0, 0.13 * mesh.iod_px)  # incisor width; the two front teeth meet at the mouth's centre
+    phase = (xs - (target[60, 0] + target[64, 0]) / 2) / tooth_px
+    shade = shade * (1 - 0.22 * np.exp(-((phase - np.round(phase)) / 0.09) ** 2))[None, :]
+    return mesh.teeth_rgb * shade[..., None], band[..., None]
 
 
 def _parabola(points: np.ndarray, xs: np.ndarray) -> np.ndarray:

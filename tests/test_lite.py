@@ -311,3 +311,23 @@ def test_ten_minute_audio_streams_in_constant_memory(face, jfk):
     assert batch.shape == (8, 256, 256, 3)
     assert grown_traced < 2 * 2 ** 20, f"python/numpy memory grew by {grown_traced / 2**20:.1f} MB over 320 frames"
     assert grown_rss < 30, f"RSS grew by {grown_rss:.1f} MB over 320 frames"
+
+
+def test_open_mouth_is_a_dark_cavity_with_teeth_not_a_smeared_lip(engine, face):
+    """With a closed-mouth photo (the astronaut's own gap set to 0), a fully open jaw shows synthetic upper teeth
+    right under the upper lip and a dark throat below them."""
+    import cv2
+
+    from avatar.lite import Mesh
+
+    mesh = Mesh(**{**engine.mesh(face).__dict__, "source_gap_px": 0.0})
+    target = mesh.source + mesh.open_basis
+    frame = np.empty_like(face.crop)
+    engine.render_frame(mesh, target, frame)
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(float)
+    x = int(round(target[62, 0])) + 2  # beside the incisors' gap
+    upper, lower = target[62, 1], target[66, 1]
+    teeth = grey[int(upper + 0.12 * (lower - upper)), x]
+    throat = grey[int(upper + 0.65 * (lower - upper)), x]
+    skin = grey[int(target[29, 1]), int(target[29, 0])]
+    assert teeth > 0.85 * skin and throat < 0.4 * skin, (teeth, throat, skin)
