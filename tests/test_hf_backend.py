@@ -117,3 +117,22 @@ def test_missing_folder_raises_backend_unavailable(tmp_path):
 
     with pytest.raises(BackendUnavailable, match="not found"):
         HFChatBackend.load(tmp_path / "nothing")
+
+
+def test_prefix_cache_reuse_gives_the_same_tokens(backend):
+    first_turn = _request(temperature=0.0, max_new_tokens=8, repetition_penalty=1.0)
+    prompt = backend.prompt_ids(first_turn)
+    backend._prefix.reset()
+    cold = list(backend.generate_ids(prompt, first_turn.params))
+    assert backend.last_reused_tokens == 0
+    warm = list(backend.generate_ids(prompt, first_turn.params))
+    assert backend.last_reused_tokens == len(prompt) - 1 and warm == cold
+    reply = backend.tokenizer.decode(cold, skip_special_tokens=True)
+    second_turn = _request(query="And where do I live?", history=first_turn.history + (("What is my name?", reply),),
+                           temperature=0.0, max_new_tokens=8, repetition_penalty=1.0)
+    prompt2 = backend.prompt_ids(second_turn)
+    reused = list(backend.generate_ids(prompt2, second_turn.params))
+    assert backend.last_reused_tokens >= len(prompt)  # the whole first-turn prompt (persona + round 1 + question)
+    with backend._prefix.lock:  # busy: the same prompt runs from an empty cache
+        fresh = list(backend.generate_ids(prompt2, second_turn.params))
+    assert backend.last_reused_tokens == 0 and fresh == reused
