@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs GPU tests and benchmarks on the lent GPU machine in one call; every job's output lands in $OUT/<job>.log and
+# its JSON (last line starting with '{') in $OUT/<job>.json. Usage: bash scripts/gpu_run.sh JOB [JOB...]
+# The shared reference data travels in .gpu_shared/ (copied from ../shared; git-ignored) and is linked as ../shared.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+[ -e ../shared ] || ln -sfn "$PWD/.gpu_shared" ../shared
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+py=python3
+run() {  # name, timeout_s, command...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name: $*"
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
+  grep '^{' "$OUT/$name.log" | tail -1 > "$OUT/$name.json"
+  echo "=== $name rc=$rc in $(( $(date +%s) - t0 )) s"; tail -c 1500 "$OUT/$name.log"; echo
+}
+for job in "$@"; do
+  case $job in
+    eat-test)   run eat-test 300 $py -m pytest -q -x -m gpu tests/test_eat_models.py -p no:cacheprovider ;;
+    eat-bf16)   run eat-bf16 300 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --long-frames 3000 ;;
+    eat-bf16c)  run eat-bf16c 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --long-frames 3000 ;;
+    eat-fp16c)  run eat-fp16c 420 $py scripts/bench_eat.py --device cuda --dtype float16 --batch 64 --compile --long-frames 0 ;;
+    eat-fp32)   run eat-fp32 200 $py scripts/bench_eat.py --device cuda --dtype float32 --batch 1 --iters 5 --long-frames 0 ;;
+    glm-test)   run glm-test 200 $py -m pytest -q -x -m gpu tests/test_chatglm2.py -p no:cacheprovider ;;
+    glm-graph)  run glm-graph 240 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 ;;
+    glm-comp)   run glm-comp 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile ;;
+    glm-eager)  run glm-eager 200 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 64 --no-cuda-graph ;;
+    gfp-test)   run gfp-test 300 $py -m pytest -q -x -m gpu tests/test_gfpgan.py tests/test_enhance.py tests/test_modnet.py -p no:cacheprovider ;;
+    gfp-bench)  run gfp-bench 420 $py scripts/bench_enhance.py --device cuda ${GFP_ARGS:-} ;;
+    *) echo "unknown job $job" ;;
+  esac
+done
