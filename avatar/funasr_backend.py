@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,9 +117,14 @@ def _optional_models(cfg: AvatarConfig) -> dict[str, str]:
     return extras
 
 
+_CJK_GAP = re.compile(r"(?<=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])\s+(?=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])")
+
+
 def _join_texts(texts: list[str], lang: str) -> str:
+    """One string; SeACo / BiCif models space every Chinese character ("欢 迎"): those spaces go."""
     sep = " " if lang == "en" else ""
-    return sep.join(t.strip() for t in texts if t and t.strip())
+    joined = sep.join(t.strip() for t in texts if t and t.strip())
+    return _CJK_GAP.sub("", joined)
 
 
 def check_weights(model, checkpoint: Path) -> None:

@@ -45,11 +45,28 @@ def tiny_paraformer_config(tokens: list[str]) -> dict:
         "predictor_conf": {"idim": 64, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45},
         "frontend": "WavFrontend",
         "frontend_conf": {"fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10,
-                          "lfr_m": 7, "lfr_n": 6},
+                          "lfr_m": 7, "lfr_n": 6, "dither": 0.0},  # dither noise would flip a random model's argmax
         "tokenizer": "CharTokenizer",
         "tokenizer_conf": {"unk_symbol": "<unk>", "split_with_space": True},
         "input_size": FEATURE_DIM,
     }
+
+
+def tiny_seaco_paraformer_config(tokens: list[str]) -> dict:
+    """The SeACo variant (the published zh model): bias encoder + SeACo decoder for hotwords, CifPredictorV3."""
+    conf = tiny_paraformer_config(tokens)
+    conf["model"] = "SeacoParaformer"
+    conf["model_conf"].update(inner_dim=64, bias_encoder_type="lstm", NO_BIAS=len(tokens) - 2, seaco_weight=0.01)
+    conf["predictor"] = "CifPredictorV3"
+    conf["predictor_conf"] = {"idim": 64, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45,
+                              "smooth_factor2": 0.25, "noise_threshold2": 0.01, "upsample_times": 3,
+                              "use_cif1_cnn": False, "upsample_type": "cnn_blstm"}
+    conf["seaco_decoder"] = "ParaformerSANMDecoder"
+    conf["seaco_decoder_conf"] = {"attention_heads": 4, "linear_units": 128, "num_blocks": 1, "dropout_rate": 0.1,
+                                  "positional_dropout_rate": 0.1, "self_attention_dropout_rate": 0.1,
+                                  "src_attention_dropout_rate": 0.1, "kernel_size": 21, "sanm_shfit": 0,
+                                  "use_output_layer": False, "wo_input_layer": True}
+    return conf
 
 
 def write_am_mvn(path: Path, dim: int) -> None:
@@ -59,13 +76,13 @@ def write_am_mvn(path: Path, dim: int) -> None:
                     f"<Rescale> {dim} {dim}\n<LearnRateCoef> 0 [ {scale} ]\n</Nnet>\n")
 
 
-def build_tiny_paraformer(folder: Path, chars: list[str]) -> Path:
+def build_tiny_paraformer(folder: Path, chars: list[str], seaco: bool = False) -> Path:
     """Random weights (FunASR seeds 0), saved in the hub layout; tokens.json is read back by FunASR itself."""
     import torch
     from funasr import AutoModel
 
     tokens = ["<blank>", "<s>", "</s>", *chars, "<unk>"]
-    conf = tiny_paraformer_config(tokens)
+    conf = (tiny_seaco_paraformer_config if seaco else tiny_paraformer_config)(tokens)
     build_conf = {**conf, "tokenizer_conf": {**conf["tokenizer_conf"], "token_list": tokens}}
     built = AutoModel(**build_conf, disable_update=True, device="cpu", log_level="WARNING")
     folder.mkdir(parents=True)
@@ -79,7 +96,7 @@ def build_tiny_paraformer(folder: Path, chars: list[str]) -> Path:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("weights")
-    build_tiny_paraformer(root / "funasr" / "paraformer-zh", ZH_TOKENS)
+    build_tiny_paraformer(root / "funasr" / "paraformer-zh", ZH_TOKENS, seaco=True)
     build_tiny_paraformer(root / "funasr" / "paraformer-en", EN_TOKENS)
     return root
 
@@ -98,7 +115,17 @@ def test_folders_found_and_loaded_offline(asr, weights):
 def test_backend_transcribes_a_real_fixture_to_a_string(asr, zh_path):
     text = asr._funasr.transcribe(media.load_audio(zh_path).samples, "zh")
     assert isinstance(text, str) and text and not LATIN.search(text)
-    assert set(text) <= set(ZH_TOKENS)
+    assert set(text) <= set(ZH_TOKENS), "only the zh folder's tokens, no spaces between Chinese characters"
+
+
+def test_hotwords_reach_the_seaco_model(asr, zh_path):
+    samples = media.load_audio(zh_path).samples
+    assert asr._funasr._models["zh"].seaco and not asr._funasr._models["en"].seaco
+    plain = asr._funasr.transcribe(samples, "zh")
+    assert asr._funasr.transcribe(samples, "zh") == plain  # deterministic: a change below is the hotwords' doing
+    biased = asr._funasr.transcribe(samples, "zh", hotwords="达摩院 语音")
+    assert biased != plain  # the bias decoder changed the (random) model's output
+    assert asr._funasr.transcribe(samples, "en", hotwords="达摩院") == asr._funasr.transcribe(samples, "en")
 
 
 def test_forced_language_routes_to_its_folder(asr, zh_path):
