@@ -11,7 +11,8 @@ GFPGAN uses the seeded synthetic weights (../shared/tools/seeded_weights.py) whe
 weights: speed does not depend on the values. MODNet: the official ONNX with --modnet-onnx PATH (ONNX Runtime),
 else our MODNet-architecture network (models/modnet.py, random weights) in torch, or exported to ONNX with
 --engine onnx. `net` numbers time the network alone on device-resident input; `e2e` numbers include the uint8
-upload, resize/normalise and the uint8 download (Enhancer.enhance_faces).
+upload, resize/normalise and the uint8 download (Enhancer.enhance_faces). Progress and per-result lines go to
+stderr; the last stdout line is the whole report as one JSON object.
 """
 from __future__ import annotations
 
@@ -221,8 +222,7 @@ def main() -> int:
                     log(json.dumps(r))
                     results.append(r)
     print(json.dumps({"card": card(args.device), "torch": torch.__version__, "smoke": args.smoke,
-                      "goals": {"gfpgan_faces_per_s": 1000, "modnet_frames_per_s": 1500}, "results": results},
-                     indent=1))
+                      "goals": {"gfpgan_faces_per_s": 1000, "modnet_frames_per_s": 1500}, "results": results}))
     return 0
 
 
