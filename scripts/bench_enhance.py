@@ -17,6 +17,7 @@ stderr; the last stdout line is the whole report as one JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -66,13 +67,21 @@ def timed(fn, device: str, warmup: int, iters: int) -> float:
     return (time.perf_counter() - t0) / iters
 
 
-def gfpgan_net(cfg: GFPGANConfig) -> tuple[GFPGANv1Clean, str]:
+@functools.lru_cache(maxsize=1)
+def seeded_state() -> dict[str, torch.Tensor] | None:
     tools = ROOT.parent / "shared" / "tools"
-    if cfg == V1_4 and (tools / "seeded_weights.py").is_file():
-        sys.path.insert(0, str(tools))
-        from seeded_weights import seeded_state_dict
+    if not (tools / "seeded_weights.py").is_file():
+        return None
+    sys.path.insert(0, str(tools))
+    from seeded_weights import seeded_state_dict
 
-        return build_gfpgan(seeded_state_dict(str(tools.parent / "reference" / "gfpgan_v1.4.tsv"), 1234)), "seeded-1234"
+    return seeded_state_dict(str(tools.parent / "reference" / "gfpgan_v1.4.tsv"), 1234)
+
+
+def gfpgan_net(cfg: GFPGANConfig) -> tuple[GFPGANv1Clean, str]:
+    """A fresh CPU fp32 network (runners move and convert it in place)."""
+    if cfg == V1_4 and seeded_state() is not None:
+        return build_gfpgan(seeded_state()), "seeded-1234"
     torch.manual_seed(0)
     net = GFPGANv1Clean(cfg)
     with torch.no_grad():
