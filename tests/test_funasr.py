@@ -93,6 +93,28 @@ def build_tiny_paraformer(folder: Path, chars: list[str], seaco: bool = False) -
     return folder
 
 
+def build_tiny_fsmn_vad(folder: Path) -> Path:
+    """FSMN VAD (the fsmn-vad layout), shrunk; segments longer than 5 s are cut, so long audio is really split."""
+    import torch
+    from funasr import AutoModel
+
+    conf = {"model": "FsmnVADStreaming",
+            "model_conf": {"sample_rate": 16000, "max_single_segment_time": 5000, "max_end_silence_time": 800},
+            "encoder": "FSMN",
+            "encoder_conf": {"input_dim": 400, "input_affine_dim": 32, "fsmn_layers": 2, "linear_dim": 32,
+                             "proj_dim": 16, "lorder": 5, "rorder": 0, "lstride": 1, "rstride": 0,
+                             "output_affine_dim": 32, "output_dim": 248},
+            "frontend": "WavFrontendOnline",
+            "frontend_conf": {"fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10,
+                              "dither": 0.0, "lfr_m": 5, "lfr_n": 1}}
+    built = AutoModel(**conf, disable_update=True, device="cpu", log_level="WARNING")
+    folder.mkdir(parents=True)
+    torch.save(built.model.state_dict(), folder / "model.pt")
+    (folder / "config.yaml").write_text(yaml.safe_dump(conf), encoding="utf-8")
+    write_am_mvn(folder / "am.mvn", 400)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("weights")
@@ -195,3 +217,28 @@ def test_backend_class_is_reusable(weights):
     assert reason is None
     backend = FunAsrBackend.load(AvatarConfig(weights_dir=str(weights)), {"en": folders["en"]}, "cpu")
     assert backend.languages == ("en",)
+
+
+def test_long_audio_goes_through_the_vad(weights, tmp_path, zh_path):
+    import numpy as np
+
+    from avatar.types import Audio
+
+    root = tmp_path / "w"
+    (root / "funasr").mkdir(parents=True)
+    (root / "funasr" / "paraformer-zh").symlink_to(weights / "funasr" / "paraformer-zh")
+    build_tiny_fsmn_vad(root / "funasr" / "fsmn-vad")
+    asr = Asr.load(AvatarConfig(weights_dir=str(root), device="cpu"))
+    auto_model = asr._funasr._models["zh"].auto_model
+    assert auto_model.vad_model is not None and auto_model.punc_model is None  # no ct-punc folder: optional
+    clip = media.load_audio(zh_path)
+    long = Audio(np.concatenate([clip.samples] * 4), clip.sample_rate)  # 22 s: the VAD cuts it into <= 5 s pieces
+    from funasr import AutoModel
+
+    assert type(auto_model.vad_model).__name__ == "FsmnVADStreaming"
+    vad_alone = AutoModel(model=str(root / "funasr" / "fsmn-vad"), disable_update=True, device="cpu",
+                          log_level="WARNING", disable_pbar=True)
+    segments = vad_alone.generate(input=long.samples)[0]["value"]
+    assert len(segments) >= 4 and all(end - start <= 5100 for start, end in segments)  # 5 s + a frame or two
+    t = asr.transcribe(long, "zh")
+    assert t.backend == "funasr" and len(t.text) > 10 and set(t.text) <= set(ZH_TOKENS)
