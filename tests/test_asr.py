@@ -103,3 +103,15 @@ def test_bench_is_json(asr, jfk_path):
     result = bench(asr, jfk_path, repeats=1)
     json.dumps(result)
     assert result["backend"] == "whisper" and result["rtf"] > 0 and result["audio_s"] == pytest.approx(11.0, abs=0.1)
+
+
+@pytest.mark.parametrize("kind", ["noise", "hum"])
+def test_loud_but_not_speech(asr, kind):
+    """Not silent, so the level check passes; Whisper hears no words -> the same NoSpeech error."""
+    n = 16000 * 3
+    if kind == "noise":
+        samples = 0.05 * np.random.default_rng(0).standard_normal(n)
+    else:
+        samples = 0.2 * np.sin(2 * np.pi * 120 * np.arange(n) / 16000)
+    with pytest.raises(NoSpeech, match="no speech heard"):
+        asr.transcribe(Audio(samples.astype(np.float32), 16000))
