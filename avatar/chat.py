@@ -321,10 +321,10 @@ def _load_configured(cfg: AvatarConfig) -> ChatBackend:
     from .hf_backend import HFChatBackend, is_native_chat_folder
 
     if c.backend in ("auto", "transformers") and is_native_chat_folder(folder):
-        device = cfg.device
-        return HFChatBackend.load(folder, device=device, dtype=c.dtype, quantize=c.quantize)
-    wanted = {"chatglm2": "a ChatGLM2 model (config.json with model_type 'chatglm')",
-              "transformers": "a chat model that transformers supports natively"}.get(c.backend, "a chat model")
+        return HFChatBackend.load(folder, device=cfg.device, dtype=c.dtype, quantize=c.quantize)
+    wanted = {"chatglm2": "ChatGLM2 model (config.json with model_type 'chatglm')",
+              "transformers": "chat model that transformers supports natively"}.get(
+        c.backend, "ChatGLM2 or natively supported chat model")
     raise BackendUnavailable(f"no {wanted} found in {folder}")
 
 
