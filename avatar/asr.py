@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from .config import AvatarConfig
 from .errors import BackendUnavailable, NoSpeech, WeightsError
 from .media import check_duration, check_not_silent, load_audio, resample
 from .types import Audio, check_language
+
+if TYPE_CHECKING:
+    from .funasr_backend import FunAsrBackend
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,9 @@ def prepare_whisper_base(cache_dir: Path | None = None) -> Path:
     return target
 
 
+_OPENCC = None  # the converter, built on first use
+
+
 def to_simplified(text: str) -> str:
     """Traditional -> simplified Chinese (OpenCC): Whisper sometimes answers in traditional characters.
 
@@ -94,9 +101,6 @@ def to_simplified(text: str) -> str:
     if _OPENCC is None:
         _OPENCC = opencc.OpenCC("t2s")
     return _OPENCC.convert(text)
-
-
-_OPENCC = None
 
 
 def resolve_device(device: str) -> str:
@@ -167,10 +171,10 @@ class WhisperBackend:
 class Asr:
     """The ASR stage. Build with Asr.load(cfg); call transcribe(audio, language)."""
 
-    def __init__(self, cfg: AvatarConfig, backend: str, device: str, whisper: WhisperBackend | None,
-                 funasr: object | None, fallback_reason: str | None, load_s: float) -> None:
+    def __init__(self, cfg: AvatarConfig, backend: str, device: str, whisper: WhisperBackend,
+                 funasr: FunAsrBackend | None, fallback_reason: str | None, load_s: float) -> None:
         self.cfg, self.backend, self.device = cfg, backend, device
-        self.fallback_reason = fallback_reason
+        self.fallback_reason = fallback_reason  # None, or why the configured backend was replaced
         self.load_s = load_s
         self._whisper = whisper
         self._funasr = funasr
@@ -216,7 +220,6 @@ class Asr:
         return self.transcribe(load_audio(path, SAMPLE_RATE), language)
 
     def _recognise(self, samples: np.ndarray, lang: str) -> tuple[str, str, str]:
-        assert self._whisper is not None
         if self._funasr is not None:
             routed = lang if lang != "auto" else self._route_language(samples)
             if routed in self._funasr.languages:
@@ -240,7 +243,7 @@ def _load_whisper(cfg: AvatarConfig, device: str) -> WhisperBackend:
         raise BackendUnavailable(f"faster-whisper is not installed ({e})") from None
 
 
-def _try_funasr(cfg: AvatarConfig, device: str) -> tuple[object | None, str | None]:
+def _try_funasr(cfg: AvatarConfig, device: str) -> tuple[FunAsrBackend | None, str | None]:
     """(FunAsrBackend, None) when at least one Paraformer folder is usable, else (None, reason)."""
     from .funasr_backend import FunAsrBackend, find_folders
 

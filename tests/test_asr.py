@@ -115,3 +115,16 @@ def test_loud_but_not_speech(asr, kind):
         samples = 0.2 * np.sin(2 * np.pi * 120 * np.arange(n) / 16000)
     with pytest.raises(NoSpeech, match="no speech heard"):
         asr.transcribe(Audio(samples.astype(np.float32), 16000))
+
+
+@pytest.mark.gpu
+def test_whisper_on_cuda(tmp_path, jfk_path, zh_path):
+    """On the GPU machine: CTranslate2 float16 on CUDA gives the same transcripts."""
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() == 0:
+        pytest.skip("CTranslate2 sees no CUDA device")
+    gpu = Asr.load(AvatarConfig(weights_dir=str(tmp_path), device="cuda"))
+    assert gpu.device.startswith("cuda")
+    assert word_error_rate(JFK_TEXT, gpu.transcribe(media.load_audio(jfk_path)).text) <= 0.10
+    assert char_error_rate(ZH_TEXT, gpu.transcribe(media.load_audio(zh_path)).text) <= 0.10
