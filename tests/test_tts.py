@@ -90,6 +90,12 @@ def test_mixed_sentence_round_trip(tts, asr):
     assert en_t.language == "en" and word_error_rate(en_s, en_t.text) <= 0.15, en_t.text
 
 
+def test_script_decides_whatever_the_language_hint(tts):
+    assert tts.plan("你好 world", "en") == [("你好", "zh"), ("world", "en")]
+    assert tts.plan("Hello 世界", "zh") == [("Hello", "en"), ("世界", "zh")]
+    assert tts.plan("2024", "zh") == [("2024", "zh")] and tts.plan("2024", "en") == [("2024", "en")]
+
+
 def test_numbers_inside_chinese_are_read_in_chinese(tts):
     assert tts.plan("我有3个苹果。") == [("我有3个苹果。", "zh")]
     assert tts.synthesize("我有3个苹果。").duration_s > 1.0
