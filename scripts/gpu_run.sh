@@ -30,7 +30,9 @@ for job in "$@"; do
     glm-comp)   run glm-comp 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile ;;
     glm-eager)  run glm-eager 200 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 64 --no-cuda-graph ;;
     gfp-test)   run gfp-test 300 $py -m pytest -q -x -m gpu tests/test_gfpgan.py tests/test_enhance.py tests/test_modnet.py -p no:cacheprovider ;;
-    gfp-bench)  run gfp-bench 420 $py scripts/bench_enhance.py --device cuda ${GFP_ARGS:-} ;;
+    gfp-bench)  run gfp-bench 300 $py scripts/bench_enhance.py --device cuda --batch 32,64 --what both ;;
+    gfp-comp)   run gfp-comp 420 $py scripts/bench_enhance.py --device cuda --batch 64 --what both --compile default --no-e2e ;;
+    gfp-maxa)   run gfp-maxa 560 $py scripts/bench_enhance.py --device cuda --batch 64 --what both --compile max-autotune-no-cudagraphs --no-e2e ;;
     *) echo "unknown job $job" ;;
   esac
 done
