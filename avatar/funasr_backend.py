@@ -46,6 +46,13 @@ def _offline_env() -> None:
         os.environ.setdefault(name, "1")
 
 
+def _torch_threads() -> int:
+    """FunASR calls torch.set_num_threads(ncpu) (default 4) for the whole process: pass the current value."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _funasr_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
@@ -84,7 +91,8 @@ class FunAsrBackend:
             log.info("ASR: loading Paraformer %s from %s", lang, folder)
             try:
                 auto = AutoModel(model=str(folder), disable_update=True, device=_funasr_device(device),
-                                 disable_pbar=True, log_level="WARNING", check_latest=False, **extras)
+                                 disable_pbar=True, log_level="WARNING", check_latest=False,
+                                 ncpu=_torch_threads(), **extras)
             except Exception as e:  # FunASR raises bare asserts / KeyErrors on a bad folder
                 raise BackendUnavailable(f"cannot load the Paraformer folder {folder}: {type(e).__name__}: {e}") from e
             check_weights(auto.model, folder / "model.pt")
