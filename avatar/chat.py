@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from .config import AvatarConfig, ChatConfig
-from .emotion import extract_emotion_tag
+from .emotion import Mood, extract_emotion_tag
 from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong
 from .types import EMOTIONS
 
@@ -167,14 +167,15 @@ class ChatModel:
     def new_conversation(self) -> Conversation:
         return Conversation(self.cfg.chat.max_rounds)
 
-    def reply(self, conversation: Conversation, user_text: str, language: str = "en", mood: str | None = None) -> str:
+    def reply(self, conversation: Conversation, user_text: str, language: str = "en",
+              mood: "str | Mood | None" = None) -> str:
         stream = self.stream(conversation, user_text, language, mood)
         for _ in stream:
             pass
         return stream.text
 
     def stream(self, conversation: Conversation, user_text: str, language: str = "en",
-               mood: str | None = None) -> ReplyStream:
+               mood: "str | Mood | None" = None) -> ReplyStream:
         """Text deltas of the reply. Input errors (EmptyText, TextTooLong) are raised here, before any generation."""
         text = self.check_text(user_text)
         if self._needs_chinese(text, language):
@@ -191,7 +192,7 @@ class ChatModel:
             raise TextTooLong(f"the message has {len(text)} characters; the limit is {limit}")
         return text
 
-    def build_request(self, conversation: Conversation, text: str, mood: str | None = None) -> ChatRequest:
+    def build_request(self, conversation: Conversation, text: str, mood: "str | Mood | None" = None) -> ChatRequest:
         """The prompt for `text` after the conversation's rounds, without the oldest rounds that do not fit
         cfg.chat.context_tokens."""
         system = self._system_text(mood)
@@ -205,10 +206,11 @@ class ChatModel:
                      self.cfg.chat.context_tokens)
         return request
 
-    def _system_text(self, mood: str | None) -> str:
+    def _system_text(self, mood: "str | Mood | None") -> str:
         parts = [self.system_prompt]
-        if mood:
-            parts.append(f"The user seems to feel {mood.strip().lower()} right now; answer with that in mind.")
+        label = getattr(mood, "label", mood)  # a label, or the Mood that analyze_text gave for the transcript
+        if label:
+            parts.append(f"The user seems to feel {label.strip().lower()} right now; answer with that in mind.")
         if self.cfg.chat.emotion_tag and self._backend.follows_tags:
             tags = " ".join(f"[{e}]" for e in EMOTIONS)
             parts.append(f"Start every reply with one tag for the feeling of your reply, one of: {tags}.")

@@ -80,7 +80,7 @@ class HFChatBackend:
         self.name, self.languages = name, frozenset(languages)
         self.device = str(next(model.parameters()).device)
         self.eos_ids = _eos_ids(model, tokenizer)
-        self._prefix = _PrefixCache()
+        self._prefixes = _PrefixSlot()
         self.last_reused_tokens = 0  # prompt tokens whose KV came from the previous reply (for tests and bench)
         if not getattr(tokenizer, "chat_template", None):
             raise BackendUnavailable(f"the chat model {name!r} has no chat template in its tokenizer files")
@@ -137,19 +137,16 @@ class HFChatBackend:
 
     def generate_ids(self, prompt_ids: list[int], params: "GenerationParams") -> Iterator[int]:
         """New token ids one by one (eos excluded); the first comes right after the prompt's prefill.
-        The KV cache of the previous reply is reused for the tokens this prompt shares with it, unless another
-        reply is being generated at the same moment (then this one starts from an empty cache)."""
-        prefix = self._prefix if self._prefix.lock.acquire(blocking=False) else _PrefixCache()
+        The KV cache of the previous reply is reused for the tokens this prompt shares with it. A reply checks the
+        cache out while it runs (one running at the same moment starts empty) and back in when it ends or is
+        closed; after an error it is dropped, as a forward may have left it half-updated."""
+        prefix = self._prefixes.checkout()
         try:
             yield from self._decode(prompt_ids, params, prefix)
         except GeneratorExit:  # closed at a yield: the cache holds exactly the tokens fed so far
+            self._prefixes.checkin(prefix)
             raise
-        except BaseException:
-            prefix.reset()  # an error inside a forward may have left the cache half-updated
-            raise
-        finally:
-            if prefix is self._prefix:
-                prefix.lock.release()
+        self._prefixes.checkin(prefix)
 
     def _decode(self, prompt_ids: list[int], params: "GenerationParams", prefix: "_PrefixCache") -> Iterator[int]:
         sampler = _Sampler(params)
@@ -159,7 +156,8 @@ class HFChatBackend:
         step_input = ids[:, start:]
         for _ in range(params.max_new_tokens):
             with torch.inference_mode():
-                out = self.model(input_ids=step_input, cache=cache, use_cache=True)
+                # logits_to_keep=1: the prefill's logits for every prompt position would be (tokens x vocab) floats
+                out = self.model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
                 cache = out.cache
                 prefix.store(ids[0].tolist(), cache)
                 token_id = sampler(ids, out.logits[:, -1, :])
@@ -179,13 +177,12 @@ class _PrefixCache:
     def __init__(self) -> None:
         self.ids: list[int] = []
         self.cache = None
-        self.lock = threading.Lock()
 
     def take(self, prompt_ids: list[int]) -> tuple[object | None, int]:
         """(cache holding the first n prompt tokens, n); (None, 0) when too little is shared to be worth it."""
         n = min(_common_prefix(self.ids, prompt_ids), len(prompt_ids) - 1)  # >= 1 token left to get logits from
         if self.cache is None or n < self.MIN_REUSE_TOKENS or not _croppable(self.cache, len(self.ids)):
-            self.reset()
+            self.ids, self.cache = [], None
             return None, 0
         if len(self.ids) > n:
             self.cache.crop(n - len(self.ids))  # a negative count: tokens to remove from the end
@@ -195,8 +192,22 @@ class _PrefixCache:
     def store(self, fed_ids: list[int], cache) -> None:
         self.ids, self.cache = fed_ids, cache
 
-    def reset(self) -> None:
-        self.ids, self.cache = [], None
+
+class _PrefixSlot:
+    """Holds the one _PrefixCache kept between replies; a reply takes it out, so no lock is held while it runs."""
+
+    def __init__(self) -> None:
+        self._kept: _PrefixCache | None = None
+        self._lock = threading.Lock()
+
+    def checkout(self) -> _PrefixCache:
+        with self._lock:
+            kept, self._kept = self._kept, None
+        return kept or _PrefixCache()
+
+    def checkin(self, prefix: _PrefixCache) -> None:
+        with self._lock:
+            self._kept = prefix
 
 
 def _croppable(cache, length: int) -> bool:

@@ -4,6 +4,7 @@ import pytest
 
 from avatar.chat import (ENGLISH_ONLY_NOTICE_ZH, ChatModel, Conversation, TagFilter, bench, is_mostly_chinese)
 from avatar.config import AvatarConfig
+from avatar.emotion import analyze_text
 from avatar.errors import AvatarError, EmptyText, TextTooLong
 
 pytestmark = pytest.mark.slow
@@ -111,6 +112,8 @@ def test_system_prompt_persona_and_mood(chat, cfg):
     request = chat.build_request(chat.new_conversation(), "Hello!", mood="sad")
     assert request.system.startswith(chat.system_prompt) and "sad" in request.system
     assert "[happy]" not in request.system  # SmolLM2 is not asked for emotion tags
+    from_transcript = chat.build_request(chat.new_conversation(), "Hi", mood=analyze_text("I'm terrified.", "en"))
+    assert "feel fear" in from_transcript.system  # the user's mood from the ASR transcript, as a Mood
     assert "three short sentences" in chat.system_prompt
     with pytest.raises(AvatarError, match="unknown persona"):
         ChatModel(chat._backend, cfg.replace(**{"chat.persona": "pirate"}))

@@ -122,7 +122,7 @@ def test_missing_folder_raises_backend_unavailable(tmp_path):
 def test_prefix_cache_reuse_gives_the_same_tokens(backend):
     first_turn = _request(temperature=0.0, max_new_tokens=8, repetition_penalty=1.0)
     prompt = backend.prompt_ids(first_turn)
-    backend._prefix.reset()
+    backend._prefixes.checkout()  # start empty
     cold = list(backend.generate_ids(prompt, first_turn.params))
     assert backend.last_reused_tokens == 0
     warm = list(backend.generate_ids(prompt, first_turn.params))
@@ -133,6 +133,10 @@ def test_prefix_cache_reuse_gives_the_same_tokens(backend):
     prompt2 = backend.prompt_ids(second_turn)
     reused = list(backend.generate_ids(prompt2, second_turn.params))
     assert backend.last_reused_tokens >= len(prompt)  # the whole first-turn prompt (persona + round 1 + question)
-    with backend._prefix.lock:  # busy: the same prompt runs from an empty cache
-        fresh = list(backend.generate_ids(prompt2, second_turn.params))
+    kept = backend._prefixes.checkout()  # as if another reply were running: this one starts from an empty cache
+    fresh = list(backend.generate_ids(prompt2, second_turn.params))
     assert backend.last_reused_tokens == 0 and fresh == reused
+    backend._prefixes.checkin(kept)
+    stream = backend.generate_ids(prompt2, second_turn.params)
+    next(stream)  # left running, never closed (a listener gone away): the next reply still works, from empty
+    assert list(backend.generate_ids(prompt2, second_turn.params)) == reused and backend.last_reused_tokens == 0
