@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import sys
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--smoke", action="store_true", help="CPU, one repeat")
     p.add_argument("--only", choices=["asr", "tts"], default=None)
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")  # fallbacks -> stderr
 
     from avatar import asr as asr_mod
     from avatar import tts as tts_mod
