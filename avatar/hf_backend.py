@@ -14,7 +14,6 @@ Languages: {"zh", "en"} by default, because the natively supported chat families
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -25,8 +24,6 @@ from .errors import BackendError, BackendUnavailable
 
 if TYPE_CHECKING:
     from .chat import ChatRequest, GenerationParams
-
-log = logging.getLogger("avatar")
 
 BILINGUAL = frozenset({"zh", "en"})
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf")

@@ -140,3 +140,14 @@ def test_prefix_cache_reuse_gives_the_same_tokens(backend):
     stream = backend.generate_ids(prompt2, second_turn.params)
     next(stream)  # left running, never closed (a listener gone away): the next reply still works, from empty
     assert list(backend.generate_ids(prompt2, second_turn.params)) == reused and backend.last_reused_tokens == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bfloat16_stream(model_dir):
+    gpu = HFChatBackend.load(model_dir, device="cuda", dtype="auto")
+    assert gpu.device.startswith("cuda") and gpu.model.dtype in (torch.bfloat16, torch.float16)
+    request = _request(temperature=0.0, repetition_penalty=1.0)
+    deltas = list(gpu.stream(request))
+    assert deltas and list(gpu.generate_ids(gpu.prompt_ids(request), request.params))
+    assert gpu.last_reused_tokens == len(gpu.prompt_ids(request)) - 1  # the prefix cache works on CUDA too
