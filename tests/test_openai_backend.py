@@ -4,6 +4,7 @@ its [serving] extra needs the `openai` package) running the packaged SmolLM2 in 
 `transformers serve` cannot serve the GGUF file directly (the GGUF config has no `architectures`), so the module
 fixture de-quantizes it once into a safetensors folder under pytest's tmp dir.
 """
+import copy
 import os
 import socket
 import subprocess
@@ -35,7 +36,7 @@ def _export_smollm2(folder: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     backend = load_smollm2()
-    config = backend.model.config
+    config = copy.deepcopy(backend.model.config)  # the loaded model is shared with other tests: leave it as it is
     config.architectures = [type(backend.model).__name__]
     del config.quantization_config  # the weights are already de-quantized to fp32
     model = AutoModelForCausalLM.from_config(config)
