@@ -50,6 +50,10 @@ def _lrelu(x: Tensor) -> Tensor:
 
 
 def _resize2x(x: Tensor, factor: float) -> Tensor:
+    # CUDA's NHWC bilinear kernel indexes with 32-bit ints: split big batches so each output stays < 2**31 values
+    pieces = -(-int(x.numel() * factor * factor) // (2 ** 31 - 1))
+    if pieces > 1 and x.shape[0] > 1:
+        return torch.cat([_resize2x(c, factor) for c in x.chunk(min(pieces, x.shape[0]))])
     return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
 

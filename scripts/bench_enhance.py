@@ -163,7 +163,7 @@ def bench_modnet(args, engine: str, batch: int, size: int, tmp: Path) -> dict:
                           dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}, "output": {0: "b", 2: "h", 3: "w"}})
         return bench_modnet_onnx(args, path, batch, size, "ours-random-onnx")
     dtype = DTYPES[args.dtype]
-    net = net.to(args.device, dtype).to(memory_format=torch.channels_last)
+    net = net.to(args.device, dtype).to(memory_format=torch.channels_last)  # MODNet: 4-D weights only
     fn = net if args.compile == "none" else torch.compile(net, mode=None if args.compile == "default" else args.compile)
     x = (torch.rand(batch, 3, size, size, device=args.device) * 2 - 1).to(dtype)
     x = x.contiguous(memory_format=torch.channels_last)

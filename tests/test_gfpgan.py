@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.enhance import build_gfpgan, load_gfpgan_state
+from avatar.enhance import _channels_last, build_gfpgan, load_gfpgan_state
 from avatar.errors import WeightsError
 from models.gfpgan import GFPGANConfig, GFPGANv1Clean, ModulatedConv2d
 
@@ -200,7 +200,7 @@ def test_gpu_fp32_parity_and_fp16_psnr(seeded_state):
     net, x, ref32 = _gpu_setup(seeded_state)
     official = np.load(PARITY)["output"]
     assert np.abs(ref32 - official).max() < 1e-3
-    net = net.half().to(memory_format=torch.channels_last)
+    net = _channels_last(net.half())  # the 5-D modulated weights cannot take module.to(memory_format=...)
     with torch.inference_mode():
         out16 = net(x.half().contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
     value = psnr(out16, ref32)
