@@ -105,7 +105,7 @@ class AvatarSystem:
         t0 = time.perf_counter()
         try:
             stage = loader()
-            backend = getattr(stage, "backend", None) or getattr(stage, "name", "off") if stage else "off"
+            backend = (getattr(stage, "backend", None) or getattr(stage, "name", "off")) if stage else "off"
             note = getattr(stage, "fallback_reason", None) or ""
             device = getattr(stage, "device", "cpu") if stage else "-"
         except Exception as e:  # a stage that cannot load must not take the app down
@@ -149,8 +149,9 @@ class AvatarSystem:
     def _load_enhance(self):
         from .enhance import Enhancer
 
-        self.enhancer = Enhancer.load(self.config)
-        return self.enhancer if self.enhancer and getattr(self.enhancer, "backend", "off") != "off" else None
+        enhancer = Enhancer.load(self.config)
+        self.enhancer = enhancer if getattr(enhancer, "backend", "off") != "off" else None
+        return enhancer  # "off" keeps its reason for the System tab
 
     def _require(self, stage: str):
         obj = {"asr": self.asr, "tts": self.tts, "chat": self.chat_model, "head": self.head,
@@ -344,7 +345,7 @@ class AvatarSystem:
             return
         label = emotion if emotion != "auto" else reply_emotion(sentence, language, tag).label
         t0 = time.perf_counter()
-        speech = self._require("tts").synthesize(sentence, language=language, voice=voice)
+        speech = self._require("tts").synthesize(sentence, language="auto", voice=voice)  # per sentence's own text
         timings["tts_s"] = timings.get("tts_s", 0.0) + time.perf_counter() - t0
         if photo is None:
             yield TurnEvent("chunk", sentence, None, label, {"audio": speech})
