@@ -354,8 +354,13 @@ def load_smollm2() -> ChatBackend:
     from .hf_backend import HFChatBackend
 
     path = smollm2_path()
-    backend = HFChatBackend.load(path.parent, device="cpu", dtype="float32", gguf_file=path.name, name="smollm2",
-                                 languages=frozenset({"en"}))
+    cached = _smollm2_cache()
+    if (cached / "model.safetensors").is_file():
+        backend = HFChatBackend.load(cached, device="cpu", dtype="float32", name="smollm2", languages=frozenset({"en"}))
+    else:
+        backend = HFChatBackend.load(path.parent, device="cpu", dtype="float32", gguf_file=path.name,
+                                     name="smollm2", languages=frozenset({"en"}))
+        _save_smollm2_cache(backend, cached)
     backend.follows_tags = False  # 135M parameters: a tag instruction makes its replies worse, not tagged
     return backend
 
@@ -420,3 +425,42 @@ def bench(chat_model: ChatModel, prompt: str = "Tell me about your favourite sea
             "first_token_s": round(first_s or total_s, 4),
             "tokens_per_s": round((new_tokens - 1) / decode_s, 2) if new_tokens > 1 and decode_s > 0 else 0.0,
             "total_s": round(total_s, 3)}
+
+
+def _smollm2_cache() -> Path:
+    """Where the de-quantized SmolLM2 is kept: reading safetensors takes ~1 s, converting the GGUF 15-60 s."""
+    from .asr import default_cache_dir
+
+    return default_cache_dir() / "smollm2-135m-instruct-f32"
+
+
+def _save_smollm2_cache(backend, folder: Path) -> None:
+    """Writes the converted model once (atomically: a temp folder renamed into place); failures only log."""
+    import shutil
+    import tempfile
+
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=folder.parent))
+        _save_plain(backend.model, tmp)
+        backend.tokenizer.save_pretrained(tmp)
+        tmp.rename(folder)
+    except OSError as e:
+        log.warning("chat: could not cache the converted SmolLM2 in %s (%s); the next start converts again", folder, e)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_plain(model, folder: Path) -> None:
+    """transformers refuses save_pretrained() for GGUF-loaded models (it marks them quantized), though the weights are
+    plain float32 after loading: write the config without its GGUF marker, and the weights with safetensors."""
+    import copy
+
+    from safetensors.torch import save_model
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(folder)
+    save_model(model, str(folder / "model.safetensors"))

@@ -162,3 +162,18 @@ def test_auto_picks_chatglm2_from_its_folder(tmp_path):
     deltas = list(stream)
     assert not stream.notice and "".join(deltas) == stream.text  # generated, not the English-only notice
     assert conv.rounds == [("你好，请用English介绍一下你自己。", stream.text)]
+
+
+def test_converted_smollm2_is_cached_and_equal(chat):
+    """The GGUF is converted once and kept as safetensors; a load from that copy gives the same greedy reply."""
+    from avatar.chat import ChatRequest, GenerationParams, _smollm2_cache, load_smollm2
+    from avatar.config import ChatConfig
+    from avatar.hf_backend import HFChatBackend
+
+    folder = _smollm2_cache()
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    request = ChatRequest("You are helpful.", (), "What is the capital of France?",
+                          GenerationParams.from_config(ChatConfig(temperature=0)))
+    again = HFChatBackend.load(folder, device="cpu", dtype="float32", name="smollm2", languages=frozenset({"en"}))
+    first = "".join(load_smollm2().stream(request))
+    assert "Paris" in first and "".join(again.stream(request)) == first
