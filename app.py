@@ -252,8 +252,8 @@ class AvatarApp:
                         t_full = gr.Video(label="完整回答 Whole reply (download)", elem_id="talk-full")
                         t_mood = gr.Markdown()
                 t_chat = gr.Chatbot(label="对话记录 Conversation", height=320, elem_id="talk-chatbot")
-                t_check.click(self.transcribe, [t_audio, t_lang], t_transcript, api_visibility="private",
-                              concurrency_id="gpu")
+                t_check.click(self.transcribe, [t_audio, t_lang], t_transcript, api_name="check_transcript",
+                              api_visibility="private", concurrency_id="gpu")
                 talk_ev = t_send.click(self.talk, [t_audio, t_text, t_photo, t_pose, t_emotion, t_bg, t_use_bg,
                                                    t_size, t_enh, t_lang, t_voice, state],
                                        [t_chat, t_video, t_transcript, t_mood, t_full, state], api_name="talk",
@@ -286,8 +286,8 @@ class AvatarApp:
                     c_send = gr.Button("发送 Send", variant="primary")
                     c_clear = gr.Button("清空历史 Clear history")
                 c_send.click(self.chat, [c_text, state], [c_bot, state, c_text], api_name="chat", concurrency_id="gpu")
-                c_text.submit(self.chat, [c_text, state], [c_bot, state, c_text], api_visibility="private",
-                              concurrency_id="gpu")
+                c_text.submit(self.chat, [c_text, state], [c_bot, state, c_text], api_name="chat_submit",
+                              api_visibility="private", concurrency_id="gpu")
                 c_clear.click(self.clear, [state], [c_bot, state], api_visibility="private")
 
             with gr.Tab("语音识别 ASR", id="asr"):

@@ -9,6 +9,7 @@ PYTHON=${PYTHON:-python3}
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)  # Gradio's streaming video output needs ffprobe
 ldconfig -p 2>/dev/null | grep -q 'libGL.so.1' || need_apt+=(libgl1)
 ldconfig -p 2>/dev/null | grep -q 'libglib-2.0.so.0' || need_apt+=(libglib2.0-0)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -16,7 +17,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq || true
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" \
-    || echo "[setup] warning: could not install ${need_apt[*]} (browser tests will be skipped)"
+    || echo "[setup] warning: could not install ${need_apt[*]} (browser tests / streamed video need them)"
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
