@@ -35,6 +35,11 @@ def _open(browser, url, tab: str):
 
 
 def _upload(page, elem_id: str, path) -> None:
+    """Uploads through the component's own file input; for an Audio whose first source is the microphone, the
+    "Upload file" source button is clicked first, as a person would."""
+    source = page.locator(f"#{elem_id} button[aria-label='Upload file']")
+    if source.count():
+        source.first.click()
     page.locator(f"#{elem_id} input[type=file]").first.set_input_files(str(path))
 
 
