@@ -24,6 +24,7 @@ for job in "$@"; do
     eat-bf16c)  run eat-bf16c 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --long-frames 3000 ;;
     eat-fp16c)  run eat-fp16c 420 $py scripts/bench_eat.py --device cuda --dtype float16 --batch 64 --compile --long-frames 0 ;;
     eat-b64c)   run eat-b64c 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 64 --a2kp-batch 128 --compile --long-frames 3000 ;;
+    eat-prof)   run eat-prof 200 $py scripts/profile_eat.py --device cuda --dtype bfloat16 --batch 32 ;;
     eat-fp32)   run eat-fp32 200 $py scripts/bench_eat.py --device cuda --dtype float32 --batch 1 --iters 5 --long-frames 0 ;;
     glm-test)   run glm-test 200 $py -m pytest -q -x -m gpu tests/test_chatglm2.py -p no:cacheprovider ;;
     glm-graph)  run glm-graph 240 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 ;;
@@ -32,7 +33,7 @@ for job in "$@"; do
     gfp-test)   run gfp-test 300 $py -m pytest -q -x -m gpu tests/test_gfpgan.py tests/test_enhance.py tests/test_modnet.py -p no:cacheprovider ;;
     gfp-bench)  run gfp-bench 300 $py scripts/bench_enhance.py --device cuda --batch 32,64 --what both ;;
     gfp-comp)   run gfp-comp 420 $py scripts/bench_enhance.py --device cuda --batch 64 --what both --compile default --no-e2e ;;
-    gfp-maxa)   run gfp-maxa 560 $py scripts/bench_enhance.py --device cuda --batch 64 --what both --compile max-autotune-no-cudagraphs --no-e2e ;;
+    gfp-maxa)   run gfp-maxa ${MAXA_S:-560} $py scripts/bench_enhance.py --device cuda --batch 64 --what both --compile max-autotune-no-cudagraphs --no-e2e ;;
     *) echo "unknown job $job" ;;
   esac
 done
