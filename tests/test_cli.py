@@ -1,0 +1,76 @@
+"""`python -m avatar ...` as a user runs it: real subprocesses, real files, exit codes and messages."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from avatar import media
+
+from .conftest import ROOT
+
+
+def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "avatar", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_transcribe_prints_the_text(speech_wav):
+    proc = run("transcribe", str(speech_wav), "--lang", "en")
+    assert proc.returncode == 0, proc.stderr
+    assert "fellow americans" in proc.stdout.lower()
+
+
+@pytest.mark.parametrize("args,message", [
+    (("transcribe", "{fake}"), "not an audio file"),
+    (("transcribe", "{wav}", "--lang", "fr"), "unknown language"),
+    (("say", "", "--out", "{out}"), "empty"),
+])
+def test_bad_input_exits_2_with_a_message(tmp_path, speech_wav, args, message):
+    fake = tmp_path / "fake.wav"
+    fake.write_bytes(b"hello" * 100)
+    args = [a.format(fake=fake, wav=speech_wav, out=tmp_path / "o.wav") for a in args]
+    proc = run(*args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_say_writes_a_wav(tmp_path):
+    out = tmp_path / "hello.wav"
+    proc = run("say", "Hello there, how are you today?", "--lang", "en", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert media.load_audio(out).duration_s > 1.0
+
+
+def test_chat_once(tmp_path):
+    proc = run("chat", "--text", "Say hello in one short sentence.")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+
+
+def test_render_from_text_with_background(tmp_path, astronaut_png):
+    out = tmp_path / "out.mp4"
+    proc = run("render", "--photo", str(astronaut_png), "--text", "Hello! Nice to meet you.", "--emotion", "happy",
+               "--pose", "nod", "--background", "#00ff00", "--size", "256", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    info = media.probe(out)
+    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.width == 256
+    assert abs(info.video_duration_s - info.audio_duration_s) < 0.05
+
+
+def test_render_without_a_face_is_a_clear_error(tmp_path, speech_wav):
+    import numpy as np
+
+    flat = media.save_png(np.full((300, 300, 3), 128, np.uint8), tmp_path / "flat.png")
+    proc = run("render", "--photo", str(flat), "--audio", str(speech_wav), "--out", str(tmp_path / "x.mp4"))
+    assert proc.returncode == 2 and "no face found" in proc.stderr.lower()
+
+
+def test_doctor_json_lists_every_stage():
+    proc = run("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    text = json.dumps(report)
+    for stage in ("asr", "tts", "chat", "head", "matting", "enhance"):
+        assert stage in text
