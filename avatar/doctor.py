@@ -87,6 +87,10 @@ def _stage_report(cfg: AvatarConfig, stage: str, m: Manifest, probe_servers: boo
     if configured == rule.original and blockers:
         warnings.append(f"{rule.original} was asked for but cannot run ({'; '.join(blockers)}): "
                         f"the stage falls back to {rule.embedded}")
+    if stage == "chat" and backend == "smollm2":
+        from .chat import CHINESE_MODELS_HINT  # names the models that would answer in Chinese
+
+        warnings.append(CHINESE_MODELS_HINT)
     if stage == "head" and backend == "eat" and not cuda:
         warnings.append("EAT on CPU: ~1.2 TFLOP per frame, expect seconds per frame; a GPU is recommended")
     return {"configured": configured, "backend": backend, "original_backend": rule.original,
