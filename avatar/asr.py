@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import AvatarConfig
+from .devices import resolve_device
 from .errors import BackendUnavailable, NoSpeech, WeightsError
 from .media import check_duration, check_not_silent, load_audio, resample
 from .types import Audio, check_language
@@ -101,18 +102,6 @@ def to_simplified(text: str) -> str:
     if _OPENCC is None:
         _OPENCC = opencc.OpenCC("t2s")
     return _OPENCC.convert(text)
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'."""
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
 
 
 def _ctranslate2_has_cuda() -> bool:

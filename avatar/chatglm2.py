@@ -27,12 +27,11 @@ from torch import Tensor, nn
 
 from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM, CudaGraphDecoder, KVCache
 
+from . import devices
 from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong, WeightsError
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop")  # ids follow the SentencePiece vocabulary
 TRAINING_TIME_MARK, TRAINING_TIME_TEXT = "[[训练时间]]", "2023年"  # official process_response replacement
 CACHE_ROUND_TOKENS = 256  # the static cache grows in these steps (each growth re-captures the CUDA graph)
@@ -42,22 +41,14 @@ LOCK_TIMEOUT_S = 60.0
 # ----------------------------------------------------------------------------------------------------------- loading
 
 def resolve_device(device: str) -> torch.device:
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    dev = torch.device(devices.resolve_device(device))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailable(f"device {device!r} requested but CUDA is not available")
     return dev
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    name = (dtype or "auto").strip().lower()
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if name not in DTYPES:
-        raise AvatarError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
-    return DTYPES[name]
+    return devices.resolve_dtype(dtype, device, gpu_default="float16")  # ChatGLM2 was trained and shipped in fp16
 
 
 def read_config(model_dir: Path) -> ChatGLM2Config:

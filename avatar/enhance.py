@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from models.gfpgan import V1_4, GFPGANConfig, GFPGANv1Clean
 
 from .config import AvatarConfig
+from .devices import resolve_device, resolve_dtype
 from .errors import BackendUnavailable, NoFaceFound, WeightsError
 from .types import check_frames, check_rgb
 
@@ -74,12 +75,6 @@ def build_gfpgan(state: dict[str, torch.Tensor], cfg: GFPGANConfig = V1_4) -> GF
 
 
 # ---------------------------------------------------------------------------------------------------- engines
-def _resolve_dtype(name: str, device: str) -> torch.dtype:
-    if name == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
-
 class TorchRunner:
     """The torch module on `device` in `dtype` (channels_last); optional torch.compile on CUDA. With compile the
     batch is padded to `batch_size` so the compiled graph (and its CUDA graphs) is reused for every call."""
@@ -167,7 +162,7 @@ def make_runner(engine: str, cfg: AvatarConfig, device: str) -> tuple[Runner, st
     if engine != "torch":
         raise BackendUnavailable(f"unknown enhance engine {engine!r}: use auto, torch, onnx or tensorrt")
     net = build_gfpgan(load_gfpgan_state(cfg.weights_path(ec.gfpgan_path)))
-    return TorchRunner(net, device, _resolve_dtype(ec.dtype, device), ec.batch_size, ec.compile), device
+    return TorchRunner(net, device, resolve_dtype(ec.dtype, device, gpu_default="float16"), ec.batch_size, ec.compile), device
 
 
 # ---------------------------------------------------------------------------------------------------- 5 points
@@ -273,7 +268,7 @@ class Enhancer:
             return cls("off", fallback_reason="face enhancement is off in the config")
         if ec.backend not in ("auto", "gfpgan"):
             raise BackendUnavailable(f"unknown enhance backend {ec.backend!r}: use auto, gfpgan or off")
-        device = _resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
         engine, why = select_engine(cfg, device)
         weights = {"torch": ec.gfpgan_path, "onnx": ec.onnx_path, "tensorrt": ec.tensorrt_path}.get(engine, "")
         if not cfg.weights_path(weights).is_file():
@@ -353,7 +348,3 @@ class Enhancer:
         return media.write_video(out_path, batches, audio=audio, fps=fps)
 
 
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"

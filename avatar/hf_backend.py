@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
+from .devices import resolve_device, resolve_dtype
 from .errors import BackendError, BackendUnavailable
 
 if TYPE_CHECKING:
@@ -45,25 +46,6 @@ def is_native_chat_folder(folder: Path) -> bool:
     model_type = read_model_config(folder).get("model_type", "")
     has_weights = any(any(Path(folder).glob(p)) for p in _WEIGHT_PATTERNS)
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and has_weights
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
-    if device in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """'auto' -> bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU."""
-    if dtype in ("", "auto"):
-        if not device.startswith("cuda"):
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in table:
-        raise BackendUnavailable(f"unknown chat dtype {dtype!r}; use auto, float32, float16 or bfloat16")
-    return table[dtype]
 
 
 class HFChatBackend:

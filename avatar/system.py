@@ -21,6 +21,7 @@ import numpy as np
 
 from . import media
 from .config import AvatarConfig
+from .devices import resolve_device
 from .errors import AvatarError, BackendUnavailable, EmptyText, TextTooLong
 from .types import EMOTIONS, Audio, check_emotion, check_language
 
@@ -48,17 +49,6 @@ class TurnEvent:
     path: Path | None = None  # chunk: an MP4 of one sentence
     emotion: str = ""
     data: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
 
 
 def parse_colour(background: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from avatar.errors import AvatarError
 import torch
 
 from avatar.config import AvatarConfig
@@ -221,5 +223,5 @@ def test_device_and_dtype_resolution():
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
-    with pytest.raises(ValueError):
+    with pytest.raises(AvatarError):
         resolve_dtype("int8", torch.device("cpu"))

@@ -1,0 +1,41 @@
+"""Config device and dtype names ("auto", "cuda:1", "bfloat16") -> what torch needs, in one place."""
+from __future__ import annotations
+
+from .errors import AvatarError
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' (or empty) -> 'cuda' when a GPU is usable, else 'cpu'; any other name is returned as given."""
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    return name
+
+
+def resolve_dtype(dtype: str | None, device, gpu_default: str = "bfloat16"):
+    """'auto' -> float32 on CPU, `gpu_default` on CUDA (float16 where the GPU lacks bfloat16); else the named dtype.
+
+    device: a name ("cuda:0") or a torch.device.
+    """
+    import torch
+
+    name = (dtype or "auto").strip().lower()
+    if name == "auto":
+        if not str(device).startswith("cuda"):
+            return torch.float32
+        if gpu_default == "bfloat16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        name = gpu_default
+    if name not in DTYPE_NAMES:
+        raise AvatarError(f"unknown dtype {dtype!r}; use auto, {', '.join(DTYPE_NAMES)}")
+    return getattr(torch, name)
