@@ -24,6 +24,7 @@ for job in "$@"; do
     eat-bf16c)  run eat-bf16c 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --long-frames 3000 ;;
     eat-fp16c)  run eat-fp16c 420 $py scripts/bench_eat.py --device cuda --dtype float16 --batch 64 --compile --long-frames 0 ;;
     eat-b64c)   run eat-b64c 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 64 --a2kp-batch 128 --compile --long-frames 3000 ;;
+    eat-10min)  run eat-10min 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --iters 3 --long-frames 15000 ;;
     eat-prof)   run eat-prof 200 $py scripts/profile_eat.py --device cuda --dtype bfloat16 --batch 32 ;;
     eat-fp32)   run eat-fp32 200 $py scripts/bench_eat.py --device cuda --dtype float32 --batch 1 --iters 5 --long-frames 0 ;;
     glm-test)   run glm-test 200 $py -m pytest -q -x -m gpu tests/test_chatglm2.py -p no:cacheprovider ;;
