@@ -462,5 +462,6 @@ def _save_plain(model, folder: Path) -> None:
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
+    config.architectures = [type(model).__name__]  # servers such as `transformers serve` read the class from it
     config.save_pretrained(folder)
     save_model(model, str(folder / "model.safetensors"))

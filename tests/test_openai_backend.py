@@ -4,7 +4,6 @@ its [serving] extra needs the `openai` package) running the packaged SmolLM2 in 
 `transformers serve` cannot serve the GGUF file directly (the GGUF config has no `architectures`), so the module
 fixture de-quantizes it once into a safetensors folder under pytest's tmp dir.
 """
-import copy
 import os
 import socket
 import subprocess
@@ -31,27 +30,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _export_smollm2(folder: Path) -> None:
-    """The embedded GGUF model as a plain transformers folder (fp32 safetensors + tokenizer + chat template)."""
-    from transformers import AutoModelForCausalLM
+def _smollm2_folder() -> Path:
+    """The embedded GGUF model as a plain transformers folder: load_smollm2() converts it once and keeps it in the
+    cache (fp32 safetensors + tokenizer + chat template), which `transformers serve` can read."""
+    from avatar.chat import _smollm2_cache
 
-    backend = load_smollm2()
-    config = copy.deepcopy(backend.model.config)  # the loaded model is shared with other tests: leave it as it is
-    config.architectures = [type(backend.model).__name__]
-    del config.quantization_config  # the weights are already de-quantized to fp32
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(backend.model.state_dict(), strict=True)
-    model.save_pretrained(folder)
-    backend.tokenizer.save_pretrained(folder)
+    load_smollm2()
+    return _smollm2_cache()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("smollm2-hf")
-    _export_smollm2(folder)
+    folder = _smollm2_folder()
     port = _free_port()
     cli = Path(sys.executable).parent / "transformers"
-    log_path = folder / "serve.log"
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(cli), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port),
