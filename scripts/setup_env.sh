@@ -21,10 +21,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     || echo "[setup] warning: could not install ${need_apt[*]} (browser tests / streamed video need them)"
 fi
 
+# pip's configured local indexes print one warning per package they do not hold: keep the log readable
+pip_install() { "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "neither a file nor a directory" || true; }; }
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -q -r requirements.txt
-"$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
+pip_install --upgrade pip >/dev/null
+pip_install -r requirements.txt
+pip_install --no-deps -r requirements-nodeps.txt
 # Gradio's pydub looks for `ffmpeg` on PATH; the venv's bin is on PATH when the venv's python runs our code.
 ln -sf "$("$VENV/bin/python" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" "$VENV/bin/ffmpeg"
 echo "[setup] done: $("$VENV/bin/python" --version) in $VENV"
