@@ -23,6 +23,7 @@ from .config import AvatarConfig
 from .devices import resolve_device
 from .errors import BackendUnavailable, NoSpeech, WeightsError
 from .media import check_duration, check_not_silent, load_audio, resample
+from .timing import best_of
 from .types import Audio, check_language
 
 if TYPE_CHECKING:
@@ -255,15 +256,9 @@ def bench(asr: Asr, path: str | Path | None = None, language: str = "auto", repe
     clip = Path(path) if path else Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "speech" / "jfk.flac"
     audio = load_audio(clip, SAMPLE_RATE)
     asr.transcribe(audio, language)
-    times, cpu_times = [], []
-    for _ in range(max(1, repeats)):
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = asr.transcribe(audio, language)
-        times.append(time.perf_counter() - t0)
-        cpu_times.append(time.process_time() - c0)
-    best = min(times)
+    result, best, cpu_s = best_of(lambda: asr.transcribe(audio, language), repeats)
     return {"stage": "asr", "backend": asr.backend, "device": asr.device, "clip": clip.name,
             "audio_s": round(audio.duration_s, 3), "load_s": round(asr.load_s, 3), "transcribe_s": round(best, 3),
             "rtf": round(best / audio.duration_s, 4),
-            "cpu_s": round(min(cpu_times), 3), "language": result.language, "text": result.text,
+            "cpu_s": round(cpu_s, 3), "language": result.language, "text": result.text,
             "fallback_reason": asr.fallback_reason}

@@ -1,51 +1,28 @@
 """`python -m avatar bench`: per-stage speed on this machine, as JSON.
 
-ASR real-time factor on jfk.flac (../shared/fixtures when present, else an English clip made by the TTS), TTS
-real-time factor per language, chat first-token latency and tokens/s, start-up time, lite talking-head frames/s.
+ASR real-time factor on jfk.flac (../shared/fixtures/speech), TTS real-time factor per language, chat first-token latency and tokens/s, start-up time, lite talking-head frames/s.
 Real-time factor = processing seconds / audio seconds (lower is faster).
 """
 from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
 from .config import AvatarConfig
 
-JFK = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "speech" / "jfk.flac"
-TTS_TEXT = {"en": "The quick brown fox jumps over the lazy dog, and then it runs back home before the rain starts.",
-            "zh": "今天天气很好，我们一起去公园散步吧，顺便买一点新鲜的水果回家。"}
-
-
-def _median_time(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
 
 def bench_asr(system) -> dict:
-    from . import media
+    from .asr import bench
 
-    audio = media.load_audio(JFK, 16000) if JFK.is_file() else system.speak(TTS_TEXT["en"], "en")
-    system.transcribe(audio, "en")  # warm-up
-    seconds = _median_time(lambda: system.transcribe(audio, "auto"))
-    return {"clip": JFK.name if JFK.is_file() else "tts-en", "audio_s": round(audio.duration_s, 2),
-            "backend": system.status["asr"].backend, "rtf": round(seconds / audio.duration_s, 3),
-            "goal_rtf": 0.3}
+    return {**bench(system.asr), "goal_rtf": 0.3}  # jfk.flac from ../shared/fixtures/speech
 
 
 def bench_tts(system) -> dict:
-    out = {"backend": system.status["tts"].backend, "goal_rtf": 0.1}
-    for lang, text in TTS_TEXT.items():
-        audio = system.speak(text, lang)  # warm-up
-        seconds = _median_time(lambda: system.speak(text, lang))
-        out[lang] = {"audio_s": round(audio.duration_s, 2), "rtf": round(seconds / audio.duration_s, 3)}
-    return out
+    from .tts import bench
+
+    return {**bench(system.tts), "goal_rtf": 0.1}
 
 
 def bench_chat(system) -> dict:

@@ -29,6 +29,7 @@ from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM, CudaGraphDecode
 
 from . import devices
 from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong, WeightsError
+from .timing import common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +451,7 @@ class ChatGLM2Backend:
     @torch.inference_mode()
     def _prefill(self, prompt_ids: list[int], total_tokens: int) -> Tensor:
         self._ensure_cache(total_tokens)
-        start = min(_common_prefix(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
+        start = min(common_prefix(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
         self._cached_ids = prompt_ids[:start]
         ids = torch.tensor([prompt_ids[start:]], dtype=torch.long, device=self.device)
         positions = torch.arange(start, len(prompt_ids), device=self.device)
@@ -486,10 +487,3 @@ class ChatGLM2Backend:
             return None
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -22,6 +22,7 @@ import torch
 
 from .devices import resolve_device, resolve_dtype
 from .errors import BackendError, BackendUnavailable
+from .timing import common_prefix
 
 if TYPE_CHECKING:
     from .chat import ChatRequest, GenerationParams
@@ -159,7 +160,7 @@ class _PrefixCache:
 
     def take(self, prompt_ids: list[int]) -> tuple[object | None, int]:
         """(cache holding the first n prompt tokens, n); (None, 0) when too little is shared to be worth it."""
-        n = min(_common_prefix(self.ids, prompt_ids), len(prompt_ids) - 1)  # >= 1 token left to get logits from
+        n = min(common_prefix(self.ids, prompt_ids), len(prompt_ids) - 1)  # >= 1 token left to get logits from
         if self.cache is None or n < self.MIN_REUSE_TOKENS or not _croppable(self.cache, len(self.ids)):
             self.ids, self.cache = [], None
             return None, 0
@@ -197,13 +198,6 @@ def _croppable(cache, length: int) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers) and cache.get_seq_length() == length
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class _Sampler:

@@ -23,7 +23,7 @@ from . import media
 from .config import AvatarConfig
 from .devices import resolve_device
 from .errors import AvatarError, BackendUnavailable, EmptyText, TextTooLong
-from .types import EMOTIONS, Audio, check_emotion, check_language
+from .types import Audio, check_emotion, check_language
 
 log = logging.getLogger("avatar")
 

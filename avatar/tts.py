@@ -24,6 +24,7 @@ from .config import AvatarConfig
 from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong
 from .media import resample
 from .text import detect_language, is_speakable, split_by_language, split_sentences
+from .timing import best_of
 from .types import Audio, check_language
 
 log = logging.getLogger(__name__)
@@ -263,13 +264,7 @@ def bench(tts: Tts, repeats: int = 2) -> dict:
                     "sample_rate": tts.sample_rate, "fallback_reason": tts.fallback_reason, "languages": {}}
     for lang, text in BENCH_TEXT.items():
         tts.synthesize(text, lang)  # warm-up (first tflite / onnx call allocates)
-        times, cpu_times, audio = [], [], None
-        for _ in range(max(1, repeats)):
-            t0, c0 = time.perf_counter(), time.process_time()
-            audio = tts.synthesize(text, lang)
-            times.append(time.perf_counter() - t0)
-            cpu_times.append(time.process_time() - c0)
-        best = min(times)
+        audio, best, cpu_s = best_of(lambda: tts.synthesize(text, lang), repeats)
         result["languages"][lang] = {"audio_s": round(audio.duration_s, 3), "synth_s": round(best, 3),
-                                     "rtf": round(best / audio.duration_s, 4), "cpu_s": round(min(cpu_times), 3)}
+                                     "rtf": round(best / audio.duration_s, 4), "cpu_s": round(cpu_s, 3)}
     return result
