@@ -78,11 +78,15 @@ class AvatarApp:
             return []
 
     # ------------------------------------------------------------ session state
+    def session_folder(self, request: gr.Request | None) -> Path:
+        """Each browser session writes its files into its own folder (cleaned up by the TTL like the rest)."""
+        sid = (getattr(request, "session_hash", None) or "anonymous")[:32]
+        return self.system.output_dir / "sessions" / sid
+
     def session(self, state: Session | None, request: gr.Request | None) -> Session:
         if state is None:
-            sid = (getattr(request, "session_hash", None) or f"s{time.time_ns()}")[:32]
             state = Session(self.system.new_conversation() if self.system.chat_model else None,
-                            self.system.output_dir / "sessions" / sid)
+                            self.session_folder(request))
             state.folder.mkdir(parents=True, exist_ok=True)
         return state
 
@@ -99,9 +103,9 @@ class AvatarApp:
         return self.system.transcribe(audio, language).text
 
     @user_errors
-    def speak(self, text: str, language: str, voice: str | None) -> str:
+    def speak(self, text: str, language: str, voice: str | None, request: gr.Request) -> str:
         audio = self.system.speak(text, language, voice or None)
-        out = self.system.new_output_path(".wav")
+        out = self.system.new_output_path(".wav", self.session_folder(request))
         media.save_wav(audio, out)
         return str(out)
 
@@ -126,37 +130,38 @@ class AvatarApp:
 
     @user_errors
     def render(self, photo, audio: str | None, emotion: str, pose: str, background: str, use_background: bool,
-               size: int, enhance: bool, progress=gr.Progress()) -> str:
+               size: int, enhance: bool, request: gr.Request, progress=gr.Progress()) -> str:
         if photo is None:
             raise gr.Error("upload a portrait photo first")
         if not audio:
             raise gr.Error("record or upload speech first")
         progress(0.0, desc="rendering")
+        out = self.system.new_output_path(".mp4", self.session_folder(request))
         return str(self.system.render(photo, audio, emotion, pose, background if use_background else None,
-                                      int(size), bool(enhance),
+                                      int(size), bool(enhance), out_path=out,
                                       progress=lambda f, msg: progress(f, desc=msg)))
 
     @user_errors
-    def matte(self, photo, background: str) -> str:
+    def matte(self, photo, background: str, request: gr.Request) -> str:
         if photo is None:
             raise gr.Error("upload a photo first")
-        out = self.system.new_output_path(".png")
+        out = self.system.new_output_path(".png", self.session_folder(request))
         media.save_png(self.system.matte(photo, background), out)
         return str(out)
 
     @user_errors
-    def enhance_photo(self, photo) -> str:
+    def enhance_photo(self, photo, request: gr.Request) -> str:
         if photo is None:
             raise gr.Error("upload a photo first")
-        out = self.system.new_output_path(".png")
+        out = self.system.new_output_path(".png", self.session_folder(request))
         media.save_png(self.system.enhance(photo), out)
         return str(out)
 
     @user_errors
-    def enhance_video(self, video: str | None) -> str:
+    def enhance_video(self, video: str | None, request: gr.Request) -> str:
         if not video:
             raise gr.Error("upload a video first")
-        return str(self.system.enhance(video))
+        return str(self.system.enhance(video, self.system.new_output_path(".mp4", self.session_folder(request))))
 
     @user_errors
     def talk(self, audio: str | None, text: str, photo, pose: str, emotion: str, background: str,
