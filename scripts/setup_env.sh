@@ -10,9 +10,9 @@ PYTHON=${PYTHON:-python3}
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)  # Gradio's streaming video output needs ffprobe
-fc-list 2>/dev/null | grep -qi "noto.*cjk" || need_apt+=(fonts-noto-cjk)  # Chinese labels in headless screenshots
-ldconfig -p 2>/dev/null | grep -q 'libGL.so.1' || need_apt+=(libgl1)
-ldconfig -p 2>/dev/null | grep -q 'libglib-2.0.so.0' || need_apt+=(libglib2.0-0)
+fc-list 2>/dev/null | grep -i "noto.*cjk" >/dev/null || need_apt+=(fonts-noto-cjk)  # Chinese labels in headless screenshots
+ldconfig -p 2>/dev/null | grep "libGL.so.1" >/dev/null || need_apt+=(libgl1)
+ldconfig -p 2>/dev/null | grep "libglib-2.0.so.0" >/dev/null || need_apt+=(libglib2.0-0)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "[setup] apt-get install ${need_apt[*]}"
