@@ -198,7 +198,11 @@ class AvatarApp:
                 video = str(ev.path)
                 mood = mood.split(" · ")[0] + f" · avatar emotion: **{ev.emotion}**"
             elif ev.kind == "done":
-                shown = self.history_messages(state)
+                history = self.history_messages(state)
+                if len(history) > len(msgs):  # the round joined the history (a fixed notice does not)
+                    shown = history
+                else:
+                    shown[-1]["content"] = ev.text
             yield shown, video, transcript or user_text, mood, gr.skip(), state
         full = concat_mp4(chunks, chunk_dir / "reply.mp4") if chunks else None
         yield shown, gr.skip(), transcript or user_text, mood, str(full) if full else None, state

@@ -90,3 +90,13 @@ def test_talk_endpoint_streams_chunks(client, astronaut_png):
 def test_system_endpoint(client):
     table, report = client.predict(api_name="/system")
     assert "asr" in table and "head" in table and isinstance(report, dict)
+
+
+def test_talk_in_chinese_with_an_english_only_model_speaks_the_notice(client, astronaut_png):
+    """SmolLM2 only speaks English: a Chinese turn gets the plain Chinese notice, shown and spoken as video."""
+    final = client.predict(None, "你好，今天天气怎么样？", handle_file(str(astronaut_png)), "talking", "auto",
+                           "#2f6f4f", False, 256, False, "auto", None, api_name="/talk")
+    chat = final[0]
+    assert _text(chat[-2]) == "你好，今天天气怎么样？" and "只会说英语" in _text(chat[-1])
+    info = media.probe(_path(final[4]))
+    assert info.audio_codec == "aac" and info.video_duration_s > 1.0
