@@ -32,7 +32,8 @@ from typing import Callable, Iterator, Protocol
 
 from .config import AvatarConfig, ChatConfig
 from .emotion import Mood, extract_emotion_tag
-from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong
+from .errors import AvatarError, BackendError, BackendUnavailable
+from .text import check_text
 from .types import EMOTIONS
 
 log = logging.getLogger("avatar")
@@ -184,13 +185,7 @@ class ChatModel:
         return ReplyStream(lambda stream: self._generate(conversation, request, stream))
 
     def check_text(self, user_text: str) -> str:
-        text = (user_text or "").strip()
-        if not text:
-            raise EmptyText("the message is empty: say or type something first")
-        limit = self.cfg.limits.max_text_chars
-        if len(text) > limit:
-            raise TextTooLong(f"the message has {len(text)} characters; the limit is {limit}")
-        return text
+        return check_text(user_text, self.cfg.limits.max_text_chars)
 
     def build_request(self, conversation: Conversation, text: str, mood: "str | Mood | None" = None) -> ChatRequest:
         """The prompt for `text` after the conversation's rounds, without the oldest rounds that do not fit

@@ -22,7 +22,8 @@ import numpy as np
 from . import media
 from .config import AvatarConfig
 from .devices import resolve_device
-from .errors import AvatarError, BackendUnavailable, EmptyText, TextTooLong
+from .errors import AvatarError, BackendUnavailable
+from .text import check_text, detect_language, split_sentences
 from .types import Audio, check_emotion, check_language
 
 log = logging.getLogger("avatar")
@@ -165,25 +166,16 @@ class AvatarSystem:
         return media.load_audio(source, sample_rate)
 
     def transcribe(self, audio: str | Path | Audio | tuple, language: str = "auto"):
-        """-> avatar.asr.Transcript. Raises AudioTooShort/AudioTooLong/NoSpeech/BadAudio/UnknownLanguage."""
-        language = check_language(language)
-        lim = self.config.limits
-        speech = media.check_not_silent(media.check_duration(self.load_audio(audio), lim.min_audio_s, lim.max_audio_s))
+        """-> avatar.asr.Transcript. Raises AudioTooShort/AudioTooLong/NoSpeech/BadAudio/UnknownLanguage (the stage
+        checks language, duration and silence)."""
+        speech = self.load_audio(audio)
         t0 = time.perf_counter()
         result = self._require("asr").transcribe(speech, language=language)
         self.last_timings["asr_s"] = time.perf_counter() - t0
         return result
 
-    def check_text(self, text: str) -> str:
-        text = (text or "").strip()
-        if not text:
-            raise EmptyText("the text is empty: type or say something")
-        if len(text) > self.config.limits.max_text_chars:
-            raise TextTooLong(f"the text has {len(text)} characters; the maximum is {self.config.limits.max_text_chars}")
-        return text
-
     def speak(self, text: str, language: str = "auto", voice: str | None = None) -> Audio:
-        text, language = self.check_text(text), check_language(language)
+        """Raises EmptyText/TextTooLong/UnknownLanguage (checked by the stage)."""
         t0 = time.perf_counter()
         audio = self._require("tts").synthesize(text, language=language, voice=voice)
         self.last_timings["tts_s"] = time.perf_counter() - t0
@@ -193,21 +185,15 @@ class AvatarSystem:
         return list(self.tts.voices()) if self.tts is not None else []
 
     def new_conversation(self):
-        from .chat import Conversation
-
-        return Conversation(max_rounds=self.config.chat.max_rounds)
+        return self._require("chat").new_conversation()
 
     def chat(self, conversation, text: str, language: str = "auto", mood: str | None = None) -> Iterator[str]:
-        """Streams reply text deltas; the round joins the history only when the reply completes."""
-        text, language = self.check_text(text), check_language(language)
+        """Streams reply text deltas; the round joins the history only when the reply completes. The chat stage
+        raises EmptyText/TextTooLong before generating."""
+        language = check_language(language)
         if language == "auto":
-            from .text import detect_language
-
-            language = detect_language(text)
+            language = detect_language(text or "")
         return self._require("chat").stream(conversation, text, language=language, mood=mood)
-
-    def chat_reply(self, conversation, text: str, language: str = "auto") -> str:
-        return "".join(self.chat(conversation, text, language))
 
     # ------------------------------------------------------------ video
     def prepare_photo(self, photo: np.ndarray | str | Path):
@@ -281,7 +267,6 @@ class AvatarSystem:
         reply completes (the chat stage does that).
         """
         from .emotion import analyze_text, reply_emotion
-        from .text import detect_language, split_sentences
 
         if emotion != "auto":
             check_emotion(emotion)
@@ -294,7 +279,7 @@ class AvatarSystem:
             text, language = transcript.text, transcript.language
             timings["asr_s"] = time.perf_counter() - t0
             yield TurnEvent("transcript", text, data={"language": language})
-        text = self.check_text(text or "")
+        text = check_text(text, self.config.limits.max_text_chars)  # before any model work
         if language == "auto":
             language = detect_language(text)
         mood = analyze_text(text, language)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import EmptyText, TextTooLong
+
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _LATIN_WORD_RE = re.compile(r"[A-Za-z\u00c0-\u024f]+(?:['’][A-Za-z]+)*")
@@ -209,3 +211,13 @@ def char_error_rate(reference: str, hypothesis: str) -> float:
     ref = list(normalize_for_scoring(reference).replace(" ", ""))
     hyp = list(normalize_for_scoring(hypothesis).replace(" ", ""))
     return edit_distance(ref, hyp) / max(1, len(ref))
+
+
+def check_text(text: str | None, max_chars: int) -> str:
+    """The one input check for typed or generated text: stripped, not empty, at most max_chars characters."""
+    clean = (text or "").strip()
+    if not clean:
+        raise EmptyText("the text is empty (no text to say or speak): type or say something")
+    if len(clean) > max_chars:
+        raise TextTooLong(f"the text has {len(clean)} characters; the maximum is {max_chars}")
+    return clean

@@ -21,9 +21,9 @@ from typing import Iterator
 import numpy as np
 
 from .config import AvatarConfig
-from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong
+from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText
 from .media import resample
-from .text import detect_language, is_speakable, split_by_language, split_sentences
+from .text import check_text, detect_language, is_speakable, split_by_language, split_sentences
 from .timing import best_of
 from .types import Audio, check_language
 
@@ -198,12 +198,7 @@ class Tts:
     def check(self, text: str, language: str = "auto", voice: str | None = None) -> tuple[str, str, str]:
         """Validates text, language and voice; returns them cleaned (voice None -> the first voice)."""
         lang = check_language(language)
-        clean = (text or "").strip()
-        if not clean:
-            raise EmptyText("there is no text to speak")
-        limit = self.cfg.limits.max_text_chars
-        if len(clean) > limit:
-            raise TextTooLong(f"the text is {len(clean)} characters long; the maximum is {limit}")
+        clean = check_text(text, self.cfg.limits.max_text_chars)
         if not is_speakable(clean):
             raise EmptyText("the text has nothing to speak (no letters, digits or Chinese characters)")
         names = self.voices()
