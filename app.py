@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -19,7 +19,7 @@ import gradio as gr
 from avatar import media
 from avatar.config import AvatarConfig
 from avatar.errors import AvatarError
-from avatar.system import AvatarSystem, concat_mp4
+from avatar.system import AvatarSystem
 from avatar.types import EMOTIONS
 
 log = logging.getLogger("avatar.app")
@@ -38,7 +38,6 @@ class Session:
     conversation: object
     folder: Path
     turns: int = 0
-    chunks: list[Path] = field(default_factory=list)
 
 
 def user_errors(fn):
@@ -204,7 +203,7 @@ class AvatarApp:
                 else:
                     shown[-1]["content"] = ev.text
             yield shown, video, transcript or user_text, mood, gr.skip(), state
-        full = concat_mp4(chunks, chunk_dir / "reply.mp4") if chunks else None
+        full = media.concat_mp4(chunks, chunk_dir / "reply.mp4") if chunks else None
         yield shown, gr.skip(), transcript or user_text, mood, str(full) if full else None, state
 
     def system_report(self) -> tuple[str, dict]:

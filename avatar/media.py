@@ -277,3 +277,15 @@ def probe(path: str | Path) -> MediaInfo:
     return MediaInfo(video.group(1) if video else None, audio.group(1) if audio else None, fps,
                      int(video.group(2)) if video else None, int(video.group(3)) if video else None,
                      n_frames, n_frames / fps if fps else 0.0, audio_s)
+
+
+def concat_mp4(chunks: list[Path], out_path: Path) -> Path:
+    """Joins same-format MP4 chunks without re-encoding (ffmpeg's concat demuxer)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "list.txt"
+        listing.write_text("".join(f"file '{Path(c).resolve()}'\n" for c in chunks))
+        proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-f", "concat", "-safe", "0",
+                               "-i", str(listing), "-c", "copy", str(out_path)], capture_output=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not join the chunks: {proc.stderr.decode(errors='replace')[-400:]}")
+    return Path(out_path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import tempfile
 import threading
 import time
 import uuid
@@ -352,19 +351,3 @@ class AvatarSystem:
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
         return removed
-
-
-def concat_mp4(chunks: list[Path], out_path: Path) -> Path:
-    """Joins same-format MP4 chunks without re-encoding (ffmpeg concat demuxer)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        listing = Path(tmp) / "list.txt"
-        listing.write_text("".join(f"file '{Path(c).resolve()}'\n" for c in chunks))
-        import subprocess
-
-        proc = subprocess.run([media.ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-f", "concat", "-safe", "0",
-                               "-i", str(listing), "-c", "copy", str(out_path)], capture_output=True)
-        if proc.returncode != 0:
-            raise RuntimeError(proc.stderr.decode(errors="replace")[-400:])
-    return out_path
-
-

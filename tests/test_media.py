@@ -106,3 +106,14 @@ def test_images_any_mode(tmp_path):
     with pytest.raises(BadImage, match="not an image"):
         media.load_image(bad)
     assert media.array_to_rgb(rgb[:, :, 0]).shape == (40, 30, 3)
+
+
+def test_concat_mp4_joins_chunks_without_reencoding(tmp_path, jfk_path):
+    audio = media.load_audio(jfk_path, 16000)
+    parts = []
+    for i in range(2):
+        clip = Audio(audio.samples[i * 16000:(i + 1) * 16000], 16000)
+        frames = np.full((25, 32, 32, 3), 80 * (i + 1), np.uint8)
+        parts.append(media.write_video(tmp_path / f"c{i}.mp4", [frames], audio=clip))
+    info = media.probe(media.concat_mp4(parts, tmp_path / "all.mp4"))
+    assert info.n_frames == 50 and info.audio_codec == "aac" and abs(info.video_duration_s - 2.0) < 0.05
