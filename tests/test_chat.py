@@ -165,15 +165,20 @@ def test_auto_picks_chatglm2_from_its_folder(tmp_path):
 
 
 def test_converted_smollm2_is_cached_and_equal(chat):
-    """The GGUF is converted once and kept as safetensors; a load from that copy gives the same greedy reply."""
-    from avatar.chat import ChatRequest, GenerationParams, _smollm2_cache, load_smollm2
+    """The GGUF is converted once and kept as safetensors; the cached copy must give the GGUF's own greedy reply
+    (compared with a fresh load of the GGUF itself, whatever the cache held before this run)."""
+    from avatar.chat import ChatRequest, GenerationParams, _smollm2_cache, load_smollm2, smollm2_path
     from avatar.config import ChatConfig
     from avatar.hf_backend import HFChatBackend
 
+    load_smollm2()
     folder = _smollm2_cache()
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     request = ChatRequest("You are helpful.", (), "What is the capital of France?",
                           GenerationParams.from_config(ChatConfig(temperature=0)))
-    again = HFChatBackend.load(folder, device="cpu", dtype="float32", name="smollm2", languages=frozenset({"en"}))
-    first = "".join(load_smollm2().stream(request))
-    assert "Paris" in first and "".join(again.stream(request)) == first
+    cached = HFChatBackend.load(folder, device="cpu", dtype="float32", name="smollm2", languages=frozenset({"en"}))
+    gguf = smollm2_path()
+    original = HFChatBackend.load(gguf.parent, device="cpu", dtype="float32", gguf_file=gguf.name, name="smollm2",
+                                  languages=frozenset({"en"}))
+    reply = "".join(original.stream(request))
+    assert "Paris" in reply and "".join(cached.stream(request)) == reply

@@ -81,6 +81,8 @@ def test_streamed_turn_yields_first_chunk_before_rendering_the_rest(system, astr
 def test_auto_emotion_is_reported(system, astronaut):
     conv = system.new_conversation()
     events = list(system.respond(conv, text="I am so happy today, I got the job!", language="en", emotion="auto"))
+    mood = next(ev for ev in events if ev.kind == "mood")
+    assert mood.text == "happy"  # the user's mood from the lexicon, passed to the chat model
     done = events[-1]
     assert done.kind == "done" and done.emotion in ("angry", "contempt", "disgusted", "fear", "happy", "neutral",
                                                     "sad", "surprised")
