@@ -135,6 +135,7 @@ def test_lip_motion_follows_speech_and_closes_in_silence(engine, face, jfk):
     opening = mouth_opening(track(frames))
     assert not np.isnan(opening).any()
     r = np.corrcoef(opening, energy_envelope_db(samples, len(frames)))[0, 1]
+    print(f"lip sync: Pearson r = {r:.3f}")
     assert r >= 0.6, f"mouth opening vs energy envelope: Pearson r = {r:.3f}"
     own = float(mouth_opening(track(face.crop[None]))[0])
     quiet = opening[5 * 25 + 5: int((5 + gap_s) * 25) - 2]  # the inserted silence, after a 200 ms release
@@ -227,9 +228,11 @@ def test_head_follows_the_pose_sequence(engine, face):
     left, right = points[:, 36:42].mean(1), points[:, 42:48].mean(1)
     roll_deg = np.degrees(np.arctan2(right[:, 1] - left[:, 1], right[:, 0] - left[:, 0]))
     upper_face = points[:, 17:48].mean(1)  # brows, nose, eyes: no mouth or jaw motion in it
-    assert np.corrcoef(roll_deg, pose.angles_deg[:, 2])[0, 1] >= 0.8
-    assert np.corrcoef(upper_face[:, 0], pose.translation[:, 0])[0, 1] >= 0.8
-    assert np.corrcoef(upper_face[:, 1], pose.translation[:, 1])[0, 1] >= 0.8
+    r_roll = np.corrcoef(roll_deg, pose.angles_deg[:, 2])[0, 1]
+    r_x = np.corrcoef(upper_face[:, 0], pose.translation[:, 0])[0, 1]
+    r_y = np.corrcoef(upper_face[:, 1], pose.translation[:, 1])[0, 1]
+    print(f"pose follows the sequence: roll r = {r_roll:.3f}, x r = {r_x:.3f}, y r = {r_y:.3f}")
+    assert r_roll >= 0.8 and r_x >= 0.8 and r_y >= 0.8
     assert np.ptp(roll_deg) > 4.0  # degrees: clearly visible motion
 
 

@@ -63,11 +63,13 @@ def _round_trip(tts: Tts, asr: Asr, sentences: list[str], lang: str) -> tuple[fl
 
 def test_round_trip_english(tts, asr):
     rate, heard = _round_trip(tts, asr, EN_SENTENCES, "en")
+    print(f"TTS -> ASR round trip, English: WER {rate:.1%}")
     assert rate <= 0.10, heard
 
 
 def test_round_trip_chinese(tts, asr):
     rate, heard = _round_trip(tts, asr, ZH_SENTENCES, "zh")
+    print(f"TTS -> ASR round trip, Chinese: CER {rate:.1%}")
     assert rate <= 0.10, heard
 
 
