@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from .config import AvatarConfig
 
@@ -31,14 +34,60 @@ def bench_chat(system) -> dict:
     return {"backend": system.status["chat"].backend, **chat_bench(system.chat_model), "goal_first_token_s": 1.0}
 
 
-def bench_head(system) -> dict:
-    """Lite engine frames/s at 256 and 512, with and without matting (scripts/bench_head.py's measurement)."""
-    import importlib.util
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "speech" / "jfk.flac"
+GREEN = (0, 255, 0)
 
-    spec = importlib.util.spec_from_file_location("bench_head", Path(__file__).resolve().parents[1] / "scripts" / "bench_head.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    fps = {str(size): module.bench_size(size, 6.0, system.config.head.batch_size, False, system.matting)
+
+def _speech(seconds: float):
+    from avatar.media import load_audio
+    from avatar.types import Audio
+
+    audio = load_audio(SPEECH, 16000)
+    reps = int(np.ceil(seconds / audio.duration_s))
+    return Audio(np.tile(audio.samples, reps)[: int(seconds * 16000)], 16000)
+
+
+def _fps(batches) -> float:
+    start, count = time.perf_counter(), 0
+    for batch in batches:
+        count += len(batch)
+    return count / (time.perf_counter() - start)
+
+
+def bench_lite_size(size: int, seconds: float, batch: int, encode: bool, matting) -> dict:
+    from skimage import data
+
+    from avatar.lite import LiteEngine
+    from avatar.poses import load_pose
+    from avatar.render import composited_frames, render_clip, source_matte
+    from avatar.talking_head import n_frames
+
+    engine = LiteEngine(size=size, batch_size=batch)
+    start = time.perf_counter()
+    face = engine.prepare(data.astronaut())
+    prepare_s = time.perf_counter() - start
+    speech = _speech(seconds)
+    pose = load_pose("talking", n_frames(speech.duration_s))
+    result = {"prepare_s": round(prepare_s, 3),
+              "engine_fps": round(_fps(engine.frames(face, speech, "happy", pose)), 1)}
+    start = time.perf_counter()
+    source_matte(face, matting)
+    result["photo_matte_once_s"] = round(time.perf_counter() - start, 3)
+    result["matting_fps"] = round(_fps(composited_frames(engine, face, speech, "happy", pose, GREEN, matting)), 1)
+    short = _speech(min(seconds, 2.0))
+    result["per_frame_matting_fps"] = round(
+        _fps(matting.clip(engine.frames(face, short, "happy", pose), GREEN)), 1)
+    if encode:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            render_clip(engine, face, speech, "happy", pose, GREEN, size, matting, Path(tmp) / "bench.mp4")
+            result["matting_encode_fps"] = round(n_frames(speech.duration_s) / (time.perf_counter() - start), 1)
+    return result
+
+
+def bench_head(system) -> dict:
+    """Lite engine frames/s at 256 and 512, with and without matting (also: scripts/bench_head.py)."""
+    fps = {str(size): bench_lite_size(size, 6.0, system.config.head.batch_size, False, system.matting)
            for size in (256, 512)}
     return {"engine": "lite", "matting_backend": system.status["matting"].backend, "fps": fps,
             "goal_fps_512_matting": 25}

@@ -15,64 +15,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SPEECH = ROOT.parent / "shared" / "fixtures" / "speech" / "jfk.flac"
-GREEN = (0, 255, 0)
-
-
-def _speech(seconds: float):
-    from avatar.media import load_audio
-    from avatar.types import Audio
-
-    audio = load_audio(SPEECH, 16000)
-    reps = int(np.ceil(seconds / audio.duration_s))
-    return Audio(np.tile(audio.samples, reps)[: int(seconds * 16000)], 16000)
-
-
-def _fps(batches) -> float:
-    start, count = time.perf_counter(), 0
-    for batch in batches:
-        count += len(batch)
-    return count / (time.perf_counter() - start)
-
-
-def bench_size(size: int, seconds: float, batch: int, encode: bool, matting) -> dict:
-    from skimage import data
-
-    from avatar.lite import LiteEngine
-    from avatar.poses import load_pose
-    from avatar.render import composited_frames, render_clip, source_matte
-    from avatar.talking_head import n_frames
-
-    engine = LiteEngine(size=size, batch_size=batch)
-    start = time.perf_counter()
-    face = engine.prepare(data.astronaut())
-    prepare_s = time.perf_counter() - start
-    speech = _speech(seconds)
-    pose = load_pose("talking", n_frames(speech.duration_s))
-    result = {"prepare_s": round(prepare_s, 3),
-              "engine_fps": round(_fps(engine.frames(face, speech, "happy", pose)), 1)}
-    start = time.perf_counter()
-    source_matte(face, matting)
-    result["photo_matte_once_s"] = round(time.perf_counter() - start, 3)
-    result["matting_fps"] = round(_fps(composited_frames(engine, face, speech, "happy", pose, GREEN, matting)), 1)
-    short = _speech(min(seconds, 2.0))
-    result["per_frame_matting_fps"] = round(
-        _fps(matting.clip(engine.frames(face, short, "happy", pose), GREEN)), 1)
-    if encode:
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            render_clip(engine, face, speech, "happy", pose, GREEN, size, matting, Path(tmp) / "bench.mp4")
-            result["matting_encode_fps"] = round(n_frames(speech.duration_s) / (time.perf_counter() - start), 1)
-    return result
+from avatar.bench import bench_lite_size  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes, seconds = ([256], 1.0) if args.smoke else (args.sizes, args.seconds)
     matting = Matting.load(AvatarConfig())
     load_before = os.getloadavg()[0]
-    results = {str(size): bench_size(size, seconds, args.batch, not args.no_encode, matting) for size in sizes}
+    results = {str(size): bench_lite_size(size, seconds, args.batch, not args.no_encode, matting) for size in sizes}
     print(json.dumps({"engine": "lite", "device": "cpu", "cpu_count": os.cpu_count(),
                       "cv2_threads": cv2.getNumThreads(), "matting_backend": matting.backend,
                       "seconds_of_speech": seconds, "batch": args.batch,
