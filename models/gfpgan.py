@@ -57,6 +57,48 @@ def _resize2x(x: Tensor, factor: float) -> Tensor:
     return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
 
+# Bilinear x2 (align_corners=False) then a 3x3 conv, per axis: output row 2i+p reads low-res rows i-1, i, i+1 only.
+# _BILINEAR_TAPS[p, a, t] = weight of the 3x3 kernel's tap t (rows -1, 0, 1) on low-res row i+a-1.
+_BILINEAR_TAPS = ((((0.75, 0.25, 0.0), (0.25, 0.75, 0.75), (0.0, 0.0, 0.25)),
+                   ((0.25, 0.0, 0.0), (0.75, 0.75, 0.25), (0.0, 0.25, 0.75))))
+
+
+def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """conv2d(bilinear_x2(x), weight, bias, padding=1) without building the upsampled input.
+
+    Polyphase form: each of the 4 output phases is a 3x3 conv of the low-res input with a combined kernel, so one
+    conv with 4*Cout outputs at low resolution (a 4x wider GEMM, no 4x larger intermediate) followed by an
+    interleave. Its zero padding differs from the clamped bilinear border in the 2 outer rows/columns, which are
+    recomputed exactly from thin strips. Same products summed in another order (fp32 differences ~1e-6)."""
+    b, c_in, h, w = x.shape
+    c_out, k = weight.shape[0], weight.shape[-1]
+    if k != 3 or min(h, w) < 4:
+        return F.conv2d(_resize2x(x, 2.0), weight, bias, padding=k // 2)
+    taps = torch.tensor(_BILINEAR_TAPS, dtype=torch.float32, device=weight.device)
+    phased = torch.einsum("pas,qbt,oist->opqiab", taps, taps, weight.float()).reshape(4 * c_out, c_in, 3, 3)
+    nhwc = _is_nhwc(x)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    phased = phased.to(weight.dtype).contiguous(memory_format=fmt)
+    y = F.conv2d(x, phased, None if bias is None else bias.repeat_interleave(4), padding=1)
+    interleaved = y.view(b, c_out, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)  # (b, c, h, 2, w, 2)
+    top = F.conv2d(_resize2x(x[:, :, :2], 2.0)[:, :, :3], weight, bias, padding=1)[:, :, :2]
+    bottom = F.conv2d(_resize2x(x[:, :, -2:], 2.0)[:, :, 1:], weight, bias, padding=1)[:, :, 1:]
+    left = F.conv2d(_resize2x(x[..., :2], 2.0)[..., :3], weight, bias, padding=1)[..., :2]
+    right = F.conv2d(_resize2x(x[..., -2:], 2.0)[..., 1:], weight, bias, padding=1)[..., 1:]
+    if torch.onnx.is_in_onnx_export():  # the tracer does not follow writes into views: stay functional
+        out = interleaved.reshape(b, c_out, 2 * h, 2 * w)
+        out = torch.cat([top, out[:, :, 2:-2], bottom], dim=2)
+        return torch.cat([left, out[..., 2:-2], right], dim=3)
+    out = torch.empty(b, c_out, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=fmt)
+    out.view(b, c_out, h, 2, w, 2).copy_(interleaved)
+    out[:, :, :2], out[:, :, -2:], out[..., :2], out[..., -2:] = top, bottom, left, right
+    return out
+
+
+def _is_nhwc(t: Tensor) -> bool:
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Modulated convolution, two equivalent forms
 # ----------------------------------------------------------------------------------------------------------------
@@ -95,10 +137,8 @@ def modulated_conv_batched(x: Tensor, weight: Tensor, style: Tensor, demodulate:
         rms = style.float().pow(2).mean(1, keepdim=True).add(eps).rsqrt()
         style = style * rms.to(style.dtype)
     x = x * style[:, :, None, None]  # scaling commutes with the (per-channel linear) bilinear upsampling
-    if upsample:
-        x = _resize2x(x, 2.0)
     k = weight.shape[-1]
-    out = F.conv2d(x, weight[0], padding=k // 2)
+    out = upsample_conv3x3(x, weight[0]) if upsample else F.conv2d(x, weight[0], padding=k // 2)
     if not demodulate:
         out = out * gain if gain != 1.0 else out
         return out if add is None else out + add  # out first: the result keeps out's layout
@@ -110,7 +150,7 @@ def modulated_conv_batched(x: Tensor, weight: Tensor, style: Tensor, demodulate:
 
 def _same_layout(t: Tensor, like: Tensor) -> Tensor:
     """t in like's memory format: a pointwise op's output follows its first operand, and NHWC must survive."""
-    if t.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+    if t.dim() == 4 and _is_nhwc(like):
         return t.contiguous(memory_format=torch.channels_last)
     return t
 
@@ -241,7 +281,11 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = _lrelu(self.conv2(_resize2x(_lrelu(self.conv1(x)), self.factor)))
+        hidden = _lrelu(self.conv1(x))
+        if self.factor == 2:
+            out = _lrelu(upsample_conv3x3(hidden, self.conv2.weight, self.conv2.bias))
+        else:
+            out = _lrelu(self.conv2(_resize2x(hidden, self.factor)))
         # a 1x1 conv commutes with bilinear resizing: run it on the smaller of the two grids
         skip = self.skip(_resize2x(x, self.factor)) if self.factor < 1 else _resize2x(self.skip(x), self.factor)
         return out + skip

@@ -17,6 +17,8 @@ from avatar.errors import WeightsError
 from avatar.eat_runtime import (EatFrameInputs, EatRenderer, frames_to_uint8, load_eat_networks, load_pad,
                                 missing_eat_files, window_chunk)
 from models.eat import PART_CLASSES
+from models.eat.blocks import planar_conv3d
+from models.eat.dense_motion import DenseMotionConfig, DenseMotionNetwork
 from models.eat.spade import SPADE, upsampled_conv3x3
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -179,6 +181,35 @@ def test_fast_spade_equals_reference():
         layer.fast = True
         got = layer(x, seg)
     assert (got - want).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("k,layout", [(3, torch.contiguous_format), (7, torch.channels_last_3d)])
+def test_planar_conv3d_equals_conv3d(k, layout):
+    torch.manual_seed(k)
+    conv = torch.nn.Conv3d(6, 5, k, padding=k // 2).to(memory_format=layout)
+    x = torch.randn(2, 6, 9, 10, 11).contiguous(memory_format=layout)
+    with torch.inference_mode():
+        want, got = conv(x), planar_conv3d(conv, x)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() < 1e-5
+
+
+def test_fast_dense_motion_equals_reference():
+    """Planar mask + occlusion conv and planar up-convs: same mask, deformation and occlusion as the 3-D convs."""
+    torch.manual_seed(0)
+    cfg = DenseMotionConfig(block_expansion=4, max_features=16, num_blocks=3, num_kp=3, feature_channel=4)
+    net = DenseMotionNetwork(cfg).eval()
+    for p in net.parameters():  # random BN statistics too, so every term matters
+        p.data.normal_(0, 0.1)
+    feature, kp_src = torch.randn(1, 4, 16, 16, 16), 0.5 * torch.rand(1, 3, 3) - 0.25
+    kp_drv = kp_src + 0.05 * torch.randn(2, 3, 3)
+    with torch.inference_mode():
+        want = net(feature, kp_drv, kp_src)
+        net.set_fast(True)
+        got = net(feature, kp_drv, kp_src)
+    for key in ("mask", "deformation", "occlusion_map"):  # fp32 rounding only: 1e-5 of the largest value
+        assert (got[key] - want[key]).abs().max() < 1e-5 * max(1.0, want[key].abs().max().item()), key
+    assert (want["occlusion_map"] - want["occlusion_map"].mean()).abs().max() > 1e-3  # not a constant map
 
 
 # ------------------------------------------------------------------------------------------ parity

@@ -12,7 +12,7 @@ import torch
 
 from avatar.enhance import _channels_last, build_gfpgan, load_gfpgan_state
 from avatar.errors import WeightsError
-from models.gfpgan import GFPGANConfig, GFPGANv1Clean, ModulatedConv2d
+from models.gfpgan import GFPGANConfig, GFPGANv1Clean, ModulatedConv2d, upsample_conv3x3
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -101,6 +101,21 @@ def test_batched_modconv_equals_grouped(upsample, demodulate, k):
     assert batched.shape == grouped.shape == (3, 16, 18 if upsample else 9, 18 if upsample else 9)
     assert (batched - grouped).abs().max() < 1e-4
     assert not torch.allclose(batched[0], batched[1])  # the style really differs per sample
+
+
+@pytest.mark.parametrize("size,nhwc", [((4, 4), False), ((5, 9), True), ((16, 16), True)])
+def test_polyphase_upsample_conv_equals_bilinear_then_conv(size, nhwc):
+    """Interior phases and the recomputed 2-pixel border both equal bilinear x2 followed by the 3x3 conv."""
+    g = torch.Generator().manual_seed(size[1])
+    x, w, b = torch.randn(2, 6, *size, generator=g), torch.randn(5, 6, 3, 3, generator=g), torch.randn(5, generator=g)
+    if nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    want = torch.nn.functional.conv2d(up, w, b, padding=1)
+    got = upsample_conv3x3(x, w, b)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() < 2e-5
+    assert got.is_contiguous(memory_format=torch.channels_last) == nhwc  # NHWC survives for the next conv
 
 
 def test_full_small_net_batched_equals_grouped():

@@ -5,6 +5,10 @@ and sampled for every frame through one grid_sample call (frames stacked along t
 which is element-for-element the official per-frame computation without repeating the volume.
 Coordinates, Gaussians, the mask softmax and the deformation stay float32 whatever the weights' dtype:
 a bf16 sampling grid would be off by up to 1/8 voxel.
+
+fast=True (inference, see set_fast): the 7x7x7 mask conv and the 7x7 occlusion conv run as one planar 2-D conv
+over the hourglass output's depth planes (blocks.planar_conv3d; 112 mask taps + 16 occlusion channels = 128
+outputs), and so do the two full-resolution hourglass up-convs. Same products, other summation order.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Hourglass3d, make_coordinate_grid_3d
+from .blocks import Hourglass3d, conv3d_from_planes, depth_planes, make_coordinate_grid_3d, planar_weight
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,31 @@ class DenseMotionNetwork(nn.Module):
         self.compress = nn.Conv3d(cfg.feature_channel, cfg.compress, kernel_size=1)
         self.norm = nn.BatchNorm3d(cfg.compress, affine=True)
         self.occlusion = nn.Conv2d(self.hourglass.out_filters * cfg.reshape_depth, 1, kernel_size=7, padding=3)
+        self.fast = False
+
+    def set_fast(self, fast: bool = True) -> None:
+        """Planar form of the mask/occlusion convs and of the up-convs at 1/1 and 1/2 resolution (see module doc).
+        The lower-resolution convs stay 3-D: there cuDNN's 3-D kernels are as fast or faster."""
+        self.fast = fast
+        for block in self.hourglass.decoder.up_blocks[-2:]:
+            block.planar = fast
+
+    def mask_and_occlusion(self, prediction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hourglass output (B,C,D,H,W) -> mask logits (B,K+1,D,H,W), occlusion logits (B,1,H,W)."""
+        b, c, d, h, w = prediction.shape
+        if not self.fast:
+            return self.mask(prediction), self.occlusion(prediction.reshape(b, c * d, h, w))
+        k, n_mask = self.mask.kernel_size[0], self.mask.out_channels
+        # occlusion input channel c*D + d belongs to plane d: one output channel per plane, summed on the diagonal
+        occ_w = self.occlusion.weight.reshape(c, d, k, k).transpose(0, 1)  # both convs are 7x7 (same padding)
+        w_mask = planar_weight(self.mask.weight)
+        nhwc = w_mask.is_contiguous(memory_format=torch.channels_last) and not w_mask.is_contiguous()
+        weight = torch.cat([w_mask, occ_w]).contiguous(
+            memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        y = F.conv2d(depth_planes(prediction), weight, None, padding=k // 2)
+        mask = conv3d_from_planes(y[:, :k * n_mask], b, k, self.mask.bias)
+        occ = torch.diagonal(y[:, k * n_mask:].unflatten(0, (b, d)), dim1=1, dim2=2).sum(-1)
+        return mask, occ.unsqueeze(1) + self.occlusion.bias.view(1, 1, 1, 1)
 
     def sparse_motions(self, grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
         """(B, K+1, D, H, W, 3): identity for the background, then grid - kp_driving_k + kp_source_k."""
@@ -78,7 +107,8 @@ class DenseMotionNetwork(nn.Module):
         heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1).unsqueeze(2)
         x = torch.cat([heat, deformed], dim=2).view(b, -1, d, h, w)
         prediction = self.hourglass(x.to(self.mask.weight.dtype))
-        mask = F.softmax(self.mask(prediction).float(), dim=1)
+        mask_logits, occlusion_logits = self.mask_and_occlusion(prediction)
+        mask = F.softmax(mask_logits.float(), dim=1)
         deformation = (motions.permute(0, 1, 5, 2, 3, 4) * mask.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 4, 1)
-        occlusion = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)).float())
+        occlusion = torch.sigmoid(occlusion_logits.float())
         return {"mask": mask, "deformation": deformation, "occlusion_map": occlusion}

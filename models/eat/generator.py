@@ -51,6 +51,12 @@ class OcclusionAwareSPADEGeneratorEam(nn.Module):
         self.decoder = SPADEDecoder()
         self.ea3d = StyleModulation(cfg.style_dim, cfg.reshape_channel)
 
+    def set_fast(self, fast: bool = True) -> None:
+        """Inference forms that equal the official layers up to fp32 rounding: planar 3-D convs in the dense
+        motion network, polyphase / fused SPADE layers in the decoder."""
+        self.dense_motion_network.set_fast(fast)
+        self.decoder.set_fast(fast)
+
     def encode_source(self, source_image: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """source (1,3,256,256) [0,1], prompt (1,128) -> emotion-modulated feature volume (1,32,16,64,64)."""
         dtype = self.second.weight.dtype
