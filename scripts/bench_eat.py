@@ -7,6 +7,9 @@
                      frames on the host) for a 10 s clip (250 frames) from prepared tensors, seconds / 10 s
   peak_mem_*_gb      torch.cuda.max_memory_allocated after the 250-frame clip and after --long-frames frames
                      (constant memory: the two should be about equal)
+  clip_parts_s       the same clip again with a synchronisation after each step: prepare (source latent,
+                     prompts, source volume), keypoints (audio2kp + EDN for every frame), frames (generator +
+                     uint8 frames on the host); where the clip's time goes
 
 Examples:
   python scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile
@@ -119,6 +122,26 @@ def run_clip(renderer, nets, n: int, args) -> tuple[float, int]:
     return time.perf_counter() - t0, count
 
 
+def clip_parts(renderer, nets, n: int, args) -> dict:
+    """Seconds per step of an n-frame clip, synchronised after each step."""
+    from avatar.eat_runtime import EatFrameInputs, window_chunk
+
+    source, he, frames = random_clip(n)
+    inputs = EatFrameInputs(pad_mel=nets.pad_mel.cpu(), pad_deep=nets.pad_deep.cpu(), **frames)
+    marks = [time.perf_counter()]
+    state = renderer.prepare(source, 4, torch.randn(1, 16, generator=torch.Generator().manual_seed(1)))
+    sync(args.device)
+    marks.append(time.perf_counter())
+    kp = renderer.driving_keypoints(state, he, n, lambda a, b: window_chunk(inputs, a, b))
+    sync(args.device)
+    marks.append(time.perf_counter())
+    for _ in renderer.frame_batches(state, kp):
+        pass
+    sync(args.device)
+    marks.append(time.perf_counter())
+    return {k: round(b - a, 4) for k, a, b in zip(("prepare", "keypoints", "frames"), marks, marks[1:])}
+
+
 def peak_gb(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2 ** 30, 3) if device.startswith("cuda") else None
 
@@ -147,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.reset_peak_memory_stats()
     dt, count = run_clip(renderer, nets, args.clip_frames, args)
     out.update(clip_frames=count, clip_s=round(dt, 3), clip_rtf=round(dt / (args.clip_frames / FPS), 4),
-               clip_fps=round(count / dt, 2), peak_mem_clip_gb=peak_gb(args.device))
+               clip_fps=round(count / dt, 2), peak_mem_clip_gb=peak_gb(args.device),
+               clip_parts_s=clip_parts(renderer, nets, args.clip_frames, args), tf32_keypoints=renderer.tf32)
     if args.long_frames:
         dt, count = run_clip(renderer, nets, args.long_frames, args)
         out.update(long_frames=count, long_s=round(dt, 2), long_rtf=round(dt / (args.long_frames / FPS), 4),

@@ -310,4 +310,5 @@ def test_half_precision_generator_psnr(eat_dir, ref, dtype):
         pred = r.generate(st, kp)["prediction"].float().cpu().numpy()
         mse = float(np.mean((pred - ref[f"{emo}_prediction"]) ** 2))
         psnr = 10 * np.log10(1.0 / max(mse, 1e-12))
+        print(f"EAT generator {dtype} (TF32 keypoints: {r.tf32}) vs fp32 frames, {emo}: PSNR {psnr:.2f} dB (>= 35)")
         assert psnr >= 35.0, f"{emo} {dtype}: PSNR {psnr:.1f} dB"

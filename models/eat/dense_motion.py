@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Hourglass3d, conv3d_from_planes, depth_planes, make_coordinate_grid_3d, planar_weight
+from .blocks import (Hourglass3d, conv3d_from_planes, depth_planes, make_coordinate_grid_3d, planar_tap_dtype,
+                     planar_weight)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class DenseMotionNetwork(nn.Module):
             block.planar = fast
 
     def mask_and_occlusion(self, prediction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hourglass output (B,C,D,H,W) -> mask logits (B,K+1,D,H,W), occlusion logits (B,1,H,W)."""
+        """Hourglass output (B,C,D,H,W) -> mask logits (B,K+1,D,H,W), occlusion logits (B,1,H,W) (float32 when
+        fast, else the weights' dtype)."""
         b, c, d, h, w = prediction.shape
         if not self.fast:
             return self.mask(prediction), self.occlusion(prediction.reshape(b, c * d, h, w))
@@ -78,10 +80,11 @@ class DenseMotionNetwork(nn.Module):
         nhwc = w_mask.is_contiguous(memory_format=torch.channels_last) and not w_mask.is_contiguous()
         weight = torch.cat([w_mask, occ_w]).contiguous(
             memory_format=torch.channels_last if nhwc else torch.contiguous_format)
-        y = F.conv2d(depth_planes(prediction), weight, None, padding=k // 2)
-        mask = conv3d_from_planes(y[:, :k * n_mask], b, k, self.mask.bias)
-        occ = torch.diagonal(y[:, k * n_mask:].unflatten(0, (b, d)), dim1=1, dim2=2).sum(-1)
-        return mask, occ.unsqueeze(1) + self.occlusion.bias.view(1, 1, 1, 1)
+        tap = planar_tap_dtype(prediction.dtype)
+        y = F.conv2d(depth_planes(prediction).to(tap), weight.to(tap), None, padding=k // 2)
+        mask = conv3d_from_planes(y[:, :k * n_mask], b, k, self.mask.bias)  # float32, like the softmax
+        occ = torch.diagonal(y[:, k * n_mask:].unflatten(0, (b, d)), dim1=1, dim2=2).float().sum(-1)
+        return mask, occ.unsqueeze(1) + self.occlusion.bias.float().view(1, 1, 1, 1)
 
     def sparse_motions(self, grid: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
         """(B, K+1, D, H, W, 3): identity for the background, then grid - kp_driving_k + kp_source_k."""
