@@ -75,12 +75,14 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
     if k != 3 or min(h, w) < 4:
         return F.conv2d(_resize2x(x, 2.0), weight, bias, padding=k // 2)
     taps = torch.tensor(_BILINEAR_TAPS, dtype=torch.float32, device=weight.device)
-    phased = torch.einsum("pas,qbt,oist->opqiab", taps, taps, weight.float()).reshape(4 * c_out, c_in, 3, 3)
+    # output channels ordered (phase row, phase col, c_out): in NHWC each output pixel then reads one contiguous
+    # run of c_out values (an (c_out, p, q) order would make the interleave read with a stride of 4)
+    phased = torch.einsum("pas,qbt,oist->pqoiab", taps, taps, weight.float()).reshape(4 * c_out, c_in, 3, 3)
     nhwc = _is_nhwc(x)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     phased = phased.to(weight.dtype).contiguous(memory_format=fmt)
-    y = F.conv2d(x, phased, None if bias is None else bias.repeat_interleave(4), padding=1)
-    interleaved = y.view(b, c_out, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)  # (b, c, h, 2, w, 2)
+    y = F.conv2d(x, phased, None if bias is None else bias.repeat(4), padding=1)
+    interleaved = y.view(b, 2, 2, c_out, h, w).permute(0, 3, 4, 1, 5, 2)  # (b, c, h, 2, w, 2)
     top = F.conv2d(_resize2x(x[:, :, :2], 2.0)[:, :, :3], weight, bias, padding=1)[:, :, :2]
     bottom = F.conv2d(_resize2x(x[:, :, -2:], 2.0)[:, :, 1:], weight, bias, padding=1)[:, :, 1:]
     left = F.conv2d(_resize2x(x[..., :2], 2.0)[..., :3], weight, bias, padding=1)[..., :2]
