@@ -143,13 +143,7 @@ class EatEngine:
     def source_state(self, face: PreparedFace, emotion: str, intensity: float = 1.0) -> SourceState:
         """Per-clip constants (EatRenderer.prepare's SourceState) from the cached latents and the emotion."""
         source, lat = self._latent(face)
-        emoprompt, deepprompt = self.prompts(emotion, intensity)
-        nets = self.nets
-        face_map = nets.audio2kp.face_feature(lat["prediction_map"], emoprompt)
-        side = nets.sidetuning(face_map, emoprompt, deepprompt)
-        feature_3d = nets.generator.encode_source(source.to(nets.device), emoprompt)
-        return SourceState(emoprompt=emoprompt, deepprompt=deepprompt, face=face_map, sidetuning_out=side,
-                           feature_3d=feature_3d, **lat)
+        return self.renderer.clip_state(source, lat, *self.prompts(emotion, intensity))
 
     # ------------------------------------------------------------ per clip
     def feature_streams(self, speech: Audio, pose: PoseLogits) -> FeatureStreams:

@@ -210,7 +210,7 @@ class ConstantInput(nn.Module):
 
     def forward(self, batch: int) -> Tensor:
         w = self.weight
-        if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():  # keep NHWC downstream
+        if _is_nhwc(w):  # keep NHWC downstream
             return w.expand(batch, -1, -1, -1).contiguous(memory_format=torch.channels_last)
         return w.expand(batch, -1, -1, -1)
 

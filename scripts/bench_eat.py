@@ -108,15 +108,24 @@ def bench_generator(renderer, state, args) -> dict:
     return {"generator_fps": round(args.batch * args.iters / dt, 2), "generator_s_per_batch": round(dt / args.iters, 4)}
 
 
-def run_clip(renderer, nets, n: int, args) -> tuple[float, int]:
-    """Whole path for an n-frame clip; returns (seconds, frames produced)."""
+def clip_inputs(nets, n: int):
+    """(source image, head pose, EatFrameInputs) of a random n-frame clip."""
     from avatar.eat_runtime import EatFrameInputs
 
     source, he, frames = random_clip(n)
+    return source, he, EatFrameInputs(pad_mel=nets.pad_mel.cpu(), pad_deep=nets.pad_deep.cpu(), **frames)
+
+
+def prepare_clip(renderer, source):
+    return renderer.prepare(source, 4, torch.randn(1, 16, generator=torch.Generator().manual_seed(1)))
+
+
+def run_clip(renderer, nets, n: int, args) -> tuple[float, int]:
+    """Whole path for an n-frame clip; returns (seconds, frames produced)."""
+    source, he, inputs = clip_inputs(nets, n)
     sync(args.device)
     t0 = time.perf_counter()
-    state = renderer.prepare(source, 4, torch.randn(1, 16, generator=torch.Generator().manual_seed(1)))
-    inputs = EatFrameInputs(pad_mel=nets.pad_mel.cpu(), pad_deep=nets.pad_deep.cpu(), **frames)
+    state = prepare_clip(renderer, source)
     count = sum(b.shape[0] for b in renderer.render_frames(state, he, inputs))
     sync(args.device)
     return time.perf_counter() - t0, count
@@ -124,12 +133,11 @@ def run_clip(renderer, nets, n: int, args) -> tuple[float, int]:
 
 def clip_parts(renderer, nets, n: int, args) -> dict:
     """Seconds per step of an n-frame clip, synchronised after each step."""
-    from avatar.eat_runtime import EatFrameInputs, window_chunk
+    from avatar.eat_runtime import window_chunk
 
-    source, he, frames = random_clip(n)
-    inputs = EatFrameInputs(pad_mel=nets.pad_mel.cpu(), pad_deep=nets.pad_deep.cpu(), **frames)
+    source, he, inputs = clip_inputs(nets, n)
     marks = [time.perf_counter()]
-    state = renderer.prepare(source, 4, torch.randn(1, 16, generator=torch.Generator().manual_seed(1)))
+    state = prepare_clip(renderer, source)
     sync(args.device)
     marks.append(time.perf_counter())
     kp = renderer.driving_keypoints(state, he, n, lambda a, b: window_chunk(inputs, a, b))

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import StyleModulation
+
 
 class ResBlk(nn.Module):
     """GroupNorm(8) pre-activation residual block; optional (2, 1) average pooling of the mel axis."""
@@ -32,18 +34,11 @@ class ResBlk(nn.Module):
         return (sc + r) / math.sqrt(2)
 
 
-class AdaIN(nn.Module):
-    """(1 + gamma) * instance_norm(x) + beta, gamma/beta = tanh(MLP(style))."""
-
-    def __init__(self, style_dim: int, num_features: int):
-        super().__init__()
-        hidden = num_features * 2 // 16
-        self.fc = nn.Sequential(nn.Linear(style_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_features * 2))
+class AdaIN(StyleModulation):
+    """(1 + gamma) * instance_norm(x) + beta, gamma/beta = tanh(MLP(style)) (same keys: fc.0, fc.2)."""
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(self.fc(s))
-        gamma, beta = torch.chunk(h.view(h.shape[0], h.shape[1], 1, 1), chunks=2, dim=1)
-        return (1 + gamma) * F.instance_norm(x, eps=1e-5) + beta
+        return super().forward(F.instance_norm(x, eps=1e-5), s)
 
 
 class AdainResBlk(nn.Module):

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import (Hourglass3d, conv3d_from_planes, depth_planes, make_coordinate_grid_3d, planar_tap_dtype,
-                     planar_weight)
+from .blocks import (Hourglass3d, channels_last_format, conv3d_from_planes, depth_planes, make_coordinate_grid_3d,
+                     planar_tap_dtype, planar_weight)
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,7 @@ class DenseMotionNetwork(nn.Module):
         # occlusion input channel c*D + d belongs to plane d: one output channel per plane, summed on the diagonal
         occ_w = self.occlusion.weight.reshape(c, d, k, k).transpose(0, 1)  # both convs are 7x7 (same padding)
         w_mask = planar_weight(self.mask.weight)
-        nhwc = w_mask.is_contiguous(memory_format=torch.channels_last) and not w_mask.is_contiguous()
-        weight = torch.cat([w_mask, occ_w]).contiguous(
-            memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        weight = torch.cat([w_mask, occ_w]).contiguous(memory_format=channels_last_format(w_mask))
         tap = planar_tap_dtype(prediction.dtype)
         y = F.conv2d(depth_planes(prediction).to(tap), weight.to(tap), None, padding=k // 2)
         mask = conv3d_from_planes(y[:, :k * n_mask], b, k, self.mask.bias)  # float32, like the softmax

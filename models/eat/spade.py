@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import channels_last_format
+
 
 class SNConv2d(nn.Module):
     """Conv2d whose weight is weight_orig / (u . W_mat v), like the spectral_norm hook in eval mode."""
@@ -54,8 +56,7 @@ def upsampled_conv3x3(seg: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     b, _, h, w = seg.shape
     cout = weight.shape[0]
     padded = F.pad(seg, (1, 1, 1, 1))
-    fmt = torch.channels_last if seg.is_contiguous(memory_format=torch.channels_last) \
-        and not seg.is_contiguous() else torch.contiguous_format
+    fmt = channels_last_format(seg)
     out = torch.empty(b, cout, h * scale, w * scale, dtype=seg.dtype, device=seg.device, memory_format=fmt)
     groups: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[int, int]]] = {}
     for p in range(scale):
