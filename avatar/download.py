@@ -144,19 +144,6 @@ def source_url(src: Source, bases: Mapping[str, str]) -> str:
     raise DownloadError(f"unknown source kind {src.kind!r}")
 
 
-def describe_source(src: Source) -> str:
-    """Human form for the licence/source listing."""
-    inner = f" [{src.member} from the archive]" if src.member else ""
-    if src.kind in ("hf", "modelscope", "github_raw"):
-        host = {"hf": "huggingface.co", "modelscope": "modelscope.cn", "github_raw": "github.com"}[src.kind]
-        return f"{host}/{src.ref}@{src.revision or 'default'}: {src.file}{inner}"
-    if src.kind == "github_release":
-        return f"github.com/{src.ref} release {src.tag}: {src.asset}{inner}"
-    if src.kind == "gdrive":
-        return f"Google Drive file {src.ref} ({src.archive or 'file'}){inner}"
-    return src.ref + inner
-
-
 # ------------------------------------------------------------------------------------------------ HTTP
 class _Fetcher:
     """One requests.Session; fetches URLs into .part files with resume, retries and progress bars."""
@@ -403,14 +390,15 @@ class _ModelDownloader:
         self.cache_dir = Path(cfg.weights_dir).expanduser() / ".downloads"
         self.archives: dict[str, Path] = {}  # url -> downloaded archive
 
-    def run(self, e: Entry) -> ModelResult:
+    def todo(self, e: Entry) -> list[FileSpec]:
+        """The files of e to fetch: missing, or (with verify_existing) failing their size/hash check."""
+        return [f for f in e.files if (self.opts.include_optional or not f.optional)
+                and not self._in_place(mf.file_path(self.cfg, e, f), f, e)]
+
+    def run(self, e: Entry, todo: list[FileSpec]) -> ModelResult:
         result = ModelResult(e.name, "ready", str(mf.target(self.cfg, e)))
-        for f in e.files:
-            if f.optional and not self.opts.include_optional:
-                continue
+        for f in todo:
             dest = mf.file_path(self.cfg, e, f)
-            if self._in_place(dest, f, e):
-                continue
             try:
                 result.bytes_downloaded += self._fetch_file(e, f, dest)
                 result.files.append(str(dest))
@@ -499,12 +487,13 @@ def download(names: Iterable[str], cfg: AvatarConfig, *, yes: bool = False, opti
     results = []
     for e in selected:
         log(describe_entry(cfg, e, bases))
-        todo = mf.missing_files(cfg, e.name, m, include_optional=opts.include_optional)
+        downloader = _ModelDownloader(cfg, fetcher, bases, opts, log)
+        todo = downloader.todo(e)  # the same rule decides what is fetched and whether to ask about the licence
         if todo and not _licence_accepted(e, opts, log, ask):
             results.append(ModelResult(e.name, "skipped", str(mf.target(cfg, e)), errors=[
                 "licence not accepted: read it, then run again with --yes (or answer 'yes' on a terminal)"]))
             continue
-        results.append(_ModelDownloader(cfg, fetcher, bases, opts, log).run(e))
+        results.append(downloader.run(e, todo))
     summary = DownloadSummary(str(cfg.weights_dir), results)
     log(summary.format())
     return summary
@@ -524,10 +513,10 @@ def _licence_accepted(e: Entry, opts: DownloadOptions, log: Callable[[str], None
     return answer.strip().lower() in ("y", "yes")
 
 
-def describe_entry(cfg: AvatarConfig, e: Entry, bases: Mapping[str, str] | None = None) -> str:
+def describe_entry(cfg: AvatarConfig, e: Entry, bases: Mapping[str, str]) -> str:
     """Model, target, licence and sources, printed before anything is downloaded."""
     size = _size_text(e)
-    sources = sorted({describe_source(s) if bases is None else source_url(s, bases)
+    sources = sorted({source_url(s, bases)
                       for f in e.files for s in f.sources[:1]})
     lines = [f"== {e.name} ({e.stage}/{e.backend}): {e.description}",
              f"   target:  {mf.target(cfg, e)}  ({len(e.files)} files, {size})",

@@ -309,6 +309,16 @@ def test_non_commercial_licence_needs_acceptance(server, tmp_path):
     assert accepted.ok and asked and "eat" in asked[0]
     assert mf.is_ready(cfg, "eat", m)
 
+    # a file of the right size but the wrong bytes, re-verified: fetching it again still needs the licence
+    target = next(p for p in sorted(tmp_path.rglob("*")) if p.is_file() and p.stat().st_size > 16
+                  and ".downloads" not in p.parts)
+    target.write_bytes(bytes(b ^ 0xFF for b in target.read_bytes()))
+    server.log.clear()
+    again = download(["eat"], cfg, options=options(server, interactive=False, verify_existing=True), manifest=m,
+                     log=lambda s: None)
+    assert again.results[0].status == "skipped" and "licence" in again.results[0].errors[0]
+    assert server.log == []
+
 
 def test_source_urls_of_real_entries():
     bases = resolve_bases({})
