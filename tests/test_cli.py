@@ -74,3 +74,5 @@ def test_doctor_json_lists_every_stage():
     text = json.dumps(report)
     for stage in ("asr", "tts", "chat", "head", "matting", "enhance"):
         assert stage in text
+    stages = {"asr", "tts", "chat", "head", "matting", "enhance"}  # every stage has its own entry, not just a mention
+    assert set(report["stages"]) == set(report["ready"]) == stages

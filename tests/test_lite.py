@@ -214,10 +214,17 @@ def test_surprised_raises_brows_and_opens_eyes(emotion_shapes):
     assert eye_opening(surprised) > eye_opening(neutral) + 1.0
 
 
-def test_intensity_scales_the_expression(engine, face, emotion_shapes):
+def test_intensity_scales_the_expression(engine, face, emotion_tracks, emotion_shapes):
     half = np.nanmean(track(render(engine, face, silence(0.48), "happy", jitter_pose(), intensity=0.5)), axis=0)
     full, neutral = emotion_shapes["happy"], emotion_shapes["neutral"]
     assert shape_distance(neutral, neutral) < shape_distance(half, neutral) < shape_distance(full, neutral)
+    # half intensity must move the face beyond the metric's noise floor (split-half means of neutral frames),
+    # and stay clearly short of full intensity
+    points = emotion_tracks["neutral"]
+    noise = shape_distance(np.nanmean(points[0::2], axis=0), np.nanmean(points[1::2], axis=0))
+    print(f"intensity: half {shape_distance(half, neutral):.2f} px, full {shape_distance(full, neutral):.2f} px, "
+          f"noise {noise:.2f} px")
+    assert 2 * noise < shape_distance(half, neutral) < 0.9 * shape_distance(full, neutral)
 
 
 # ---------------------------------------------------------------- head pose, blinks, identity
