@@ -61,6 +61,13 @@ def _resize2x(x: Tensor, factor: float) -> Tensor:
 # _BILINEAR_TAPS[p, a, t] = weight of the 3x3 kernel's tap t (rows -1, 0, 1) on low-res row i+a-1.
 _BILINEAR_TAPS = ((((0.75, 0.25, 0.0), (0.25, 0.75, 0.75), (0.0, 0.0, 0.25)),
                    ((0.25, 0.0, 0.0), (0.75, 0.75, 0.25), (0.0, 0.25, 0.75))))
+_TAPS_ON: dict[torch.device, Tensor] = {}  # one copy per device: a host->GPU copy per call would stall the stream
+
+
+def _bilinear_taps(device: torch.device) -> Tensor:
+    if device not in _TAPS_ON:
+        _TAPS_ON[device] = torch.tensor(_BILINEAR_TAPS, dtype=torch.float32, device=device)
+    return _TAPS_ON[device]
 
 
 def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -74,7 +81,7 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
     c_out, k = weight.shape[0], weight.shape[-1]
     if k != 3 or min(h, w) < 4:
         return F.conv2d(_resize2x(x, 2.0), weight, bias, padding=k // 2)
-    taps = torch.tensor(_BILINEAR_TAPS, dtype=torch.float32, device=weight.device)
+    taps = _bilinear_taps(weight.device)
     # output channels ordered (phase row, phase col, c_out): in NHWC each output pixel then reads one contiguous
     # run of c_out values (an (c_out, p, q) order would make the interleave read with a stride of 4)
     phased = torch.einsum("pas,qbt,oist->pqoiab", taps, taps, weight.float()).reshape(4 * c_out, c_in, 3, 3)
