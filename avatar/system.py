@@ -51,6 +51,9 @@ class TurnEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+VIDEO_AUDIO_RATE = 44100  # sample rate for audio files muxed into rendered videos
+
+
 def parse_colour(background: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:
     """'#RRGGBB', 'none' or an (r,g,b) tuple -> (r,g,b) or None (keep the photo's background)."""
     if background is None or isinstance(background, tuple):
@@ -215,20 +218,20 @@ class AvatarSystem:
                background: str | tuple | None = None, size: int | None = None, enhance: bool = False,
                out_path: str | Path | None = None, intensity: float | None = None,
                progress: ProgressFn | None = None) -> Path:
-        """Photo + speech (path / Audio) -> MP4 (H.264 + AAC, 25 fps). Streams frames: constant memory."""
-        from .poses import load_pose
+        """Photo (or a prepare_photo() result) + speech (path / Audio) -> MP4 (H.264 + AAC, 25 fps). Streams
+        frames: constant memory. The speech keeps its own sample rate in the video (the engines resample what they
+        analyse themselves)."""
         from .render import render_clip
-        from .talking_head import n_frames
+        from .talking_head import PreparedFace
 
-        emotion = check_emotion(emotion)
         lim = self.config.limits
-        audio = media.check_duration(self.load_audio(speech, 16000), lim.min_audio_s, lim.max_render_audio_s)
-        face = self.prepare_photo(photo)
-        pose_seq = load_pose(pose or self.config.head.pose, n_frames(audio.duration_s))
+        audio = speech if isinstance(speech, Audio) else self.load_audio(speech, VIDEO_AUDIO_RATE)
+        audio = media.check_duration(audio, lim.min_audio_s, lim.max_render_audio_s)
+        face = photo if isinstance(photo, PreparedFace) else self.prepare_photo(photo)
         out = Path(out_path) if out_path else self.new_output_path(".mp4")
         t0 = time.perf_counter()
-        render_clip(self._require("head"), face, audio, emotion, pose_seq, background=parse_colour(background),
-                    size=size or self.config.head.size, matting=self.matting if background not in (None, "none") else None,
+        render_clip(self._require("head"), face, audio, emotion, pose or self.config.head.pose,
+                    background=parse_colour(background), size=size or self.config.head.size, matting=self.matting,
                     out_path=out, enhancer=self._enhance_fn() if enhance else None,
                     intensity=self.config.head.intensity if intensity is None else intensity, progress=progress)
         self.last_timings["render_s"] = time.perf_counter() - t0
@@ -271,7 +274,7 @@ class AvatarSystem:
             check_emotion(emotion)
         timings: dict[str, float] = {}
         if photo is not None:
-            self.prepare_photo(photo)  # fail early on a bad photo, before any model work
+            photo = self.prepare_photo(photo)  # fail early on a bad photo; every sentence reuses the prepared face
         t0 = time.perf_counter()
         if audio is not None and not (text or "").strip():
             transcript = self.transcribe(audio, language)
