@@ -236,15 +236,16 @@ def window_indices(frames: np.ndarray | range, n_valid: int, num_w: int = NUM_W)
 
 def mel_windows(mel: np.ndarray, pad_mel: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """mel (80, M), pad (80,), idx (n, 11) -> float32 (1, n, 1, 80, 11)."""
-    cols = np.concatenate([np.asarray(mel, np.float32), np.asarray(pad_mel, np.float32).reshape(-1, 1)], axis=1)
-    win = cols[:, np.where(idx < 0, cols.shape[1] - 1, idx)]  # (80, n, 11)
+    # gather then fill: no copy of the whole clip per batch (long clips are windowed in many batches)
+    win = np.asarray(mel, np.float32)[:, np.maximum(idx, 0)]  # (80, n, 11)
+    win = np.where(idx[None] < 0, np.asarray(pad_mel, np.float32).reshape(-1, 1, 1), win)
     return np.ascontiguousarray(win.transpose(1, 0, 2))[None, :, None]
 
 
 def deep_windows(deep: np.ndarray, pad_deep: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """DeepSpeech windows (D,16,29), pad (16,29), idx (n, 11) -> float32 (1, n, 11, 16, 29)."""
-    rows = np.concatenate([np.asarray(deep, np.float32), np.asarray(pad_deep, np.float32)[None]], axis=0)
-    return rows[np.where(idx < 0, len(rows) - 1, idx)][None]
+    rows = np.asarray(deep, np.float32)[np.maximum(idx, 0)]  # (n, 11, 16, 29)
+    return np.where(idx[:, :, None, None] < 0, np.asarray(pad_deep, np.float32), rows)[None]
 
 
 def pose_window_indices(frames: np.ndarray | range, n_valid: int, n_pose: int, num_w: int = NUM_W) -> np.ndarray:

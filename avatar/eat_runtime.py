@@ -11,7 +11,8 @@ Typical use (shapes: N frames, B = batch):
     nets = load_eat_networks(Path("checkpoints/eat"), device="cuda", dtype=torch.bfloat16)
     renderer = EatRenderer(nets, batch_size=16)
     state = renderer.prepare(source_image, y_trg=4, z_trg=z)        # (1,3,256,256) [0,1], int, (1,16)
-    frames_in = EatFrameInputs(mel=mel, pose=pose_imgs, deep=deep, pad_mel=nets.pad_mel, pad_deep=nets.pad_deep)
+    frames_in = EatFrameInputs(mel=mel, pose=pose_imgs, deep=deep,                 # float32 CPU tensors
+                               pad_mel=nets.pad_mel.cpu(), pad_deep=nets.pad_deep.cpu())
     he = {"yaw": (N,66), "pitch": (N,66), "roll": (N,66), "t": (N,3)}
     for batch in renderer.render_frames(state, he, frames_in):      # uint8 (B,256,256,3) RGB
         ...
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avatar.eat_prep import deep_windows, mel_windows, pose_window_indices, window_indices
 from avatar.errors import WeightsError
 from models.eat import PART_CLASSES
 from models.eat.keypoints import align_driving, convex_hull_volume, expression_from_pca, transform_keypoints
@@ -46,9 +48,6 @@ EAT_FILES = (EAT_CKPT, PRETRAIN_CKPT, PCA_U, PCA_MEAN, PAD)
 EAT_PARTS = ("generator", "kp_detector", "audio2kptransformer", "sidetuning", "emotionprompt")
 PRETRAIN_PARTS = ("he_estimator",)
 NUM_PCA = 32  # expression PCA coefficients used (U[:, :32])
-WINDOW = 5  # frames each side of the centre frame
-EMOTION_INDEX = {"angry": 0, "contempt": 1, "disgusted": 2, "fear": 3, "happy": 4, "neutral": 5, "sad": 6,
-                 "surprised": 7}
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -211,7 +210,7 @@ def load_eat_networks(eat_dir: Path, device: str | torch.device = "cpu", dtype: 
 # ----------------------------------------------------------------------------------------------- inputs
 @dataclass
 class EatFrameInputs:
-    """Per-frame driving features (not yet windowed), float32 tensors on any device.
+    """Per-frame driving features (not yet windowed), float32 CPU tensors.
 
     mel: (80, M) normalised log-mel columns, one per 25 fps frame ((log(mel + 1e-5) + 4) / 4).
     pose: (P, 1, 64, 64) pose images; deep: (D, 16, 29) DeepSpeech windows. N = min(M, P, D) frames.
@@ -235,17 +234,12 @@ def window_chunk(inputs: EatFrameInputs, start: int, stop: int) -> tuple[torch.T
     Official rule: frame r uses r-5..r+5; outside [0, N) the mel/DeepSpeech pads are used and the pose is
     the first (before) or the last (after) pose image of the whole pose array.
     """
-    n = inputs.num_frames
-    idx = torch.arange(start, stop).unsqueeze(1) + torch.arange(-WINDOW, WINDOW + 1).unsqueeze(0)  # (B, 11)
-    inside = (idx >= 0) & (idx < n)
-    safe = idx.clamp(0, n - 1)
-    mel = torch.where(inside.to(inputs.mel.device)[:, None, :], inputs.mel[:, safe].permute(1, 0, 2),
-                      inputs.pad_mel.to(inputs.mel)[None, :, None])
-    pose_idx = torch.where(idx < 0, 0, torch.where(idx >= n, inputs.pose.shape[0] - 1, idx))
-    pose = inputs.pose[pose_idx.to(inputs.pose.device)]
-    deep = torch.where(inside.to(inputs.deep.device)[:, :, None, None], inputs.deep[safe.to(inputs.deep.device)],
-                       inputs.pad_deep.to(inputs.deep)[None, None])
-    return mel.unsqueeze(1), pose, deep
+    n, frames = inputs.num_frames, range(start, stop)
+    idx = window_indices(frames, n)
+    mel = mel_windows(inputs.mel.numpy(), inputs.pad_mel.numpy(), idx)[0]
+    deep = deep_windows(inputs.deep.numpy(), inputs.pad_deep.numpy(), idx)[0]
+    pose = inputs.pose[torch.from_numpy(pose_window_indices(frames, n, inputs.pose.shape[0]))]
+    return torch.from_numpy(mel), pose, torch.from_numpy(deep)
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -365,7 +359,7 @@ class EatRenderer:
 
     @torch.inference_mode()
     def emotion_prompts(self, y_trg: int | torch.Tensor, z_trg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """emotion index 0..7 (EMOTION_INDEX), z_trg (1,16) -> emoprompt (1,128), deepprompt (1,6,128)."""
+        """emotion index 0..7 (avatar.types.EMOTIONS order), z_trg (1,16) -> emoprompt (1,128), deepprompt (1,6,128)."""
         y = torch.as_tensor(y_trg, dtype=torch.long, device=self.nets.device).reshape(1)
         return self.nets.emotionprompt(z_trg.to(self.nets.device, torch.float32).reshape(1, -1), y)
 
@@ -462,13 +456,4 @@ class EatRenderer:
         """Constant-memory path: per-frame inputs -> uint8 (B,256,256,3) batches."""
         n = min(inputs.num_frames, _frames_first(he_driving["yaw"]).shape[0])
         kp = self.driving_keypoints(state, he_driving, n, lambda a, b: window_chunk(inputs, a, b))
-        yield from self.frame_batches(state, kp)
-
-    def render_windows(self, state: SourceState, he_driving: dict[str, torch.Tensor], mel: torch.Tensor,
-                       pose: torch.Tensor, deep: torch.Tensor) -> Iterator[np.ndarray]:
-        """The demo's windowed tensors: mel (1,N,1,80,11), pose (N,11,1,64,64), deep (1,N,11,16,29),
-        he_driving yaw/pitch/roll (N,66) or (1,N,66), t (N,3) or (1,N,3) -> uint8 (B,256,256,3) batches."""
-        n = pose.shape[0]
-        kp = self.driving_keypoints(state, he_driving, n,
-                                    lambda a, b: (mel[0, a:b], pose[a:b], deep[0, a:b]))
         yield from self.frame_batches(state, kp)
