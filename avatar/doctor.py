@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import manifest as mf
 from .config import AvatarConfig
+from .devices import cuda_available, resolve_device
 from .manifest import Entry, Manifest
 
 STAGES = ("asr", "tts", "chat", "head", "matting", "enhance")
@@ -61,18 +62,16 @@ def doctor_report(cfg: AvatarConfig, manifest: Manifest | None = None, probe_ser
 
 def device_facts(configured: str) -> dict:
     """Configured device, what "auto" resolves to, CUDA availability and the GPU name (torch is imported, no model)."""
-    facts = {"configured": configured, "resolved": configured, "cuda_available": False, "gpu": None, "torch": None}
+    facts = {"configured": configured, "resolved": resolve_device(configured), "cuda_available": False,
+             "gpu": None, "torch": None}
     if importlib.util.find_spec("torch") is None:
-        facts["resolved"] = "cpu" if configured == "auto" else configured
         return facts
     import torch
 
     facts["torch"] = torch.__version__
-    facts["cuda_available"] = bool(torch.cuda.is_available())
+    facts["cuda_available"] = cuda_available()
     if facts["cuda_available"]:
         facts["gpu"] = torch.cuda.get_device_name(0)
-    if configured == "auto":
-        facts["resolved"] = "cuda" if facts["cuda_available"] else "cpu"
     return facts
 
 
@@ -123,8 +122,12 @@ def _blockers(cfg: AvatarConfig, stage: str, rule: StageRule, weights_ready: boo
 
 
 def _exported_gfpgan(cfg: AvatarConfig) -> bool:
+    """True when the enhancer's own engine choice lands on an exported ONNX / TensorRT file here."""
+    from .enhance import select_engine
+
     ec = cfg.enhance
-    return any(cfg.weights_path(p).is_file() for p in (ec.onnx_path, ec.tensorrt_path))
+    path = {"onnx": ec.onnx_path, "tensorrt": ec.tensorrt_path}.get(select_engine(cfg, resolve_device(cfg.device))[0])
+    return path is not None and cfg.weights_path(path).is_file()
 
 
 def _tts_blockers(cfg: AvatarConfig, weights_ready: bool, probe_servers: bool) -> list[str]:

@@ -174,3 +174,17 @@ def test_gpu_compiled_runner_pads_short_batches_and_matches_eager(photo, seeded_
     diff = np.abs(compiled.astype(int) - eager.astype(int))
     print(f"compiled vs eager fp16: mean {diff.mean():.3f}, max {diff.max()} (uint8 levels)")
     assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 3
+
+
+def test_doctor_counts_an_exported_gfpgan_only_where_the_enhancer_would_run_it(tmp_path):
+    """A TensorRT engine needs CUDA and tensorrt: on this CPU machine it does not make enhancement ready; an ONNX
+    file does (onnxruntime runs it on the CPU), as Enhancer.load would decide."""
+    from avatar.doctor import doctor_report
+
+    cfg = AvatarConfig(weights_dir=str(tmp_path), device="cpu")
+    engine_file = cfg.weights_path(cfg.enhance.tensorrt_path)
+    engine_file.parent.mkdir(parents=True)
+    engine_file.write_bytes(b"not used")
+    assert doctor_report(cfg, probe_servers=False)["ready"]["enhance"] is False
+    cfg.weights_path(cfg.enhance.onnx_path).write_bytes(b"not parsed by the doctor")
+    assert doctor_report(cfg, probe_servers=False)["ready"]["enhance"] is True
