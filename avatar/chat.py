@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from typing import Callable, Iterator, Protocol
 from .config import AvatarConfig, ChatConfig
 from .emotion import Mood, extract_emotion_tag
 from .errors import AvatarError, BackendError, BackendUnavailable
-from .text import check_text
+from .text import check_text, detect_language
 from .types import EMOTIONS
 
 log = logging.getLogger("avatar")
@@ -49,8 +48,6 @@ CHINESE_MODELS_HINT = (
     "(THUDM/chatglm2-6b) in checkpoints/chatglm2-6b, or set [chat] backend = \"transformers\" with model_dir = a "
     "GLM-4-9B-chat-hf or Qwen2.5/Qwen3-Instruct folder, or backend = \"openai\" with a server running such a model.")
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_LETTER = re.compile(r"[A-Za-z\u3400-\u9fff\uf900-\ufaff]")
 _TAG_OPEN_MAX_CHARS = 16  # an unclosed "[" further back than this is plain text, not a tag being streamed
 
 
@@ -273,9 +270,8 @@ def _settled(raw: str) -> str:
 
 
 def is_mostly_chinese(text: str) -> bool:
-    """At least a third of the letters are CJK ideographs."""
-    letters = _LETTER.findall(text)
-    return bool(letters) and len(_CJK.findall(text)) * 3 >= len(letters)
+    """The project's one language rule (avatar.text.detect_language) calls it Chinese."""
+    return detect_language(text, default="") == "zh"
 
 
 def load_persona(c: ChatConfig) -> str:

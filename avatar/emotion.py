@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
 
+from .text import detect_language
 from .types import EMOTIONS
 
 KEYWORD_WEIGHT = 2.0
@@ -84,7 +85,6 @@ _TAG_SYNONYMS = {
     "愤怒": "angry", "害怕": "fear", "恐惧": "fear", "惊讶": "surprised", "吃惊": "surprised", "厌恶": "disgusted",
     "恶心": "disgusted", "轻蔑": "contempt", "鄙视": "contempt", "中性": "neutral", "平静": "neutral",
 }
-_CJK = re.compile(r"[\u3400-\u9fff]")
 _WORD_EN = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
@@ -96,10 +96,10 @@ class Mood:
 
 
 def analyze_text(text: str, language: str = "auto") -> Mood:
-    """The emotion a text expresses. language: "zh", "en" or "auto" (Chinese when it has CJK characters)."""
+    """The emotion a text expresses. language: "zh", "en" or "auto" (avatar.text.detect_language)."""
     lang = (language or "auto").lower()
     if lang not in ("zh", "en"):
-        lang = "zh" if _CJK.search(text or "") else "en"
+        lang = detect_language(text or "")
     raw = _evidence_zh(text or "") if lang == "zh" else _evidence_en(text or "")
     if "?!" in (text or "") or "!?" in (text or "") or "？！" in (text or ""):
         raw["surprised"] += LEXICON_WEIGHT
