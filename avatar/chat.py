@@ -222,8 +222,7 @@ class ChatModel:
         tags = TagFilter()
         for delta in self._backend.stream(request):
             shown = tags.feed(delta)
-            if stream.emotion_tag is None:  # known as soon as the tag is complete, for per-sentence "auto" emotion
-                stream.emotion_tag = extract_emotion_tag(tags.raw)[1]
+            stream.emotion_tag = tags.tag  # known as soon as the tag is complete, for per-sentence "auto" emotion
             if shown:
                 yield shown
         tail, clean, tag = tags.finish()
@@ -242,10 +241,12 @@ class TagFilter:
 
     def __init__(self) -> None:
         self.raw, self.emitted = "", ""
+        self.tag: str | None = None  # the first complete tag, as soon as it has streamed in
 
     def feed(self, delta: str) -> str:
         self.raw += delta
-        clean, _ = extract_emotion_tag(_settled(self.raw))
+        clean, tag = extract_emotion_tag(_settled(self.raw))
+        self.tag = self.tag or tag
         return self._advance(clean.strip())  # trailing spaces wait: the final reply is stripped
 
     def finish(self) -> tuple[str, str, str | None]:
