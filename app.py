@@ -114,12 +114,12 @@ class AvatarApp:
         if state.conversation is None:
             raise gr.Error("no chat model is loaded (see the System tab)")
         msgs = self.history_messages(state) + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
-        reply = ""
-        for delta in self.system.chat(state.conversation, text):
+        reply, stream = "", self.system.chat(state.conversation, text)
+        for delta in stream:
             reply += delta
             msgs[-1]["content"] = reply
             yield msgs, state, ""
-        yield self.history_messages(state), state, ""
+        yield (msgs if stream.notice else self.history_messages(state)), state, ""  # a notice is not in the history
 
     def clear(self, state: Session | None, request: gr.Request):
         state = self.session(state, request)
@@ -175,7 +175,7 @@ class AvatarApp:
         if not audio and not (text or "").strip():
             raise gr.Error("record or upload speech, or type a message")
         msgs = self.history_messages(state)
-        user_text, chunks, transcript, mood = (text or "").strip(), [], "", ""
+        user_text, chunks, transcript, mood, user_mood = (text or "").strip(), [], "", "", ""
         state.turns += 1
         chunk_dir = state.folder / f"turn{state.turns}"
         events = self.system.respond(state.conversation, photo=photo, audio=audio if not user_text else None,
@@ -189,19 +189,18 @@ class AvatarApp:
                 transcript = ev.text
                 shown[-2]["content"] = ev.text
             elif ev.kind == "mood":
-                mood = f"user mood: **{ev.text}**"
+                user_mood = mood = f"user mood: **{ev.text}**"
             elif ev.kind == "text":
                 shown[-1]["content"] = ev.text or "…"
             elif ev.kind == "chunk" and ev.path is not None:
                 chunks.append(ev.path)
                 video = str(ev.path)
-                mood = mood.split(" · ")[0] + f" · avatar emotion: **{ev.emotion}**"
+                mood = f"{user_mood} · avatar emotion: **{ev.emotion}**"
             elif ev.kind == "done":
-                history = self.history_messages(state)
-                if len(history) > len(msgs):  # the round joined the history (a fixed notice does not)
-                    shown = history
-                else:
+                if ev.data.get("notice"):  # a fixed notice does not join the history: keep it on screen
                     shown[-1]["content"] = ev.text
+                else:
+                    shown = self.history_messages(state)
             yield shown, video, transcript or user_text, mood, gr.skip(), state
         full = media.concat_mp4(chunks, chunk_dir / "reply.mp4") if chunks else None
         yield shown, gr.skip(), transcript or user_text, mood, str(full) if full else None, state

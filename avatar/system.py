@@ -312,7 +312,9 @@ class AvatarSystem:
             yield from render(pending, tag)
         final = reply_emotion(reply, language, tag) if emotion == "auto" else None
         self.last_timings = {**timings, "total_s": time.perf_counter() - t0}
-        yield TurnEvent("done", reply, emotion=final.label if final else emotion, data=dict(self.last_timings))
+        # data: the timings, and whether the reply was a fixed notice (it does not join the history)
+        yield TurnEvent("done", reply, emotion=final.label if final else emotion,
+                        data={**self.last_timings, "notice": bool(getattr(stream, "notice", False))})
 
     def _speak_and_render(self, sentence: str, tag: str | None, *, emotion, language, photo, pose, background, size,
                           enhance, voice, chunk_dir, timings) -> Iterator[TurnEvent]:

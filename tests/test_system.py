@@ -86,3 +86,12 @@ def test_auto_emotion_is_reported(system, astronaut):
     done = events[-1]
     assert done.kind == "done" and done.emotion in ("angry", "contempt", "disgusted", "fear", "happy", "neutral",
                                                     "sad", "surprised")
+
+
+def test_done_event_says_whether_the_reply_joined_the_history(system):
+    """The UI reads `notice` to decide what to show: the history (a real reply) or the fixed notice (not stored)."""
+    conv = system.new_conversation()
+    done = list(system.respond(conv, text="Say hello in three words.", language="en"))[-1]
+    assert done.kind == "done" and done.data["notice"] is False and len(conv.rounds) == 1
+    done = list(system.respond(conv, text="你好，今天天气怎么样？", language="zh"))[-1]
+    assert done.data["notice"] is True and len(conv.rounds) == 1  # SmolLM2 is English-only: the notice is not stored
