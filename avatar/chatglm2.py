@@ -426,11 +426,6 @@ class ChatGLM2Backend:
         finally:
             self._lock.release()
 
-    def prepare(self, total_tokens: int) -> None:
-        """Allocate the cache (and capture the CUDA graph) for prompt + reply lengths up to total_tokens now,
-        instead of during the first reply."""
-        self._ensure_cache(total_tokens)
-
     def _generate(self, prompt_ids: list[int], opts: SamplingOptions) -> Iterator[int]:
         max_new = min(opts.max_new_tokens, self.model.config.seq_length - len(prompt_ids))
         if max_new <= 0:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -85,7 +85,6 @@ class Entry:
 @dataclass(frozen=True)
 class Manifest:
     entries: tuple[Entry, ...]
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
@@ -94,7 +93,7 @@ class Manifest:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise AvatarError(f"model manifest: duplicate names {dupes}")
-        return cls(entries, data)
+        return cls(entries)
 
     @classmethod
     def load(cls, path: str | Path = MANIFEST_PATH) -> "Manifest":

@@ -2,7 +2,6 @@
 by streaming frames to ffmpeg (the binary shipped by imageio-ffmpeg; no system ffmpeg is assumed)."""
 from __future__ import annotations
 
-import io
 import re
 import subprocess
 import tempfile
@@ -72,14 +71,6 @@ def save_wav(audio: Audio, path: str | Path) -> Path:
 
     sf.write(str(path), audio.samples, audio.sample_rate, subtype="PCM_16")
     return Path(path)
-
-
-def wav_bytes(audio: Audio) -> bytes:
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, audio.samples, audio.sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 def check_duration(audio: Audio, min_s: float, max_s: float) -> Audio:

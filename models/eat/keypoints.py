@@ -23,13 +23,6 @@ def headpose_degrees(logits: torch.Tensor) -> torch.Tensor:
     return bin_expectation(logits) * 3 - 99
 
 
-def degrees_to_logits(degrees: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
-    """(N,) degrees -> (N, 66) logits peaked at bin (deg + 99) / 3 (a synthetic pose; its expectation ~ deg)."""
-    centre = (degrees.float() + 99) / 3
-    bins = torch.arange(NUM_BINS, dtype=torch.float32, device=degrees.device)
-    return -sharpness * (bins[None, :] - centre[:, None]) ** 2
-
-
 def rotation_parts(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                               torch.Tensor]:
@@ -76,16 +69,10 @@ def expression_from_pca(a2kp_emo: torch.Tensor, sidetuning_out: torch.Tensor, pc
     return (a2kp_emo @ pca_u32.T + pca_mean + sidetuning_out) * area
 
 
-def align_driving(kp_driving: torch.Tensor, kp_source: torch.Tensor, kp_mean_driving: torch.Tensor | None = None
-                  ) -> torch.Tensor:
-    """Shift driving keypoints so their mean (over kp and frames) equals the source keypoints' mean.
-
-    kp_mean_driving: precomputed (3,) mean over ALL frames of the clip (kp_driving.mean(1).mean(0)); pass it
-    when rendering in batches so every batch gets the clip-wide shift of the official code.
-    """
-    if kp_mean_driving is None:
-        kp_mean_driving = kp_driving.mean(1).mean(0)
-    return kp_driving + (kp_source.mean(1)[0] - kp_mean_driving)
+def align_driving(kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    """Shift driving keypoints (all frames of the clip) so their mean over keypoints and frames equals the source
+    keypoints' mean (the official clip-wide shift)."""
+    return kp_driving + (kp_source.mean(1)[0] - kp_driving.mean(1).mean(0))
 
 
 def convex_hull_volume(points: np.ndarray) -> float:
