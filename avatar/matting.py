@@ -29,6 +29,21 @@ EMA_KEEP = 0.35  # share of the previous frame's matte kept in each new one (tem
 FEATHER_PER_256 = 0.8  # Gaussian sigma of the edge feather, in px per 256 px of frame side
 
 
+
+def composite(frames: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int],
+              background: np.ndarray | None = None) -> np.ndarray:
+    """frames * alpha + colour * (1 - alpha), rounded -> uint8 (B,H,W,3); background: the colour as an (H,W,3)
+    image when the caller keeps one."""
+    check_frames(frames)
+    assert alpha.shape == frames.shape[:3], f"alpha {alpha.shape} does not match frames {frames.shape}"
+    if background is None:
+        background = np.full((*frames.shape[1:3], 3), colour, np.uint8)
+    out = np.empty_like(frames)
+    for i in range(len(frames)):
+        weight = np.ascontiguousarray(alpha[i], dtype=np.float32)
+        out[i] = cv2.blendLinear(np.ascontiguousarray(frames[i]), background, weight, 1.0 - weight)
+    return out
+
 class SelfieSegmenter:
     """MediaPipe's general selfie model (256x256 input) + a guided filter that snaps the soft mask to image edges."""
 
@@ -107,14 +122,7 @@ class Matting:
 
     def composite(self, frames: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
         """frames * alpha + colour * (1 - alpha) -> uint8 (B,H,W,3)."""
-        check_frames(frames)
-        assert alpha.shape == frames.shape[:3], "alpha must be (B,H,W) like the frames"
-        background = self._background(frames.shape[1:3], colour)
-        out = np.empty_like(frames)
-        for i in range(len(frames)):
-            weight = np.ascontiguousarray(alpha[i], dtype=np.float32)
-            out[i] = cv2.blendLinear(np.ascontiguousarray(frames[i]), background, weight, 1.0 - weight)
-        return out
+        return composite(frames, alpha, colour, self._background(frames.shape[1:3], colour))
 
     def clip(self, batches: Iterable[np.ndarray], colour: tuple[int, int, int]) -> Iterator[np.ndarray]:
         """Composites a stream of frame batches with a temporally smoothed, feathered matte (constant memory)."""

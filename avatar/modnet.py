@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import BackendUnavailable, WeightsError
+from .matting import composite
 from .types import check_frames
 
 REF_SIZE = 512  # the official demo's reference side
@@ -49,15 +50,6 @@ def postprocess(matte: np.ndarray, height: int, width: int) -> np.ndarray:
     for i, m in enumerate(matte[:, 0]):
         out[i] = cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-def composite(frames: np.ndarray, alpha: np.ndarray, rgb_colour: tuple[int, int, int]) -> np.ndarray:
-    """fg * alpha + colour * (1 - alpha), rounded: uint8 (B,H,W,3)."""
-    frames = check_frames(frames)
-    assert alpha.shape == frames.shape[:3], f"alpha {alpha.shape} does not match frames {frames.shape}"
-    a = alpha.astype(np.float32)[..., None]
-    bg = np.asarray(rgb_colour, np.float32)
-    return np.clip(frames.astype(np.float32) * a + bg * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
 
 
 class ModnetMatting:
