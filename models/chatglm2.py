@@ -254,20 +254,21 @@ class ChatGLM2Model(nn.Module):
         self.encoder = GLMTransformer(cfg)
         self.output_layer = nn.Linear(cfg.hidden_size, cfg.padded_vocab_size, bias=False)
 
-    def forward(self, input_ids: Tensor, positions: Tensor,
-                cache: KVCache | None = None) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, input_ids: Tensor, positions: Tensor, cache: KVCache | None = None,
+                return_states: bool = False) -> tuple[Tensor, list[Tensor]]:
         """input_ids (B, S) int64; positions (S,) int64, shared by the batch (no padding).
-        Returns (hidden (B, S, hidden) after the final norm, [embeddings, after layer 0, ..., after the last layer]
-        (before the final norm))."""
+        Returns (hidden (B, S, hidden) after the final norm, states): with return_states, [embeddings, after
+        layer 0, ..., after the last layer] (before the final norm), else [] (each layer's output is freed early)."""
         x = self.embedding(input_ids)
         rope = self.rotary_pos_emb(positions)
         key_positions = positions if cache is None else torch.arange(cache.max_len, device=positions.device)
         mask = key_positions[None, :] <= positions[:, None]
-        states = [x]
+        states = [x] if return_states else []
         for i, layer in enumerate(self.encoder.layers):
             layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
             x = layer(x, rope, mask, positions, layer_cache)
-            states.append(x)
+            if return_states:
+                states.append(x)
         return self.encoder.final_layernorm(x), states
 
 

@@ -89,7 +89,7 @@ def test_logits_and_hidden_states_match_official(backend, ref):
     positions = torch.from_numpy(ref["in_position_ids"][0])
     with torch.inference_mode():
         logits = backend.model(ids, positions)
-        _, states = backend.model.transformer(ids, positions)
+        _, states = backend.model.transformer(ids, positions, return_states=True)
     assert np.abs(logits.numpy() - ref["logits"]).max() < 1e-4
     for i in range(3):  # official hidden states are (seq, batch, hidden)
         assert np.abs(states[i].transpose(0, 1).numpy() - ref[f"hidden_state_{i}"]).max() < 5e-5
