@@ -33,7 +33,7 @@ from .config import AvatarConfig, ChatConfig
 from .emotion import Mood, extract_emotion_tag
 from .errors import AvatarError, BackendError, BackendUnavailable
 from .text import check_text, detect_language
-from .types import EMOTIONS
+from .types import EMOTIONS, GenerationParams
 
 log = logging.getLogger("avatar")
 
@@ -49,19 +49,6 @@ CHINESE_MODELS_HINT = (
     "GLM-4-9B-chat-hf or Qwen2.5/Qwen3-Instruct folder, or backend = \"openai\" with a server running such a model.")
 
 _TAG_OPEN_MAX_CHARS = 16  # an unclosed "[" further back than this is plain text, not a tag being streamed
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    max_new_tokens: int = 160
-    temperature: float = 0.7  # <= 0: greedy
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1
-    seed: int = 0
-
-    @classmethod
-    def from_config(cls, c: ChatConfig) -> "GenerationParams":
-        return cls(c.max_new_tokens, c.temperature, c.top_p, c.repetition_penalty, c.seed)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,6 +29,7 @@ from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM, CudaGraphDecode
 from . import devices
 from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong, WeightsError
 from .timing import common_prefix
+from .types import GenerationParams
 
 log = logging.getLogger(__name__)
 
@@ -324,20 +324,11 @@ def _drop_partial_mark(text: str) -> str:
 
 # -------------------------------------------------------------------------------------------------------- generation
 
-@dataclass(frozen=True)
-class SamplingOptions:
-    max_new_tokens: int = 160
-    temperature: float = 0.7  # <= 0: greedy
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1  # HF semantics, over prompt + reply tokens; 1 = off
-    seed: int = 0
-
-
 class Sampler:
     """Next-token choice on the model's device. Order as in HF generate: repetition penalty, temperature, top-p.
     Ids beyond the tokenizer (padding rows of the 65024 vocabulary) are never chosen."""
 
-    def __init__(self, opts: SamplingOptions, vocab_size: int, logits_size: int, prompt_ids: Sequence[int],
+    def __init__(self, opts: GenerationParams, vocab_size: int, logits_size: int, prompt_ids: Sequence[int],
                  device: torch.device) -> None:
         self.opts, self.vocab_size = opts, vocab_size
         with torch.inference_mode():
@@ -407,7 +398,7 @@ class ChatGLM2Backend:
         if not query or not query.strip():
             raise EmptyText("the message is empty")
         ids = self.prompt_ids(history, query, system, context_tokens)
-        opts = SamplingOptions(max_new_tokens, temperature, top_p, repetition_penalty, seed)
+        opts = GenerationParams(max_new_tokens, temperature, top_p, repetition_penalty, seed)
         text = TextStream(self.tokenizer)
         for token_id in self.generate_ids(ids, opts):
             delta = text.push(token_id)
@@ -417,7 +408,7 @@ class ChatGLM2Backend:
         if tail:
             yield tail
 
-    def generate_ids(self, prompt_ids: Sequence[int], opts: SamplingOptions) -> Iterator[int]:
+    def generate_ids(self, prompt_ids: Sequence[int], opts: GenerationParams) -> Iterator[int]:
         """New token ids (eos excluded) one by one; the first comes right after the prompt's prefill."""
         if not self._lock.acquire(timeout=LOCK_TIMEOUT_S):
             raise BackendError("ChatGLM2 is still busy with another reply")
@@ -426,7 +417,7 @@ class ChatGLM2Backend:
         finally:
             self._lock.release()
 
-    def _generate(self, prompt_ids: list[int], opts: SamplingOptions) -> Iterator[int]:
+    def _generate(self, prompt_ids: list[int], opts: GenerationParams) -> Iterator[int]:
         max_new = min(opts.max_new_tokens, self.model.config.seq_length - len(prompt_ids))
         if max_new <= 0:
             return

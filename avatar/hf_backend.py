@@ -25,7 +25,8 @@ from .errors import BackendError, BackendUnavailable
 from .timing import common_prefix
 
 if TYPE_CHECKING:
-    from .chat import ChatRequest, GenerationParams
+    from .chat import ChatRequest
+    from .types import GenerationParams
 
 BILINGUAL = frozenset({"zh", "en"})
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf")

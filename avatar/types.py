@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import BadImage, UnknownEmotion, UnknownLanguage
+
+if TYPE_CHECKING:
+    from .config import ChatConfig
 
 EMOTIONS: tuple[str, ...] = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
 """The 8 labels in EAT's index order (y_trg 0..7)."""
@@ -68,3 +72,18 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
     """Asserts the video hand-off format: uint8 (T,H,W,3)."""
     assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[3] == 3, "frames must be uint8 (T,H,W,3)"
     return frames
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings of one reply (every chat backend takes them)."""
+
+    max_new_tokens: int = 160
+    temperature: float = 0.7  # <= 0: greedy
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, c: "ChatConfig") -> "GenerationParams":
+        return cls(c.max_new_tokens, c.temperature, c.top_p, c.repetition_penalty, c.seed)

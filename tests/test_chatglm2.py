@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from avatar.chatglm2 import (ChatGLM2Backend, ChatGLM2Tokenizer, SamplingOptions, TextStream, build_prompt,
+from avatar.chatglm2 import (ChatGLM2Backend, ChatGLM2Tokenizer, GenerationParams, TextStream, build_prompt,
                              load_model)
 from avatar.errors import TextTooLong, WeightsError
 from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM
@@ -22,7 +22,7 @@ sys.path.insert(0, str(SHARED / "tools"))
 from seeded_weights import seeded_state_dict  # noqa: E402
 
 QUERY = "你好，请用English介绍一下你自己。"
-GREEDY = SamplingOptions(max_new_tokens=16, temperature=0.0, repetition_penalty=1.0)
+GREEDY = GenerationParams(max_new_tokens=16, temperature=0.0, repetition_penalty=1.0)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -179,10 +179,10 @@ def test_context_budget_drops_oldest_rounds_and_keeps_persona(backend, tokenizer
 
 def test_sampling_is_reproducible_per_seed(backend, ref):
     prompt = ref["in_input_ids"][0].tolist()
-    opts = SamplingOptions(max_new_tokens=12, temperature=0.9, top_p=0.8, repetition_penalty=1.2, seed=7)
+    opts = GenerationParams(max_new_tokens=12, temperature=0.9, top_p=0.8, repetition_penalty=1.2, seed=7)
     a = list(backend.generate_ids(prompt, opts))
     b = list(backend.generate_ids(prompt, opts))
-    c = list(backend.generate_ids(prompt, SamplingOptions(12, 0.9, 0.8, 1.2, seed=8)))
+    c = list(backend.generate_ids(prompt, GenerationParams(12, 0.9, 0.8, 1.2, seed=8)))
     assert a == b and a != c
     assert max(a + c) < backend.tokenizer.vocab_size
 
@@ -242,7 +242,7 @@ def test_cuda_graph_greedy_decoding_matches_official(folders, ref):
 @needs_cuda
 def test_cuda_graph_and_eager_fp16_decoding_agree(folders, ref):
     prompt = ref["in_input_ids"][0].tolist()
-    opts = SamplingOptions(max_new_tokens=32, temperature=0.8, top_p=0.9, repetition_penalty=1.1, seed=3)
+    opts = GenerationParams(max_new_tokens=32, temperature=0.8, top_p=0.9, repetition_penalty=1.1, seed=3)
     runs = []
     for graph in (True, False):
         backend = ChatGLM2Backend.load(folders["safetensors"], device="cuda", dtype="float16", cuda_graph=graph)
