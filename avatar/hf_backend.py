@@ -134,19 +134,21 @@ class HFChatBackend:
         cache, start = prefix.take(prompt_ids)
         self.last_reused_tokens = start
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
+        fed = list(prompt_ids)  # the tokens in the cache, kept on the host (no device->host copy per token)
         step_input = ids[:, start:]
         for _ in range(params.max_new_tokens):
             with torch.inference_mode():
                 # logits_to_keep=1: the prefill's logits for every prompt position would be (tokens x vocab) floats
                 out = self.model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
                 cache = out.cache
-                prefix.store(ids[0].tolist(), cache)
+                prefix.store(list(fed), cache)
                 token_id = sampler(ids, out.logits[:, -1, :])
             if token_id in self.eos_ids:
                 return
             yield token_id
             step_input = torch.tensor([[token_id]], dtype=torch.long, device=self.device)
-            ids = torch.cat([ids, step_input], dim=1)
+            ids = torch.cat([ids, step_input], dim=1)  # the sampler's repetition penalty reads the whole sequence
+            fed.append(token_id)
 
 
 class _PrefixCache:
