@@ -345,7 +345,7 @@ class Enhancer:
         """A video file -> MP4 with every frame's faces enhanced (audio copied, re-encoded to AAC)."""
         from . import media
 
-        info = media.probe(source)
+        info = media.probe(source, decode=False)  # codec and fps only: the file is decoded once below
         audio = media.load_audio(source, 44100) if info.audio_codec else None
         fps = int(round(info.fps or 25))
         batches = self.enhance_frames(media.read_video(source, batch=self.batch_size))

@@ -251,8 +251,9 @@ class MediaInfo:
     audio_duration_s: float
 
 
-def probe(path: str | Path) -> MediaInfo:
-    """Streams, codecs, frame count and per-stream durations (decoded, not from headers)."""
+def probe(path: str | Path, decode: bool = True) -> MediaInfo:
+    """Streams, codecs, size and fps from the headers; with decode, also the frame count and per-stream durations
+    (decoded, not from headers: a full read of the file; decode=False leaves them 0)."""
     import imageio_ffmpeg
 
     err = subprocess.run([ffmpeg_exe(), "-nostdin", "-i", str(path)], capture_output=True).stderr.decode(errors="replace")
@@ -260,10 +261,10 @@ def probe(path: str | Path) -> MediaInfo:
     audio = re.search(r"Stream #\S+.*?: Audio: (\w+)", err)
     n_frames = 0
     fps = float(video.group(4)) if video else None
-    if video:
+    if video and decode:
         n_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
     audio_s = 0.0
-    if audio:
+    if audio and decode:
         audio_s = load_audio(path, 16000).duration_s
     return MediaInfo(video.group(1) if video else None, audio.group(1) if audio else None, fps,
                      int(video.group(2)) if video else None, int(video.group(3)) if video else None,
