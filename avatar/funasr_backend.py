@@ -135,12 +135,23 @@ def _join_texts(texts: list[str], lang: str) -> str:
     return _CJK_GAP.sub("", joined)
 
 
+def _load_plain(checkpoint: Path) -> dict:
+    import torch
+
+    try:
+        return torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"{checkpoint} cannot be read as a weights-only checkpoint: {e}") from None
+
+
 def check_weights(model, checkpoint: Path) -> None:
     """FunASR loads checkpoints leniently (a missing or mis-shaped tensor stays random); we insist each one loads."""
     import torch
 
-    try:
-        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    try:  # memory-mapped: only names and shapes are compared, the tensors (already loaded by FunASR) are not read
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+        state = _load_plain(checkpoint)
     except Exception as e:
         raise WeightsError(f"{checkpoint} cannot be read as a weights-only checkpoint: {e}") from None
     for key in ("state_dict", "model_state_dict", "model"):
