@@ -115,13 +115,11 @@ class EatEngine:
     def prepare(self, photo: np.ndarray) -> PreparedFace:
         """Photo -> aligned 256 crop (EAT's template when present) + source latents in cache['eat_*']."""
         face = prepare_face(photo, size=SIZE, limits=self.cfg.limits, template68=self.template68)
-        source = torch.from_numpy(face.crop).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
-        face.cache["eat_source"] = source
-        face.cache["eat_latent"] = self.renderer.source_latent(source)
+        self._latent(face)
         return face
 
     def _latent(self, face: PreparedFace) -> tuple[torch.Tensor, dict[str, Any]]:
-        if "eat_latent" not in face.cache:  # a face prepared by another engine: same crop rule, add the latents
+        if "eat_latent" not in face.cache:  # once per face (also one prepared by another engine: same crop rule)
             source = torch.from_numpy(np.ascontiguousarray(face.crop)).permute(2, 0, 1).unsqueeze(0).float() / 255
             face.cache["eat_source"], face.cache["eat_latent"] = source, self.renderer.source_latent(source)
         return face.cache["eat_source"], face.cache["eat_latent"]
