@@ -95,8 +95,13 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def generator_kp(state, batch: int) -> torch.Tensor:
+    """Driving keypoints for a generator-only timing: the source's, slightly moved."""
+    return state.kp_source.expand(batch, -1, -1) + 0.01 * torch.randn(batch, 15, 3, device=state.kp_source.device)
+
+
 def bench_generator(renderer, state, args) -> dict:
-    kp = state.kp_source.expand(args.batch, -1, -1) + 0.01 * torch.randn(args.batch, 15, 3, device=state.kp_source.device)
+    kp = generator_kp(state, args.batch)
     for _ in range(1 if args.smoke else 3):  # warm-up (cuDNN autotune, compile)
         renderer.generate(state, kp)
     sync(args.device)
@@ -166,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     nets = build_networks(find_shared(args.shared), args.device, DTYPES[args.dtype])
     renderer = EatRenderer(nets, batch_size=args.batch, a2kp_batch=args.a2kp_batch,
                            channels_last=not args.no_channels_last, compile=args.compile)
-    source, _, _ = random_clip(1)
-    state = renderer.prepare(source, 4, torch.randn(1, 16))
+    state = prepare_clip(renderer, random_clip(1)[0])
     out = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
            "dtype": args.dtype, "batch": args.batch, "compile": args.compile,
            "channels_last": not args.no_channels_last, "torch": torch.__version__}

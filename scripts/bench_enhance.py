@@ -144,10 +144,10 @@ def bench_gfpgan(args, engine: str, batch: int, cfg: GFPGANConfig, tmp: Path) ->
 
 def e2e_gfpgan(args, net: GFPGANv1Clean, batch: int, size: int) -> float | None:
     """uint8 faces in numpy -> uint8 faces in numpy through Enhancer.enhance_faces (512 inputs)."""
-    enhancer = Enhancer.from_network(net, args.device, DTYPES[args.dtype], batch)
-    faces = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     if size != 512:  # the small smoke net: skip the 512 contract
         return None
+    enhancer = Enhancer.from_network(net, args.device, DTYPES[args.dtype], batch)
+    faces = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     return batch / timed(lambda: enhancer.enhance_faces(faces), args.device, 1, max(1, args.iters // 2))
 
 

@@ -14,7 +14,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_eat import DTYPES, build_networks, find_shared, parse_args, random_clip  # noqa: E402
+from bench_eat import (DTYPES, build_networks, find_shared, generator_kp, parse_args, prepare_clip,  # noqa: E402
+                       random_clip)
 
 
 def main() -> int:
@@ -24,9 +25,8 @@ def main() -> int:
     torch.backends.cudnn.benchmark = True
     nets = build_networks(find_shared(args.shared), args.device, DTYPES[args.dtype])
     renderer = EatRenderer(nets, batch_size=args.batch, channels_last=not args.no_channels_last, compile=args.compile)
-    source, _, _ = random_clip(1)
-    state = renderer.prepare(source, 4, torch.randn(1, 16))
-    kp = state.kp_source.expand(args.batch, -1, -1) + 0.01 * torch.randn(args.batch, 15, 3, device=state.kp_source.device)
+    state = prepare_clip(renderer, random_clip(1)[0])
+    kp = generator_kp(state, args.batch)
     for _ in range(3):
         renderer.generate(state, kp)
     torch.cuda.synchronize()
