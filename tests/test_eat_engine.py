@@ -92,6 +92,8 @@ def test_prepare_crop_and_cached_latents(face):
 
 
 def test_source_state_matches_runtime_prepare(engine, face):
+    """Both go through EatRenderer.clip_state: what this checks is that the engine's prompts (emotion index, seeded
+    z) and its cached latents equal what prepare() computes from the same crop."""
     from avatar.eat import seeded_z
 
     ours = engine.source_state(face, "happy")

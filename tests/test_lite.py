@@ -2,7 +2,6 @@
 (avatar.face) and compared with the audio, the emotion and the pose that drove them."""
 from __future__ import annotations
 
-import re
 import tracemalloc
 from pathlib import Path
 
@@ -22,12 +21,6 @@ SPEECH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "speech"
 SAMPLE_RATE = 16000
 HOP = SAMPLE_RATE // 25  # samples per video frame
 INNER_LIP_PAIRS = [(61, 67), (62, 66), (63, 65)]
-
-
-def artifact_dir(request) -> Path:
-    path = ROOT / "test-artifacts" / re.sub(r"[^\w.-]+", "_", request.node.name)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -283,15 +276,15 @@ def test_background_outside_the_head_is_preserved(engine, face, jfk):
     assert diff.mean() < 2.5, f"border band changed by {diff.mean():.2f} levels"
 
 
-def test_contact_sheet(engine, face, jfk, request):
-    """Saves emotions (rows) x time (columns) frames for a human look: test-artifacts/test_contact_sheet/."""
+def test_contact_sheet(engine, face, jfk, artifacts):
+    """Saves emotions (rows) x time (columns) frames for a human look: test-artifacts/test_lite/test_contact_sheet/."""
     times = [0, 25, 60, 100, 140, 180, 220, 260]
     rows = []
     for emotion in EMOTIONS:
         frames = render(engine, face, jfk, emotion, load_pose("talking", 275))
         rows.append(np.concatenate([frames[t] for t in times], axis=1))
     sheet = np.concatenate(rows, axis=0)
-    path = save_png(sheet, artifact_dir(request) / "contact_sheet.png")
+    path = save_png(sheet, artifacts / "contact_sheet.png")
     assert path.stat().st_size > 100_000 and sheet.shape == (8 * 256, 8 * 256, 3)
 
 

@@ -16,7 +16,7 @@ from avatar.poses import load_pose
 from avatar.render import render_clip
 from avatar.talking_head import n_frames
 from avatar.types import Audio
-from tests.test_lite import (SAMPLE_RATE, SPEECH, artifact_dir, energy_envelope_db, mouth_opening, track)
+from tests.test_lite import SAMPLE_RATE, SPEECH, energy_envelope_db, mouth_opening, track
 
 GREEN = (0, 255, 0)
 
@@ -49,21 +49,21 @@ def decode(path: Path) -> np.ndarray:
     return np.concatenate(list(read_video(path)))
 
 
-def test_english_clip_keeps_the_photo_background(engine, face, request):
+def test_english_clip_keeps_the_photo_background(engine, face, artifacts):
     speech = load_audio(SPEECH / "jfk.flac", SAMPLE_RATE)
     progress: list[float] = []
     out = render_clip(engine, face, speech, "happy", "talking", background=None, size=256, matting=None,
-                      out_path=artifact_dir(request) / "jfk_happy.mp4", progress=lambda f, _: progress.append(f))
+                      out_path=artifacts / "jfk_happy.mp4", progress=lambda f, _: progress.append(f))
     assert_mp4_matches(out, speech, 256)
     assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
     first = decode(out)[0]
     assert np.abs(first[:12, :12].astype(int) - face.crop[:12, :12]).mean() < 6  # backdrop kept (after H.264)
 
 
-def test_chinese_clip_on_green_with_lip_sync_in_the_video(engine, face, matting, request):
+def test_chinese_clip_on_green_with_lip_sync_in_the_video(engine, face, matting, artifacts):
     speech = load_audio(SPEECH / "asr_example_zh.wav", SAMPLE_RATE)
     out = render_clip(engine, face, speech, "sad", load_pose("nod", n_frames(speech.duration_s)), background=GREEN,
-                      size=256, matting=matting, out_path=artifact_dir(request) / "zh_sad_green.mp4")
+                      size=256, matting=matting, out_path=artifacts / "zh_sad_green.mp4")
     assert_mp4_matches(out, speech, 256)
     frames = decode(out)
     corners = np.concatenate([frames[:, :16, :16].reshape(-1, 3), frames[:, :16, -16:].reshape(-1, 3)])
