@@ -16,7 +16,6 @@ from avatar.poses import load_pose, still_pose
 from avatar.talking_head import n_frames
 from avatar.types import EMOTIONS, Audio
 
-ROOT = Path(__file__).resolve().parents[1]
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "speech"
 SAMPLE_RATE = 16000
 HOP = SAMPLE_RATE // 25  # samples per video frame
