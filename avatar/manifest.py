@@ -1,6 +1,8 @@
 """What the original design's backends need: avatar/models.toml, loaded once, as small frozen dataclasses.
 
-Stage loaders, the doctor and the downloader all ask this module, so "which files, where" is written once:
+The doctor and the downloader ask this module ("which files, where, what size"). Stage loaders only check that
+their files exist (eat_runtime.missing_eat_files, ...) and then load them strictly, so weights of other sizes (a
+fine-tune, the tests' synthetic checkpoints) still load; tests/test_manifest.py keeps both file lists equal:
 
     from avatar import manifest
     manifest.missing_files(cfg, "gfpgan")   # [] when ready; else the exact paths that are absent
