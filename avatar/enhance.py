@@ -84,7 +84,7 @@ class TorchRunner:
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         if device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True  # fixed face size: let cuDNN pick the fastest conv kernels once
-        self.net = _channels_last(net.to(device=device, dtype=dtype)).eval()
+        self.net = _channels_last(net.to(device=device, dtype=dtype)).eval().bake(nhwc=True)  # inputs go NHWC
         self.fixed_batch = compile and device.startswith("cuda")
         self._fn = torch.compile(self.net, dynamic=False) if self.fixed_batch else self.net
 

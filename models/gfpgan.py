@@ -70,34 +70,51 @@ def _bilinear_taps(device: torch.device) -> Tensor:
     return _TAPS_ON[device]
 
 
-def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def polyphase_weight(weight: Tensor, nhwc: bool) -> Tensor:
+    """The (4*Cout, Cin, 3, 3) kernel of `upsample_conv3x3` for a (Cout, Cin, 3, 3) conv weight, in its dtype,
+    channels_last when `nhwc`. Output channels ordered (phase row, phase col, c_out): in NHWC each output pixel then reads one
+    contiguous run of c_out values (a (c_out, p, q) order would make the interleave read with a stride of 4)."""
+    c_out, c_in = weight.shape[:2]
+    taps = _bilinear_taps(weight.device)
+    phased = torch.einsum("pas,qbt,oist->pqoiab", taps, taps, weight.float()).reshape(4 * c_out, c_in, 3, 3)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    return phased.to(weight.dtype).contiguous(memory_format=fmt)
+
+
+def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, phased: Tensor | None = None) -> Tensor:
     """conv2d(bilinear_x2(x), weight, bias, padding=1) without building the upsampled input.
 
     Polyphase form: each of the 4 output phases is a 3x3 conv of the low-res input with a combined kernel, so one
     conv with 4*Cout outputs at low resolution (a 4x wider GEMM, no 4x larger intermediate) followed by an
     interleave. Its zero padding differs from the clamped bilinear border in the 2 outer rows/columns, which are
-    recomputed exactly from thin strips. Same products summed in another order (fp32 differences ~1e-6)."""
+    recomputed exactly from thin strips. Same products summed in another order (fp32 differences ~1e-6).
+    `phased`: `polyphase_weight(weight)` when the caller keeps it (see `GFPGANv1Clean.bake`)."""
     b, c_in, h, w = x.shape
     c_out, k = weight.shape[0], weight.shape[-1]
     if k != 3 or min(h, w) < 4:
         return F.conv2d(_resize2x(x, 2.0), weight, bias, padding=k // 2)
-    taps = _bilinear_taps(weight.device)
-    # output channels ordered (phase row, phase col, c_out): in NHWC each output pixel then reads one contiguous
-    # run of c_out values (an (c_out, p, q) order would make the interleave read with a stride of 4)
-    phased = torch.einsum("pas,qbt,oist->pqoiab", taps, taps, weight.float()).reshape(4 * c_out, c_in, 3, 3)
-    nhwc = _is_nhwc(x)
-    fmt = torch.channels_last if nhwc else torch.contiguous_format
-    phased = phased.to(weight.dtype).contiguous(memory_format=fmt)
+    if phased is None:
+        phased = polyphase_weight(weight, _is_nhwc(x))
     y = F.conv2d(x, phased, None if bias is None else bias.repeat(4), padding=1)
     interleaved = y.view(b, 2, 2, c_out, h, w).permute(0, 3, 4, 1, 5, 2)  # (b, c, h, 2, w, 2)
     top = F.conv2d(_resize2x(x[:, :, :2], 2.0)[:, :, :3], weight, bias, padding=1)[:, :, :2]
     bottom = F.conv2d(_resize2x(x[:, :, -2:], 2.0)[:, :, 1:], weight, bias, padding=1)[:, :, 1:]
     left = F.conv2d(_resize2x(x[..., :2], 2.0)[..., :3], weight, bias, padding=1)[..., :2]
     right = F.conv2d(_resize2x(x[..., -2:], 2.0)[..., 1:], weight, bias, padding=1)[..., 1:]
+    if torch.compiler.is_compiling():
+        # the interleave and the border fix as index arithmetic + masked loads (pads): inductor fuses them with the
+        # caller's pointwise epilogue into one pass; writes into a buffer would force it to materialise the result
+        out = interleaved.reshape(b, c_out, 2 * h, 2 * w)
+        fixes = [F.pad(top - out[:, :, :2], (0, 0, 0, 2 * h - 2)),
+                 F.pad(bottom - out[:, :, -2:], (0, 0, 2 * h - 2, 0)),
+                 F.pad(left[:, :, 2:-2] - out[:, :, 2:-2, :2], (0, 2 * w - 2, 2, 2)),
+                 F.pad(right[:, :, 2:-2] - out[:, :, 2:-2, -2:], (2 * w - 2, 0, 2, 2))]
+        return out + fixes[0] + fixes[1] + fixes[2] + fixes[3]
     if torch.onnx.is_in_onnx_export():  # the tracer does not follow writes into views: stay functional
         out = interleaved.reshape(b, c_out, 2 * h, 2 * w)
         out = torch.cat([top, out[:, :, 2:-2], bottom], dim=2)
         return torch.cat([left, out[..., 2:-2], right], dim=3)
+    fmt = torch.channels_last if _is_nhwc(x) else torch.contiguous_format
     out = torch.empty(b, c_out, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=fmt)
     out.view(b, c_out, h, 2, w, 2).copy_(interleaved)
     out[:, :, :2], out[:, :, -2:], out[..., :2], out[..., -2:] = top, bottom, left, right
@@ -128,30 +145,41 @@ def modulated_conv_grouped(x: Tensor, weight: Tensor, style: Tensor, demodulate:
     return out.view(b, c_out, *out.shape[-2:])
 
 
-def demodulation(weight: Tensor, style: Tensor, eps: float = 1e-8) -> Tensor:
-    """(B,Cout) coefficients rsqrt(sum_{cin,k} (w*s)^2 + eps), in float32 (fp16 sums of squares can overflow)."""
-    w_sq = weight[0].float().pow(2).sum([2, 3])  # (Cout, Cin)
+def weight_squares(weight: Tensor) -> Tensor:
+    """(Cout, Cin) sums over the kernel taps of the squared (1,Cout,Cin,k,k) modulated weight, float32."""
+    return weight[0].float().pow(2).sum([2, 3])
+
+
+def demodulation(weight: Tensor, style: Tensor, eps: float = 1e-8, w_sq: Tensor | None = None) -> Tensor:
+    """(B,Cout) coefficients rsqrt(sum_{cin,k} (w*s)^2 + eps), in float32 (fp16 sums of squares can overflow).
+    `w_sq`: `weight_squares(weight)` when the caller keeps it."""
+    w_sq = weight_squares(weight) if w_sq is None else w_sq
     return torch.rsqrt(style.float().pow(2) @ w_sq.t() + eps)
 
 
 def modulated_conv_batched(x: Tensor, weight: Tensor, style: Tensor, demodulate: bool, upsample: bool,
-                           gain: float = 1.0, eps: float = 1e-8, add: Tensor | None = None) -> Tensor:
+                           gain: float = 1.0, eps: float = 1e-8, add: Tensor | None = None,
+                           baked: dict[str, Tensor] | None = None) -> Tensor:
     """Same result as `modulated_conv_grouped(...) * gain (+ add)`, as one shared conv over the whole batch.
 
     conv(x, w*s) = conv(x*s, w) because s scales input channels; demodulation scales output channels, so it moves
     after the conv. With demodulation the result is invariant to the scale of s, so s is normalised per sample
     first: the fp16 intermediate then has the magnitude of the grouped form's output (real checkpoints can have
-    large styles)."""
+    large styles). `baked`: weight-derived tensors kept by `ModulatedConv2d.bake` ("phased", "w_sq")."""
+    baked = baked or {}
     if demodulate:
         rms = style.float().pow(2).mean(1, keepdim=True).add(eps).rsqrt()
         style = style * rms.to(style.dtype)
     x = x * style[:, :, None, None]  # scaling commutes with the (per-channel linear) bilinear upsampling
     k = weight.shape[-1]
-    out = upsample_conv3x3(x, weight[0]) if upsample else F.conv2d(x, weight[0], padding=k // 2)
+    if upsample:
+        out = upsample_conv3x3(x, weight[0], phased=baked.get("phased"))
+    else:
+        out = F.conv2d(x, weight[0], padding=k // 2)
     if not demodulate:
         out = out * gain if gain != 1.0 else out
         return out if add is None else out + add  # out first: the result keeps out's layout
-    coef = (demodulation(weight, style, eps) * gain).to(out.dtype)[:, :, None, None]
+    coef = (demodulation(weight, style, eps, baked.get("w_sq")) * gain).to(out.dtype)[:, :, None, None]
     if add is None:
         return out * coef
     return torch.addcmul(_same_layout(add, out), out, coef)  # one pass in eager mode
@@ -171,6 +199,7 @@ class ModulatedConv2d(nn.Module):
                  upsample: bool = False):
         super().__init__()
         self.demodulate, self.upsample, self.grouped = demodulate, upsample, False
+        self.baked: dict[str, Tensor] = {}
         self.modulation = nn.Linear(num_style_feat, c_in, bias=True)
         self.weight = nn.Parameter(torch.zeros(1, c_out, c_in, kernel_size, kernel_size))
 
@@ -181,7 +210,13 @@ class ModulatedConv2d(nn.Module):
             out = modulated_conv_grouped(x, self.weight, style, self.demodulate, self.upsample)
             out = out * gain if gain != 1.0 else out
             return out if add is None else out + add
-        return modulated_conv_batched(x, self.weight, style, self.demodulate, self.upsample, gain, add=add)
+        return modulated_conv_batched(x, self.weight, style, self.demodulate, self.upsample, gain, add=add,
+                                      baked=self.baked)
+
+    def bake(self, nhwc: bool) -> None:
+        self.baked = {"w_sq": weight_squares(self.weight)}
+        if self.upsample and self.weight.shape[-1] == 3:
+            self.baked["phased"] = polyphase_weight(self.weight[0], nhwc)
 
 
 class StyleConv(nn.Module):
@@ -262,6 +297,10 @@ class StyleGAN2DecoderSFT(nn.Module):
         if not self.cfg.sft_half:
             return x * scale + shift
         half = x.shape[1] // 2
+        if torch.compiler.is_compiling():
+            # scale 1 / shift 0 on the first half as padded channels: x is read once, so inductor keeps the whole
+            # conv epilogue in one kernel (two channel slices of x would make it store x first)
+            return x * F.pad(scale, (0, 0, 0, 0, half, 0), value=1.0) + F.pad(shift, (0, 0, 0, 0, half, 0))
         return torch.cat([x[:, :half], x[:, half:] * scale + shift], dim=1)
 
     def forward(self, latent: Tensor, conditions: list[Tensor]) -> Tensor:
@@ -288,11 +327,15 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(c_in, c_in, 3, 1, 1)
         self.conv2 = nn.Conv2d(c_in, c_out, 3, 1, 1)
         self.skip = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.phased: Tensor | None = None  # conv2's polyphase kernel, kept by bake()
+
+    def bake(self, nhwc: bool) -> None:
+        self.phased = polyphase_weight(self.conv2.weight, nhwc) if self.factor == 2 else None
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = _lrelu(self.conv1(x))
         if self.factor == 2:
-            out = _lrelu(upsample_conv3x3(hidden, self.conv2.weight, self.conv2.bias))
+            out = _lrelu(upsample_conv3x3(hidden, self.conv2.weight, self.conv2.bias, self.phased))
         else:
             out = _lrelu(self.conv2(_resize2x(hidden, self.factor)))
         # a 1x1 conv commutes with bilinear resizing: run it on the smaller of the two grids
@@ -304,15 +347,29 @@ def _sft_branch(c: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(LRELU_SLOPE), nn.Conv2d(c, c_out, 3, 1, 1))
 
 
-def _sft_conditions(feat: Tensor, scale: nn.Sequential, shift: nn.Sequential) -> list[Tensor]:
-    """[scale(feat), shift(feat)] with the two first convs (same input, same shape) run as one conv of twice the
-    width: one pass over feat and a wider, more efficient GEMM."""
-    w1, b1 = torch.cat([scale[0].weight, shift[0].weight]), torch.cat([scale[0].bias, shift[0].bias])
+def _sft_weights(scale: nn.Sequential, shift: nn.Sequential) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The two SFT branches as one conv of twice the width (their first convs read the same input) and one
+    2-group conv (no channel slices of the hidden features: they would be copied for the conv)."""
+    return (torch.cat([scale[0].weight, shift[0].weight]), torch.cat([scale[0].bias, shift[0].bias]),
+            torch.cat([scale[2].weight, shift[2].weight]), torch.cat([scale[2].bias, shift[2].bias]))
+
+
+def _sft_conditions(feat: Tensor, weights: tuple[Tensor, Tensor, Tensor, Tensor]) -> list[Tensor]:
+    """[scale(feat), shift(feat)] from `_sft_weights`: one pass over feat and wider, more efficient GEMMs."""
+    w1, b1, w2, b2 = weights
     hidden = _lrelu(F.conv2d(feat, w1, b1, padding=1))
-    # the second convs as one 2-group conv: no channel slices of hidden (they would be copied for the conv)
-    w2, b2 = torch.cat([scale[2].weight, shift[2].weight]), torch.cat([scale[2].bias, shift[2].bias])
     out = F.conv2d(hidden, w2, b2, padding=1, groups=2)
-    return list(out.split(scale[2].out_channels, dim=1))
+    return list(out.split(w2.shape[0] // 2, dim=1))
+
+
+def _conv1x1_few_inputs(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """A 1x1 conv from a few input channels (RGB) as a sum of broadcast products: under torch.compile one fused
+    pointwise pass with what follows, where cuDNN runs a slow generic kernel for 3 input channels."""
+    w = conv.weight[:, :, 0, 0]
+    out = x[:, :1] * w[:, 0].view(1, -1, 1, 1)
+    for i in range(1, w.shape[1]):
+        out = out + x[:, i:i + 1] * w[:, i].view(1, -1, 1, 1)
+    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
 
 
 class GFPGANv1Clean(nn.Module):
@@ -345,6 +402,35 @@ class GFPGANv1Clean(nn.Module):
                                              for lv in range(3, self.log_size + 1))
         self.condition_shift = nn.ModuleList(_sft_branch(ch[2**lv], ch[2**lv] * sft_mult)
                                              for lv in range(3, self.log_size + 1))
+        self.sft_baked: list[tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
+
+    @torch.no_grad()  # constants: no autograd history (inference-mode callers could not use them otherwise)
+    def bake(self, nhwc: bool) -> "GFPGANv1Clean":
+        """Keep the weight-derived tensors (polyphase kernels, demodulation squares, merged SFT weights) instead of
+        rebuilding them on every forward. Call after loading and moving the weights; `to()`/`half()` and
+        `load_state_dict` drop them again (a stale copy would silently use old weights). `nhwc`: the layout the
+        forward will see."""
+        for m in self.modules():
+            if isinstance(m, (ModulatedConv2d, ResBlock)):
+                m.bake(nhwc)
+        self.sft_baked = [_sft_weights(a, b) for a, b in zip(self.condition_scale, self.condition_shift)]
+        return self
+
+    def unbake(self) -> None:
+        for m in self.modules():
+            if isinstance(m, ModulatedConv2d):
+                m.baked = {}
+            elif isinstance(m, ResBlock):
+                m.phased = None
+        self.sft_baked = None
+
+    def _apply(self, fn, recurse=True):  # every to()/half()/cuda() comes through here
+        self.unbake()
+        return super()._apply(fn, recurse)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.unbake()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def use_grouped_conv(self, grouped: bool) -> None:
         """Switch every modulated conv to the official grouped form (reference / tests) or back to batched."""
@@ -354,7 +440,8 @@ class GFPGANv1Clean(nn.Module):
 
     def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """x (B,3,S,S) in [-1,1] -> style code (B, n_latent*F) and SFT conditions [scale_8, shift_8, ...]."""
-        feat = _lrelu(self.conv_body_first(x))
+        first = self.conv_body_first
+        feat = _lrelu(_conv1x1_few_inputs(x, first) if torch.compiler.is_compiling() else first(x))
         skips = []
         for block in self.conv_body_down:
             feat = block(feat)
@@ -362,10 +449,10 @@ class GFPGANv1Clean(nn.Module):
         feat = _lrelu(self.final_conv(feat))
         style_code = self.final_linear(feat.flatten(1))
         conditions = []
-        for block, scale, shift, skip in zip(self.conv_body_up, self.condition_scale, self.condition_shift,
-                                             reversed(skips)):
+        sft = self.sft_baked or [_sft_weights(a, b) for a, b in zip(self.condition_scale, self.condition_shift)]
+        for block, weights, skip in zip(self.conv_body_up, sft, reversed(skips)):
             feat = block(feat + skip)
-            conditions += _sft_conditions(feat, scale, shift)
+            conditions += _sft_conditions(feat, weights)
         return style_code, conditions
 
     def latents(self, style_code: Tensor) -> Tensor:

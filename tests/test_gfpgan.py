@@ -118,6 +118,36 @@ def test_polyphase_upsample_conv_equals_bilinear_then_conv(size, nhwc):
     assert got.is_contiguous(memory_format=torch.channels_last) == nhwc  # NHWC survives for the next conv
 
 
+@pytest.mark.parametrize("form", ["compiled", "onnx"])
+def test_polyphase_functional_forms_equal_bilinear_then_conv(form, monkeypatch):
+    """The forms torch.compile (pads added) and ONNX export (concatenation) trace, run here in eager mode."""
+    flag = "torch.compiler.is_compiling" if form == "compiled" else "torch.onnx.is_in_onnx_export"
+    monkeypatch.setattr(flag, lambda: True)
+    g = torch.Generator().manual_seed(7)
+    x, w, b = torch.randn(2, 6, 6, 7, generator=g), torch.randn(5, 6, 3, 3, generator=g), torch.randn(5, generator=g)
+    up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    want = torch.nn.functional.conv2d(up, w, b, padding=1)
+    assert (upsample_conv3x3(x, w, b) - want).abs().max() < 2e-5
+
+
+def test_compiled_forms_and_baked_weights_keep_the_output(monkeypatch):
+    """What the compiled engine runs (polyphase with pads, the RGB 1x1 conv as products, baked derived weights)
+    gives the eager output; moving the net drops the baked tensors so stale ones are never used."""
+    net = _channels_last(build_gfpgan(_random_state(SMALL), SMALL)).eval()
+    x = (torch.rand(2, 3, 128, 128) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = net(x)
+        net.bake(nhwc=True)
+        assert net.sft_baked is not None
+        baked = net(x)
+        monkeypatch.setattr("torch.compiler.is_compiling", lambda: True)
+        compiled_form = net(x)
+    assert (baked - want).abs().max() < 1e-5
+    assert (compiled_form - want).abs().max() < 1e-4
+    net.to(torch.float64)
+    assert net.sft_baked is None and all(not m.baked for m in net.modules() if isinstance(m, ModulatedConv2d))
+
+
 def test_full_small_net_batched_equals_grouped():
     net = build_gfpgan(_random_state(SMALL), SMALL)
     x = torch.rand(2, 3, 128, 128) * 2 - 1
