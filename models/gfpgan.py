@@ -6,7 +6,11 @@ Inference-only differences from the official forward (same function, better kern
 - the stored noise buffers are always used (the official `randomize_noise=False`): deterministic and exportable;
 - the modulated convolution runs as one shared, batched convolution: the input channels are scaled by the style,
   the output channels by the demodulation coefficients. The official per-sample grouped convolution
-  (groups=batch) is kept as `modulated_conv_grouped` and selected with `GFPGANv1Clean.use_grouped_conv(True)`.
+  (groups=batch) is kept as `modulated_conv_grouped` and selected with `GFPGANv1Clean.use_grouped_conv(True)`;
+- under torch.compile a few steps take forms inductor can fuse into one pass after each conv (polyphase interleave
+  and border fix as index arithmetic and pads, SFT with padded scale/shift, the 3-channel input conv as products):
+  on an H100 (fp16, batch 64) 822 -> 901 faces/s together with `GFPGANv1Clean.bake` (weight-derived tensors kept).
+  Eager mode keeps the forms that are fastest there.
 
 Tensors: input (B,3,S,S) RGB in [-1,1]; output (B,3,S,S) RGB, roughly [-1,1] (not clamped).
 """
