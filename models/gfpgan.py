@@ -76,8 +76,9 @@ def _bilinear_taps(device: torch.device) -> Tensor:
 
 def polyphase_weight(weight: Tensor, nhwc: bool) -> Tensor:
     """The (4*Cout, Cin, 3, 3) kernel of `upsample_conv3x3` for a (Cout, Cin, 3, 3) conv weight, in its dtype,
-    channels_last when `nhwc`. Output channels ordered (phase row, phase col, c_out): in NHWC each output pixel then reads one
-    contiguous run of c_out values (a (c_out, p, q) order would make the interleave read with a stride of 4)."""
+    channels_last when `nhwc`. Output channels ordered (phase row, phase col, c_out): in NHWC each output pixel
+    then reads one contiguous run of c_out values (a (c_out, p, q) order would make the interleave read with a
+    stride of 4)."""
     c_out, c_in = weight.shape[:2]
     taps = _bilinear_taps(weight.device)
     phased = torch.einsum("pas,qbt,oist->pqoiab", taps, taps, weight.float()).reshape(4 * c_out, c_in, 3, 3)
@@ -92,7 +93,7 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, phas
     conv with 4*Cout outputs at low resolution (a 4x wider GEMM, no 4x larger intermediate) followed by an
     interleave. Its zero padding differs from the clamped bilinear border in the 2 outer rows/columns, which are
     recomputed exactly from thin strips. Same products summed in another order (fp32 differences ~1e-6).
-    `phased`: `polyphase_weight(weight)` when the caller keeps it (see `GFPGANv1Clean.bake`)."""
+    `phased`: `polyphase_weight(weight, nhwc)` when the caller keeps it (see `GFPGANv1Clean.bake`)."""
     b, c_in, h, w = x.shape
     c_out, k = weight.shape[0], weight.shape[-1]
     if k != 3 or min(h, w) < 4:
