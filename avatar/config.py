@@ -88,7 +88,7 @@ class HeadConfig:
     eat_dir: str = "eat"  # folder with ckpt/, expPCAnorm_fin/, pad.npy, deepspeech-0_1_0-b90017e8.pb, demo/
     batch_size: int = 16  # frames per generator batch (EAT) / per encoder chunk
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16
-    compile: bool = False  # torch.compile the EAT generator (GPU)
+    compile: bool = False  # torch.compile the EAT generator (GPU; at start-up, ~1-2 min)
     seed: int = 0  # z_trg seed: same inputs + seed = same video
     intensity: float = 1.0  # emotion intensity 0..1 (lite engine)
     pose: str = "talking"  # default pose sequence name (assets/poses)
@@ -110,7 +110,7 @@ class EnhanceConfig:
     tensorrt_path: str = "gfpgan/GFPGANv1.4.engine"
     batch_size: int = 8  # faces per network call
     dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16 (torch engine)
-    compile: bool = False  # torch engine on CUDA: torch.compile (first call ~1-2 min; about 2.5x faster at batch 64)
+    compile: bool = False  # torch engine on CUDA: torch.compile at start-up (~1-2 min; about 2.5x faster at batch 64)
     max_faces: int = 8  # faces enhanced per photo / video frame (largest first)
 
 

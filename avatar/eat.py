@@ -95,6 +95,7 @@ class EatEngine:
         cuda = nets.device.type == "cuda"
         self.renderer = EatRenderer(nets, batch_size=cfg.head.batch_size, a2kp_batch=max(5, cfg.head.batch_size),
                                     channels_last=cuda, compile=cfg.head.compile and cuda)
+        self.renderer.warm_up()
         self.fallback_reason: str | None = None
 
     @classmethod

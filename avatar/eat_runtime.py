@@ -24,7 +24,9 @@ the generator runs on `batch_size` frames at a time.
 from __future__ import annotations
 
 import io
+import logging
 import pickle
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ from avatar.eat_prep import deep_windows, mel_windows, pose_window_indices, wind
 from avatar.errors import WeightsError
 from models.eat import PART_CLASSES
 from models.eat.keypoints import align_driving, convex_hull_volume, expression_from_pca, transform_keypoints
+
+log = logging.getLogger("avatar.eat")
 
 EAT_CKPT = Path("ckpt/deepprompt_eam3d_all_final_313.pth.tar")
 PRETRAIN_CKPT = Path("ckpt/pretrain_new_274.pth.tar")
@@ -343,6 +347,18 @@ class EatRenderer:
         self.compiled = compile
         self.fixed_shapes = compile or nets.device.type == "cuda"
         self._render = torch.compile(gen.render, dynamic=False) if compile else gen.render
+
+    def warm_up(self) -> None:
+        """With compile: build the generator's graph now (start-up), not in the first render: one batch of
+        batch_size frames from a blank source."""
+        if not self.compiled:
+            return
+        t0 = time.perf_counter()
+        log.info("compiling the EAT generator for batches of %d (torch.compile, one to two minutes) ...",
+                 self.batch_size)
+        state = self.prepare(torch.zeros(1, 3, 256, 256), 0, torch.zeros(1, 16))
+        self.generate(state, state.kp_source.repeat(self.batch_size, 1, 1))  # contiguous, as real batches
+        log.info("EAT generator compiled in %.0f s", time.perf_counter() - t0)
 
     # -- per source / emotion
     @torch.inference_mode()

@@ -84,6 +84,21 @@ def _speech(duration_s: float) -> Audio:
     return Audio(audio.samples[start:start + int(round(duration_s * 16000))].copy(), 16000)
 
 
+def test_compiled_renderer_warms_up_with_one_full_batch(engine):
+    """With compile the generator graph is built at start-up: one batch of batch_size frames from a blank source."""
+    renderer = engine.renderer
+    seen = []
+    original, renderer._render = renderer._render, (lambda feat, kp_s, kp_d: seen.append(tuple(kp_d.shape)))
+    try:
+        renderer.warm_up()
+        assert seen == []  # not compiled: nothing to build
+        renderer.compiled = True
+        renderer.warm_up()
+    finally:
+        renderer._render, renderer.compiled = original, False
+    assert seen == [(renderer.batch_size, 15, 3)]
+
+
 def test_prepare_crop_and_cached_latents(face):
     assert face.crop.shape == (256, 256, 3) and face.crop.dtype == np.uint8
     lat = face.cache["eat_latent"]

@@ -176,6 +176,18 @@ def test_gpu_compiled_runner_pads_short_batches_and_matches_eager(photo, seeded_
     assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 3
 
 
+def test_fixed_batch_runner_warms_up_with_one_full_batch():
+    """A compiled (fixed-batch) runner builds its graph at start-up: one padded batch of batch_size faces."""
+    runner = TorchRunner(_narrow_net(), "cpu", torch.float32, batch_size=3)
+    seen = []
+    runner._fn = lambda x: seen.append(tuple(x.shape)) or x
+    runner.warm_up()
+    assert seen == []  # eager: nothing to compile
+    runner.fixed_batch = True
+    runner.warm_up()
+    assert seen == [(3, 3, NARROW.out_size, NARROW.out_size)]
+
+
 def test_doctor_counts_an_exported_gfpgan_only_where_the_enhancer_would_run_it(tmp_path):
     """A TensorRT engine needs CUDA and tensorrt: on this CPU machine it does not make enhancement ready; an ONNX
     file does (onnxruntime runs it on the CPU), as Enhancer.load would decide."""
