@@ -356,8 +356,12 @@ class EatRenderer:
         t0 = time.perf_counter()
         log.info("compiling the EAT generator for batches of %d (torch.compile, one to two minutes) ...",
                  self.batch_size)
-        state = self.prepare(torch.zeros(1, 3, 256, 256), 0, torch.zeros(1, 16))
-        self.generate(state, state.kp_source.repeat(self.batch_size, 1, 1))  # contiguous, as real batches
+        try:
+            state = self.prepare(torch.full((1, 3, 256, 256), 0.5), 0, torch.zeros(1, 16))
+            self.generate(state, state.kp_source.repeat(self.batch_size, 1, 1))  # contiguous, as real batches
+        except Exception:  # the first render compiles instead: slower, nothing lost
+            log.warning("EAT warm-up failed; the generator compiles in the first render", exc_info=True)
+            return
         log.info("EAT generator compiled in %.0f s", time.perf_counter() - t0)
 
     # -- per source / emotion
