@@ -95,7 +95,11 @@ class TorchRunner:
             t0 = time.perf_counter()
             log.info("compiling GFPGAN for batches of %d (torch.compile, one to two minutes) ...", self.batch_size)
             size = self.net.cfg.out_size
-            self(torch.zeros(1, 3, size, size))
+            try:
+                self(torch.zeros(1, 3, size, size))
+            except torch.cuda.OutOfMemoryError as e:
+                raise BackendUnavailable(f"a GFPGAN batch of {self.batch_size} faces does not fit in GPU memory: "
+                                         "lower [enhance] batch_size") from e
             log.info("GFPGAN compiled in %.0f s", time.perf_counter() - t0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -187,6 +187,13 @@ def test_fixed_batch_runner_warms_up_with_one_full_batch():
     runner.warm_up()
     assert seen == [(3, 3, NARROW.out_size, NARROW.out_size)]
 
+    def out_of_memory(x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    runner._fn = out_of_memory
+    with pytest.raises(BackendUnavailable, match="lower \\[enhance\\] batch_size"):
+        runner.warm_up()
+
 
 def test_doctor_counts_an_exported_gfpgan_only_where_the_enhancer_would_run_it(tmp_path):
     """A TensorRT engine needs CUDA and tensorrt: on this CPU machine it does not make enhancement ready; an ONNX
