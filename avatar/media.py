@@ -254,15 +254,13 @@ class MediaInfo:
 def probe(path: str | Path, decode: bool = True) -> MediaInfo:
     """Streams, codecs, size and fps from the headers; with decode, also the frame count and per-stream durations
     (decoded, not from headers: a full read of the file; decode=False leaves them 0)."""
-    import imageio_ffmpeg
-
     err = subprocess.run([ffmpeg_exe(), "-nostdin", "-i", str(path)], capture_output=True).stderr.decode(errors="replace")
     video = re.search(r"Stream #\S+.*?: Video: (\w+).*?, (\d+)x(\d+)[^\n]*?, ([\d.]+) fps", err)
     audio = re.search(r"Stream #\S+.*?: Audio: (\w+)", err)
     n_frames = 0
     fps = float(video.group(4)) if video else None
     if video and decode:
-        n_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+        n_frames, _ = _count_frames(Path(path))
     audio_s = 0.0
     if audio and decode:
         audio_s = load_audio(path, 16000).duration_s
@@ -272,12 +270,36 @@ def probe(path: str | Path, decode: bool = True) -> MediaInfo:
 
 
 def concat_mp4(chunks: list[Path], out_path: Path) -> Path:
-    """Joins same-format MP4 chunks without re-encoding (ffmpeg's concat demuxer)."""
+    """Joins same-format MP4 chunks in order: the video is copied (ffmpeg's concat demuxer, no re-encoding); the
+    audio is decoded per chunk, padded or cut to that chunk's video length and encoded once. Copying the AAC
+    streams as well would keep every chunk's encoder priming (about 23 ms at 44.1 kHz) and sentence tails longer
+    than the picture: the sound would drift further behind the lips with every sentence."""
+    chunks = [Path(c).resolve() for c in chunks]
+    infos = [probe(c) for c in chunks]
+    with_audio = all(info.audio_codec for info in infos)
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "list.txt"
-        listing.write_text("".join(f"file '{Path(c).resolve()}'\n" for c in chunks))
-        proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-f", "concat", "-safe", "0",
-                               "-i", str(listing), "-c", "copy", str(out_path)], capture_output=True)
+        listing.write_text("".join("file '{}'\n".format(str(c).replace("'", "'\\''")) for c in chunks))
+        cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing)]
+        if with_audio:
+            parts = []
+            for i, (c, info) in enumerate(zip(chunks, infos)):
+                seconds = _count_frames(c)[0] / (info.fps or FPS)
+                cmd += ["-i", str(c)]
+                parts.append(f"[{i + 1}:a]apad,atrim=end={seconds:.6f},asetpts=PTS-STARTPTS[a{i}]")
+            graph = ";".join(parts) + ";" + "".join(f"[a{i}]" for i in range(len(chunks))) + \
+                f"concat=n={len(chunks)}:v=0:a=1[a]"
+            cmd += ["-filter_complex", graph, "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "aac",
+                    "-b:a", "128k"]
+        else:
+            cmd += ["-c", "copy"]
+        proc = subprocess.run(cmd + [str(out_path)], capture_output=True)
         if proc.returncode != 0:
             raise RuntimeError(f"ffmpeg could not join the chunks: {proc.stderr.decode(errors='replace')[-400:]}")
     return Path(out_path)
+
+
+def _count_frames(path: Path) -> tuple[int, float]:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.count_frames_and_secs(str(path))
