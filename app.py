@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import inspect
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ EMOTION_LABELS = {"angry": "生气 angry", "contempt": "轻蔑 contempt", "disgu
                   "surprised": "惊讶 surprised"}
 LANGUAGE_CHOICES = [("自动 auto", "auto"), ("中文 zh", "zh"), ("English en", "en")]
 SIZE_CHOICES = [("256 px", 256), ("512 px", 512)]
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what Gradio's own session hashes look like
 
 
 @dataclass
@@ -79,7 +82,9 @@ class AvatarApp:
     # ------------------------------------------------------------ session state
     def session_folder(self, request: gr.Request | None) -> Path:
         """Each browser session writes its files into its own folder (cleaned up by the TTL like the rest)."""
-        sid = (getattr(request, "session_hash", None) or "anonymous")[:32]
+        sid = getattr(request, "session_hash", None) or "anonymous"
+        if not SESSION_ID.fullmatch(sid):  # the client chooses it: never let it name a path (../, /abs)
+            sid = hashlib.sha1(sid.encode("utf-8", "replace")).hexdigest()[:16]
         return self.system.output_dir / "sessions" / sid
 
     def session(self, state: Session | None, request: gr.Request | None) -> Session:

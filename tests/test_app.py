@@ -34,6 +34,18 @@ def test_speak_endpoint(client):
     assert audio.duration_s > 0.8
 
 
+def test_a_client_chosen_session_hash_cannot_name_a_path(app_url, system):
+    """The session folder comes from the client's session hash: a hash like ../../x must not write outside
+    output_dir (it did before: files landed wherever the client pointed)."""
+    client = Client(app_url, verbose=False)
+    client.session_hash = "../../../escaped-session"
+    client.predict("Hello.", "en", None, api_name="/speak")
+    out = Path(system.output_dir).resolve()
+    assert not any(out.parent.parent.glob("**/escaped-session"))
+    written = [p for p in (out / "sessions").rglob("*.wav")]
+    assert written and all(p.resolve().is_relative_to(out) for p in written)
+
+
 def _text(message: dict) -> str:
     content = message["content"]
     if isinstance(content, list):  # Gradio 6 sends message content as a list of parts
