@@ -250,9 +250,10 @@ class TagFilter:
 
 
 def _settled(raw: str) -> str:
-    """The part of the streamed text that can be shown: a possible tag still being streamed ("[hap") is held back."""
-    start = raw.rfind("[")
-    if start >= 0 and "]" not in raw[start:] and len(raw) - start <= _TAG_OPEN_MAX_CHARS:
+    """The part of the streamed text that can be shown: a possible tag still being streamed ("[hap", "【开") is held
+    back (shown early, a tag completed later would no longer be a prefix of the clean text and stop the stream)."""
+    start = max(raw.rfind("["), raw.rfind("【"))
+    if start >= 0 and not {"]", "】"} & set(raw[start:]) and len(raw) - start <= _TAG_OPEN_MAX_CHARS:
         return raw[:start]
     return raw
 

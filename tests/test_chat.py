@@ -127,6 +127,16 @@ def test_tag_filter_removes_streamed_tags():
     assert shown + tail == clean == "Great to see you [note] again!" and tag == "happy"
 
 
+def test_tag_filter_holds_back_a_chinese_tag_split_across_pieces():
+    """【开 then 心】: showing 【开 early made every later piece vanish from the spoken reply."""
+    pieces = ["【开", "心】你好，很高兴", "见到你。", "今天聊点什么呢？"]
+    tags = TagFilter()
+    shown = [tags.feed(p) for p in pieces]
+    tail, clean, tag = tags.finish()
+    assert "".join(shown) + tail == clean == "你好，很高兴见到你。今天聊点什么呢？" and tag == "happy"
+    assert shown[0] == "" and shown[-1]  # held back only while the tag was open
+
+
 def test_bench_reports_latency_and_speed(chat):
     result = bench(chat, max_new_tokens=8)
     print("\nchat bench:", result)
