@@ -91,7 +91,11 @@ class Conversation:
 
     def add(self, user: str, assistant: str) -> None:
         self.rounds.append((user, assistant))
-        del self.rounds[:-self.max_rounds]
+        self.rounds = self.recent()
+
+    def recent(self) -> list[tuple[str, str]]:
+        """The last max_rounds rounds (none for max_rounds 0: rounds[-0:] would be all of them)."""
+        return self.rounds[-self.max_rounds:] if self.max_rounds > 0 else []
 
     def clear(self) -> None:
         self.rounds.clear()
@@ -176,7 +180,7 @@ class ChatModel:
         cfg.chat.context_tokens."""
         system = self._system_text(mood)
         params = GenerationParams.from_config(self.cfg.chat)
-        history = tuple(conversation.rounds[-conversation.max_rounds:])
+        history = tuple(conversation.recent())
         request = ChatRequest(system, history, text, params)
         while request.history and self._backend.count_tokens(request) > self.cfg.chat.context_tokens:
             request = replace(request, history=request.history[1:])

@@ -70,7 +70,7 @@ class ChatConfig:
     top_p: float = 0.9
     repetition_penalty: float = 1.1
     context_tokens: int = 1536  # prompt budget: the oldest rounds are dropped beyond it
-    max_rounds: int = 8  # history kept per conversation
+    max_rounds: int = 8  # history kept per conversation, in rounds (0: none, every question stands alone)
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     quantize: str = ""  # "" | 8bit | 4bit (bitsandbytes, GPU only)
     openai_base_url: str = "http://127.0.0.1:8000/v1"

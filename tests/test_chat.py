@@ -106,6 +106,10 @@ def test_conversation_is_bounded_and_clearable():
     assert conv.rounds == [("q1", "a1"), ("q2", "a2")]
     conv.clear()
     assert conv.rounds == [] and conv.last_emotion_tag is None
+    no_memory = Conversation(max_rounds=0)  # rounds[-0:] is the whole list: 0 used to mean "keep everything"
+    for i in range(3):
+        no_memory.add(f"q{i}", f"a{i}")
+    assert no_memory.rounds == []
 
 
 def test_system_prompt_persona_and_mood(chat, cfg):
