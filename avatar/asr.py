@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000  # both Whisper and Paraformer take 16 kHz mono
 WHISPER_LANGUAGES = ("zh", "en")
 WHISPER_BEAM_SIZE = 2  # beam 1 misreads rare words (达摩院 -> 打模院); 2 is exact on the fixtures at ~the same speed
+WHISPER_WINDOW_S = 30.0  # Whisper's input window: longer audio is decoded in several windows
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,11 @@ class WhisperBackend:
         with self._lock:
             segments, info = self._model.transcribe(
                 samples, language=language, beam_size=WHISPER_BEAM_SIZE, condition_on_previous_text=False,
-                vad_filter=False, without_timestamps=True)
+                vad_filter=False,
+                # beyond one window the timestamps tell faster-whisper where to resume: without them it steps on in
+                # blind 30 s windows, cutting words at the seams and falling into repetition loops (a 57 s clip:
+                # WER 1.34 without, 0.0 with)
+                without_timestamps=len(samples) <= WHISPER_WINDOW_S * 16000)
             text = "".join(seg.text for seg in segments).strip()
         lang = info.language if info.language in WHISPER_LANGUAGES else None
         if lang is None:  # Whisper guessed a third language: redo with the likelier of zh / en

@@ -43,6 +43,16 @@ def test_english_wer(asr, jfk_path):
     assert wer <= 0.10, t.text
 
 
+def test_speech_longer_than_one_whisper_window(asr, jfk_path):
+    """Three takes of jfk.flac (34 s): decoding across the 30 s window seams neither cuts nor repeats the sentence."""
+    take = media.load_audio(jfk_path, 16000).samples
+    gap = np.zeros(8000, np.float32)
+    t = asr.transcribe(Audio(np.concatenate([take, gap] * 3), 16000), "en")
+    wer = word_error_rate(" ".join([JFK_TEXT] * 3), t.text)
+    print(f"3 x jfk.flac ({t.duration_s:.1f} s) WER {wer:.1%}")
+    assert t.duration_s > 30 and wer <= 0.10, t.text
+
+
 def test_chinese_cer_detected_and_simplified(asr, zh_path):
     t = asr.transcribe(media.load_audio(zh_path), "auto")
     assert t.language == "zh"
