@@ -14,7 +14,9 @@ embedded default. Paths in sections are relative to `weights_dir` unless absolut
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,21 +179,54 @@ def from_dict(data: dict) -> AvatarConfig:
     return _build(AvatarConfig, data, "")
 
 
-def _build(cls: type, data: dict, where: str) -> Any:
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise AvatarError(f"config key {where!r} must be a table of settings ([{where}] section), not {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise AvatarError(f"unknown config key(s) in [{where or 'top level'}]: {', '.join(unknown)}")
+    types = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, name)
-        elif name == "voices":
-            kwargs[name] = tuple(_build(VoiceConfig, v, "tts.voices") for v in value)
+        key = f"{where}.{name}" if where else name
+        kind = types[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, key)
+        elif typing.get_origin(kind) is tuple:
+            kwargs[name] = _build_list(typing.get_args(kind)[0], value, key)
         else:
-            kwargs[name] = value
+            kwargs[name] = _scalar(kind, value, key)
     return cls(**kwargs)
+
+
+def _build_list(item_cls: type, value: Any, key: str) -> tuple:
+    """A list of tables ([[key]] in TOML), one dataclass per table."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, dict) for v in value):
+        hint = f" (write [[{key}]] for each entry, not [{key}])" if isinstance(value, dict) else ""
+        raise AvatarError(f"config key {key!r} must be a list of tables{hint}, not {value!r}")
+    return tuple(_build(item_cls, v, key) for v in value)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _scalar(kind: type, value: Any, key: str) -> Any:
+    """The value checked against the field's type; an int is taken where a float is expected (TOML 60 vs 60.0)."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, os.PathLike):  # replace(weights_dir=Path(...)) from Python code
+        return os.fspath(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        quoted = " (remove the quotes)" if isinstance(value, str) and kind in (int, float, bool) else ""
+        raise AvatarError(f"config {_field(key)} must be {_TYPE_NAMES[kind]}, not {value!r}{quoted}")
+    return value
+
+
+def _field(key: str) -> str:
+    """'head.size' -> '[head] size'; 'weights_dir' -> 'weights_dir'."""
+    section, _, name = key.rpartition(".")
+    return f"[{section}] {name}" if section else name
 
 
 def _nest(flat: dict) -> dict:

@@ -38,3 +38,33 @@ def test_unknown_keys_and_bad_files_are_clear(tmp_path):
 def test_replace_dotted():
     cfg = AvatarConfig().replace(**{"head.backend": "lite", "device": "cpu"})
     assert cfg.head.backend == "lite" and cfg.device == "cpu" and cfg.head.size == 256
+
+
+@pytest.mark.parametrize("toml,message", [
+    ('[head]\nsize = "512"\n', "[head] size must be an integer, not '512'"),
+    ('[server]\nport = "8080"\n', "[server] port must be an integer, not '8080'"),
+    ('[limits]\nmax_audio_s = "60"\n', "[limits] max_audio_s must be a number, not '60'"),
+    ('[head]\ncompile = 1\n', "[head] compile must be true or false, not 1"),
+    ('[head]\nbatch_size = true\n', "[head] batch_size must be an integer, not True"),
+    ('weights_dir = 5\n', "weights_dir must be a string, not 5"),
+    ('head = 5\n', "'head' must be a table of settings ([head] section), not 5"),
+    ('chat = "openai"\n', "'chat' must be a table of settings ([chat] section), not 'openai'"),
+    ('[tts.voices]\nname = "alice"\n', "'tts.voices' must be a list of tables (write [[tts.voices]] for each entry"),
+    ('[tts]\nvoices = ["alice"]\n', "'tts.voices' must be a list of tables"),
+    ('[[tts.voices]]\nname = 5\n', "[tts.voices] name must be a string, not 5"),
+])
+def test_values_of_the_wrong_type_are_named(tmp_path, toml, message):
+    p = tmp_path / "t.toml"
+    p.write_text(toml)
+    with pytest.raises(AvatarError) as err:
+        AvatarConfig.load(p)
+    assert message in str(err.value)
+
+
+def test_an_int_is_taken_where_a_float_is_expected(tmp_path):
+    p = tmp_path / "f.toml"
+    p.write_text("[limits]\nmax_audio_s = 30\n[chat]\ntemperature = 0\n")
+    cfg = AvatarConfig.load(p)
+    assert cfg.limits.max_audio_s == 30.0 and isinstance(cfg.limits.max_audio_s, float)
+    assert cfg.chat.temperature == 0.0 and isinstance(cfg.chat.temperature, float)
+    assert AvatarConfig().replace(weights_dir=tmp_path).weights_dir == str(tmp_path)  # a Path from Python code
