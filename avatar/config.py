@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         elif typing.get_origin(kind) is tuple:
             kwargs[name] = _build_list(typing.get_args(kind)[0], value, key)
         else:
-            kwargs[name] = _scalar(kind, value, key)
+            kwargs[name] = _check_choice(_scalar(kind, value, key), key)
     return cls(**kwargs)
 
 
@@ -220,6 +221,36 @@ def _scalar(kind: type, value: Any, key: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         quoted = " (remove the quotes)" if isinstance(value, str) and kind in (int, float, bool) else ""
         raise AvatarError(f"config {_field(key)} must be {_TYPE_NAMES[kind]}, not {value!r}{quoted}")
+    return value
+
+
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+# The values each stage accepts (its load() rejects anything else, which would leave the stage unavailable at start-up)
+CHOICES: dict[str, tuple] = {
+    "asr.backend": ("auto", "whisper", "funasr"),
+    "asr.language": ("auto", "zh", "en"),
+    "tts.backend": ("auto", "builtin", "gpt_sovits"),
+    "tts.gpt_sovits_mode": ("http", "inprocess"),
+    "chat.backend": ("auto", "smollm2", "chatglm2", "transformers", "openai"),
+    "chat.dtype": _DTYPES,
+    "chat.quantize": ("", "8bit", "4bit"),
+    "head.backend": ("auto", "lite", "eat"),
+    "head.size": (256, 512),
+    "head.dtype": _DTYPES,
+    "matting.backend": ("auto", "selfie", "modnet", "none"),
+    "enhance.backend": ("auto", "off", "gfpgan"),
+    "enhance.engine": ("auto", "torch", "onnx", "tensorrt"),
+    "enhance.dtype": _DTYPES,
+}
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?", re.I)  # the names devices.resolve_device understands
+
+
+def _check_choice(value: Any, key: str) -> Any:
+    if key == "device" and not _DEVICE.fullmatch(value):
+        raise AvatarError(f"config device {value!r} is not a device; use auto, cpu, cuda or cuda:N")
+    allowed = CHOICES.get(key)
+    if allowed is not None and value not in allowed:
+        raise AvatarError(f"config {_field(key)} = {value!r} is not one of: {', '.join(map(repr, allowed))}")
     return value
 
 

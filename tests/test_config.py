@@ -68,3 +68,34 @@ def test_an_int_is_taken_where_a_float_is_expected(tmp_path):
     assert cfg.limits.max_audio_s == 30.0 and isinstance(cfg.limits.max_audio_s, float)
     assert cfg.chat.temperature == 0.0 and isinstance(cfg.chat.temperature, float)
     assert AvatarConfig().replace(weights_dir=tmp_path).weights_dir == str(tmp_path)  # a Path from Python code
+
+
+@pytest.mark.parametrize("toml,message", [
+    ('[asr]\nbackend = "Whisper"\n', "[asr] backend = 'Whisper' is not one of: 'auto', 'whisper', 'funasr'"),
+    ('[chat]\nbackend = "chatgpt"\n', "[chat] backend = 'chatgpt' is not one of: 'auto', 'smollm2', 'chatglm2'"),
+    ('[tts]\ngpt_sovits_mode = "grpc"\n', "[tts] gpt_sovits_mode = 'grpc' is not one of: 'http', 'inprocess'"),
+    ('[head]\nsize = 384\n', "[head] size = 384 is not one of: 256, 512"),
+    ('[head]\ndtype = "fp16"\n', "[head] dtype = 'fp16' is not one of: 'auto', 'float32', 'float16', 'bfloat16'"),
+    ('[matting]\nbackend = "rembg"\n', "[matting] backend = 'rembg' is not one of"),
+    ('[enhance]\nengine = "trt"\n', "[enhance] engine = 'trt' is not one of: 'auto', 'torch', 'onnx', 'tensorrt'"),
+    ('[chat]\nquantize = "int8"\n', "[chat] quantize = 'int8' is not one of: '', '8bit', '4bit'"),
+    ('device = "gpu"\n', "device 'gpu' is not a device; use auto, cpu, cuda or cuda:N"),
+])
+def test_misspelled_choices_are_rejected_when_the_config_is_built(tmp_path, toml, message):
+    p = tmp_path / "c.toml"
+    p.write_text(toml)
+    with pytest.raises(AvatarError) as err:
+        AvatarConfig.load(p)
+    assert message in str(err.value)
+    with pytest.raises(AvatarError, match="is not"):  # the same rule for changes made from code / CLI flags
+        AvatarConfig().replace(**{"asr.backend": "Whisper"})
+
+
+def test_every_listed_choice_and_device_name_is_accepted():
+    from avatar.config import CHOICES
+
+    for key, allowed in CHOICES.items():
+        for value in allowed:
+            assert AvatarConfig().replace(**{key: value})
+    for device in ("auto", "cpu", "cuda", "cuda:1", "CUDA:0"):
+        assert AvatarConfig().replace(device=device).device == device
