@@ -86,7 +86,8 @@ class ModelResult:
     target: str
     files: list[str] = field(default_factory=list)  # files fetched this run
     bytes_downloaded: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # required files that could not be fetched
+    warnings: list[str] = field(default_factory=list)  # optional files that could not be fetched (still ready)
 
 
 @dataclass
@@ -106,6 +107,7 @@ class DownloadSummary:
             lines.append(f"  {r.name:<22} {r.status.upper() if r.status == 'failed' else r.status:<10} "
                          f"{what}  -> {r.target}")
             lines += [f"      {e}" for e in r.errors]
+            lines += [f"      optional file not downloaded (the model works without it): {w}" for w in r.warnings]
         return "\n".join(lines)
 
 
@@ -403,7 +405,7 @@ class _ModelDownloader:
                 result.bytes_downloaded += self._fetch_file(e, f, dest)
                 result.files.append(str(dest))
             except DownloadError as err:
-                result.errors.append(str(err))
+                (result.warnings if f.optional else result.errors).append(str(err))
         result.status = "failed" if result.errors else ("downloaded" if result.files else "ready")
         if not result.errors and not self.opts.keep_archives:
             self._drop_archives()

@@ -358,3 +358,33 @@ def test_gdrive_confirm_page_parsing():
     old = '<a href="/uc?export=download&amp;confirm=Xy_z&amp;id=ABC">Download anyway</a>'
     assert gdrive_confirm_url(old, "https://drive.google.com/uc?export=download&id=ABC").endswith("confirm=Xy_z")
     assert gdrive_confirm_url("<html>Quota exceeded</html>", "https://drive.google.com/uc?id=ABC") is None
+
+
+def test_an_optional_file_that_fails_is_a_warning_and_the_model_is_ready(server, tmp_path, capsys):
+    from avatar.download import main_download
+
+    required, zipped = blob(21, 4000), make_archive("pack.zip", {"inside.bin": blob(22, 3000)})
+    server.add(f"{server.base}/a.bin", Route(required))
+    server.add(f"{server.base}/pack.zip", Route(zipped))
+    m = Manifest.from_dict({"schema": 1, "model": [{
+        "name": "demo", "stage": "head", "backend": "eat", "config_field": "head.eat_dir", "licence": "MIT",
+        "file": [{"path": "a.bin", "sources": [{"url": f"{server.base}/a.bin"}]},
+                 {"path": "inside.bin", "sources": [{"url": f"{server.base}/pack.zip", "member": "inside.bin"}]},
+                 {"path": "extra.bin", "optional": True, "sources": [{"url": f"{server.base}/missing.bin"}]},
+                 {"path": "extra2.bin", "optional": True,
+                  "sources": [{"url": f"{server.base}/pack.zip", "member": "not-there.bin"}]}]}]})
+    cfg = AvatarConfig(weights_dir=str(tmp_path))
+    opts = DownloadOptions(retries=0, progress=False, timeout_s=10)
+    summary = download(["demo"], cfg, options=opts, manifest=m, log=lambda s: None)
+
+    result = summary.results[0]
+    assert summary.ok and result.status == "downloaded" and result.errors == [], summary.format()
+    assert len(result.warnings) == 2 and "HTTP 404" in result.warnings[0] and "not-there.bin" in result.warnings[1]
+    assert "optional file not downloaded" in summary.format()
+    assert (tmp_path / "eat/a.bin").read_bytes() == required and mf.is_ready(cfg, "demo", m)
+    assert not list((tmp_path / ".downloads").iterdir())  # the archive is cleaned up: every required file is in
+
+    (tmp_path / "eat/a.bin").unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mf, "default_manifest", lambda: m)
+        assert main_download(cfg, ["demo"], options=opts) == 0  # the CLI's exit status
