@@ -92,12 +92,22 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args)
+        if getattr(args, "out", None):
+            _make_out_folder(Path(args.out))
         return COMMANDS[args.command](args, cfg)
     except AvatarError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _make_out_folder(out: Path) -> None:
+    """Before any model work: a missing --out folder would otherwise fail only after it."""
+    try:
+        out.expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AvatarError(f"cannot create the folder for --out {out}: {e.strerror}") from None
 
 
 def _system(cfg: AvatarConfig, *stages: str):

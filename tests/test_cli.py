@@ -76,3 +76,20 @@ def test_doctor_json_lists_every_stage():
         assert stage in text
     stages = {"asr", "tts", "chat", "head", "matting", "enhance"}  # every stage has its own entry, not just a mention
     assert set(report["stages"]) == set(report["ready"]) == stages
+
+
+@pytest.mark.parametrize("command", ["say", "matte"])
+def test_out_in_a_folder_that_does_not_exist_is_created(tmp_path, astronaut_png, command):
+    out = tmp_path / "new" / "folder" / ("hello.wav" if command == "say" else "matte.png")
+    args = ("say", "Hello there.", "--lang", "en") if command == "say" else ("matte", str(astronaut_png))
+    proc = run(*args, "--out", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_out_folder_that_cannot_be_created_is_a_clear_error_before_any_model_loads(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    proc = run("say", "Hello.", "--out", str(blocker / "sub" / "x.wav"), timeout=60)
+    assert proc.returncode == 2 and "cannot create the folder for --out" in proc.stderr, proc.stderr
+
