@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("download", help="download and verify the original design's weights")
     s.add_argument("names", nargs="*", help="model names (default: all); see `doctor`")
-    s.add_argument("--yes", action="store_true", help="accept the licences without asking")
+    s.add_argument("--yes", "--accept-licences", dest="yes", action="store_true",
+                   help="accept the licences that need explicit acceptance, without asking")
     s.add_argument("--list", action="store_true", help="list the models and exit")
     return p
 

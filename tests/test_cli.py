@@ -93,3 +93,12 @@ def test_out_folder_that_cannot_be_created_is_a_clear_error_before_any_model_loa
     proc = run("say", "Hello.", "--out", str(blocker / "sub" / "x.wav"), timeout=60)
     assert proc.returncode == 2 and "cannot create the folder for --out" in proc.stderr, proc.stderr
 
+
+def test_download_accepts_the_documented_accept_licences_option(tmp_path):
+    from avatar.cli import build_parser
+
+    args = build_parser().parse_args(["download", "eat", "--accept-licences"])
+    assert args.yes is True and args.names == ["eat"]
+    proc = run("--weights-dir", str(tmp_path), "download", "--accept-licences", "--list", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "eat" in proc.stdout and str(tmp_path) in proc.stdout
