@@ -191,7 +191,7 @@ def cmd_enhance(args, cfg) -> int:
 def cmd_doctor(args, cfg) -> int:
     from .doctor import doctor_report, format_report
 
-    report = doctor_report(cfg)
+    report = doctor_report(cfg, config_path=args.config)
     print(json.dumps(report, indent=2, ensure_ascii=False, default=str) if args.json else format_report(report))
     return 0
 

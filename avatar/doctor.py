@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+import shlex
 import socket
 import urllib.parse
 from dataclasses import dataclass
@@ -43,11 +44,17 @@ RULES = {
 }
 
 
-def doctor_report(cfg: AvatarConfig, manifest: Manifest | None = None, probe_servers: bool = True) -> dict:
-    """JSON-able facts about this machine and config; nothing is loaded (a TCP probe of the GPT-SoVITS URL at most)."""
+def doctor_report(cfg: AvatarConfig, manifest: Manifest | None = None, probe_servers: bool = True,
+                  config_path: str | Path | None = None) -> dict:
+    """JSON-able facts about this machine and config; nothing is loaded (TCP probes of the configured servers at most).
+
+    config_path: the TOML file cfg came from; the printed download commands name it (and weights_dir), so the
+    files land where this config looks for them.
+    """
     m = manifest or mf.default_manifest()
+    cli = cli_prefix(cfg, config_path)
     device = device_facts(cfg.device)
-    stages = {name: _stage_report(cfg, name, m, probe_servers, device["cuda_available"]) for name in STAGES}
+    stages = {name: _stage_report(cfg, name, m, probe_servers, device["cuda_available"], cli) for name in STAGES}
     missing_names = sorted({e["name"] for s in stages.values() for e in s["models"]
                             if e["missing"] and e["need"] != "optional"})
     return {
@@ -56,8 +63,19 @@ def doctor_report(cfg: AvatarConfig, manifest: Manifest | None = None, probe_ser
         "python": platform.python_version(),
         "stages": stages,
         "ready": {name: s["original_ready"] for name, s in stages.items()},
-        "download_command": "python -m avatar download " + " ".join(missing_names) if missing_names else "",
+        "download_command": shlex.join([*cli, "download", *missing_names]) if missing_names else "",
+        "list_command": shlex.join([*cli, "download", "--list"]),
     }
+
+
+def cli_prefix(cfg: AvatarConfig, config_path: str | Path | None = None) -> list[str]:
+    """`python -m avatar` with the global options that make a command use this config's paths."""
+    out = ["python", "-m", "avatar"]
+    if config_path:
+        out += ["--config", str(config_path)]
+    if cfg.weights_dir != AvatarConfig.weights_dir:  # also when the file sets it: explicit, and never wrong
+        out += ["--weights-dir", cfg.weights_dir]
+    return out
 
 
 def device_facts(configured: str) -> dict:
@@ -75,10 +93,11 @@ def device_facts(configured: str) -> dict:
     return facts
 
 
-def _stage_report(cfg: AvatarConfig, stage: str, m: Manifest, probe_servers: bool, cuda: bool) -> dict:
+def _stage_report(cfg: AvatarConfig, stage: str, m: Manifest, probe_servers: bool, cuda: bool,
+                  cli: list[str]) -> dict:
     rule = RULES[stage]
     configured = getattr(cfg, stage).backend
-    models = [_entry_report(cfg, e, m) for e in m.for_stage(stage)]
+    models = [_entry_report(cfg, e, cli) for e in m.for_stage(stage)]
     weights_ready = mf.stage_ready(cfg, stage, m)
     blockers = _blockers(cfg, stage, rule, weights_ready, models, probe_servers)
     backend, reason = _choose(configured, rule, blockers)
@@ -157,7 +176,7 @@ def _port_open(url: str, timeout_s: float = 0.3) -> bool:
         return False
 
 
-def _entry_report(cfg: AvatarConfig, e: Entry, m: Manifest) -> dict:
+def _entry_report(cfg: AvatarConfig, e: Entry, cli: list[str]) -> dict:
     found, missing, missing_optional = [], [], []
     for f in e.files:
         p = mf.file_path(cfg, e, f)
@@ -165,7 +184,7 @@ def _entry_report(cfg: AvatarConfig, e: Entry, m: Manifest) -> dict:
     return {"name": e.name, "need": e.need, "ready": not missing, "target": str(mf.target(cfg, e)),
             "config_field": e.config_field, "found": found, "missing": missing,
             "missing_optional": missing_optional, "licence": e.licence, "accept_required": e.accept_required,
-            "download": f"python -m avatar download {e.name}" + (" --yes" if e.accept_required else "")}
+            "download": shlex.join([*cli, "download", e.name] + (["--yes"] if e.accept_required else []))}
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -180,7 +199,7 @@ def format_report(report: dict) -> str:
     if report.get("loaded"):
         lines += ["Loaded in this process:"] + [f"  {k}: {v}" for k, v in report["loaded"].items()] + [""]
     if report["download_command"]:
-        lines.append(f"Get the original models: {report['download_command']}   (list: python -m avatar download --list)")
+        lines.append(f"Get the original models: {report['download_command']}   (list: {report['list_command']})")
     else:
         lines.append("Every original model is in place.")
     return "\n".join(lines)
