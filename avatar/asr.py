@@ -212,7 +212,7 @@ class Asr:
         return Transcript(text.strip(), used_lang, audio.duration_s, used_backend)
 
     def transcribe_file(self, path: str | Path, language: str = "auto") -> Transcript:
-        return self.transcribe(load_audio(path, SAMPLE_RATE), language)
+        return self.transcribe(load_audio(path, SAMPLE_RATE, self.cfg.limits.max_audio_s), language)
 
     def _recognise(self, samples: np.ndarray, lang: str) -> tuple[str, str, str]:
         if self._funasr is not None:

@@ -25,21 +25,26 @@ def ffmpeg_exe() -> str:
 
 
 # ---------------------------------------------------------------- audio
-def load_audio(path: str | Path, sample_rate: int = 16000) -> Audio:
-    """Decodes any audio ffmpeg reads (wav, mp3, flac, ogg, webm/opus, m4a; any rate, any channels) to float32 mono."""
+def load_audio(path: str | Path, sample_rate: int = 16000, max_s: float | None = None) -> Audio:
+    """Decodes any audio ffmpeg reads (wav, mp3, flac, ogg, webm/opus, m4a; any rate, any channels) to float32 mono.
+    max_s: raise AudioTooLong for longer audio, after decoding only that much (a small upload can hold hours of
+    low-bitrate speech: decoding it all first would take minutes and gigabytes)."""
     p = Path(path)
     if not p.is_file():
         raise BadAudio(f"audio file not found: {p.name}")
     if p.stat().st_size == 0:
         raise BadAudio("the audio file is empty (0 bytes)")
+    limit = [] if max_s is None else ["-t", f"{max_s + 1.0:.3f}"]
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(p), "-vn", "-ac", "1", "-ar", str(sample_rate),
-           "-f", "f32le", "-"]
+           *limit, "-f", "f32le", "-"]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
         raise BadAudio(f"{p.name} is not an audio file we can decode")
     samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
     if samples.size == 0:
         raise BadAudio(f"{p.name} contains no audio samples")
+    if max_s is not None and samples.size > max_s * sample_rate:
+        raise AudioTooLong(f"the audio is more than {max_s:g} s long; the maximum is {max_s:g} s")
     return Audio(np.clip(samples, -1.0, 1.0), sample_rate)
 
 

@@ -156,8 +156,10 @@ class AvatarSystem:
         return obj
 
     # ------------------------------------------------------------ single stages
-    def load_audio(self, source: str | Path | Audio | tuple, sample_rate: int = 16000) -> Audio:
-        """A path, an Audio, or Gradio's (sample_rate, array) tuple -> Audio at sample_rate."""
+    def load_audio(self, source: str | Path | Audio | tuple, sample_rate: int = 16000,
+                   max_s: float | None = None) -> Audio:
+        """A path, an Audio, or Gradio's (sample_rate, array) tuple -> Audio at sample_rate (files longer than max_s:
+        AudioTooLong before they are fully decoded)."""
         if isinstance(source, Audio):
             return media.resample(source, sample_rate)
         if isinstance(source, tuple):
@@ -165,12 +167,12 @@ class AvatarSystem:
             return media.resample(media.audio_from_array(array, rate), sample_rate)
         if source is None or str(source) == "":
             raise media.BadAudio("no audio given: record or upload a clip")
-        return media.load_audio(source, sample_rate)
+        return media.load_audio(source, sample_rate, max_s)
 
     def transcribe(self, audio: str | Path | Audio | tuple, language: str = "auto"):
         """-> avatar.asr.Transcript. Raises AudioTooShort/AudioTooLong/NoSpeech/BadAudio/UnknownLanguage (the stage
         checks language, duration and silence)."""
-        speech = self.load_audio(audio)
+        speech = self.load_audio(audio, max_s=self.config.limits.max_audio_s)
         t0 = time.perf_counter()
         result = self._require("asr").transcribe(speech, language=language)
         self.last_timings["asr_s"] = time.perf_counter() - t0
@@ -225,7 +227,8 @@ class AvatarSystem:
         from .talking_head import PreparedFace
 
         lim = self.config.limits
-        audio = speech if isinstance(speech, Audio) else self.load_audio(speech, VIDEO_AUDIO_RATE)
+        audio = speech if isinstance(speech, Audio) else self.load_audio(speech, VIDEO_AUDIO_RATE,
+                                                                           lim.max_render_audio_s)
         audio = media.check_duration(audio, lim.min_audio_s, lim.max_render_audio_s)
         face = photo if isinstance(photo, PreparedFace) else self.prepare_photo(photo)
         out = Path(out_path) if out_path else self.new_output_path(".mp4")

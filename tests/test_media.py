@@ -46,6 +46,26 @@ def test_bad_audio_inputs(tmp_path):
         media.load_audio(tmp_path / "missing.wav")
 
 
+def test_long_audio_is_refused_without_decoding_all_of_it(tmp_path, monkeypatch):
+    """A 20-minute low-bitrate upload is refused after decoding just past the limit (it was decoded whole first:
+    seconds and hundreds of MB per 20 minutes)."""
+    long_mp3 = tmp_path / "long.mp3"
+    subprocess.run([media.ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=f=220:d=1200",
+                    "-ac", "1", "-ar", "8000", "-b:a", "8k", str(long_mp3)], check=True)
+    calls = []
+    real_run = subprocess.run
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(media.subprocess, "run", run)
+    with pytest.raises(AudioTooLong, match="maximum is 60 s"):
+        media.load_audio(long_mp3, 16000, max_s=60)
+    assert "-t" in calls[0] and float(calls[0][calls[0].index("-t") + 1]) <= 61
+    assert media.load_audio(long_mp3, 16000, max_s=1300).duration_s > 1199
+
+
 def test_duration_and_silence_checks():
     sr = 16000
     short = Audio(np.zeros(int(0.2 * sr), np.float32), sr)
