@@ -5,7 +5,8 @@
 Per stage (asr, tts, chat, head, matting, enhance): the backend the config asks for, the backend that will run given
 the files present (the stages' "auto" rule: the original design's backend when its manifest entries are ready and
 its Python package imports, else the embedded default; an explicitly requested original backend whose files are
-missing falls back the same way), and per manifest entry the files found and the exact paths still missing.
+missing falls back the same way; chat uses the chat stage's own folder predicates and a TCP probe of openai_base_url),
+and per manifest entry the files found and the exact paths still missing.
 `python -m avatar doctor [--json]` prints it; AvatarSystem.doctor() adds what was actually loaded.
 """
 from __future__ import annotations
@@ -100,11 +101,14 @@ def _stage_report(cfg: AvatarConfig, stage: str, m: Manifest, probe_servers: boo
     models = [_entry_report(cfg, e, cli) for e in m.for_stage(stage)]
     weights_ready = mf.stage_ready(cfg, stage, m)
     blockers = _blockers(cfg, stage, rule, weights_ready, models, probe_servers)
-    backend, reason = _choose(configured, rule, blockers)
+    if stage == "chat":
+        backend, reason = _chat_choice(cfg, blockers, probe_servers)
+    else:
+        backend, reason = _choose(configured, rule, blockers)
     warnings = []
-    if configured == rule.original and blockers:
-        warnings.append(f"{rule.original} was asked for but cannot run ({'; '.join(blockers)}): "
-                        f"the stage falls back to {rule.embedded}")
+    if configured not in ("auto", backend):
+        why = reason if stage == "chat" else "; ".join(blockers)
+        warnings.append(f"{configured} was asked for but cannot run ({why}): the stage falls back to {backend}")
     if stage == "chat" and backend == "smollm2":
         from .chat import CHINESE_MODELS_HINT  # names the models that would answer in Chinese
 
@@ -124,6 +128,38 @@ def _choose(configured: str, rule: StageRule, blockers: list[str]) -> tuple[str,
     if not blockers:
         return rule.original, f"{rule.original}: its weights are in place" + (" (auto)" if configured == "auto" else "")
     return rule.embedded, f"{rule.embedded}, because {'; '.join(blockers)}"
+
+
+def _chat_choice(cfg: AvatarConfig, chatglm2_blockers: list[str], probe_servers: bool) -> tuple[str, str]:
+    """(backend, why): the one chat.load_backend ends up with, by the same predicates, in the same order."""
+    from .chat import is_chatglm_folder
+
+    c = cfg.chat
+    folder = cfg.weights_path(c.model_dir)
+    if c.backend == "smollm2":
+        return "smollm2", "smollm2 chosen in the config"
+    if c.backend == "openai":
+        if probe_servers and not _port_open(c.openai_base_url):
+            return "smollm2", f"nothing is listening at {c.openai_base_url}"
+        return "openai", f"openai chosen in the config ({c.openai_base_url})"
+    if c.backend in ("auto", "chatglm2") and is_chatglm_folder(folder):
+        if chatglm2_blockers:
+            return "smollm2", f"ChatGLM2 in {folder} cannot load: {'; '.join(chatglm2_blockers)}"
+        return "chatglm2", f"chatglm2: ChatGLM2-6B found in {folder}" + (" (auto)" if c.backend == "auto" else "")
+    if c.backend in ("auto", "transformers") and _native_chat_folder(folder):
+        return "transformers", f"transformers: a natively supported chat model in {folder}" + (
+            " (auto)" if c.backend == "auto" else "")
+    wanted = {"chatglm2": "ChatGLM2 model", "transformers": "chat model that transformers supports natively"}.get(
+        c.backend, "ChatGLM2 or natively supported chat model")
+    return "smollm2", f"no {wanted} in {folder}"
+
+
+def _native_chat_folder(folder: Path) -> bool:
+    if importlib.util.find_spec("transformers") is None:
+        return False
+    from .hf_backend import is_native_chat_folder
+
+    return is_native_chat_folder(folder)
 
 
 def _blockers(cfg: AvatarConfig, stage: str, rule: StageRule, weights_ready: bool, models: list[dict],

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from avatar import manifest as mf
 from avatar.cli import build_parser, load_config
@@ -13,6 +15,7 @@ from avatar.config import AvatarConfig
 from avatar.doctor import doctor_report
 
 from .conftest import ROOT
+from .test_hf_backend import model_dir  # noqa: F401  (a tiny real Qwen2 folder that HFChatBackend loads)
 
 
 def _config_file(tmp_path):
@@ -59,3 +62,56 @@ def test_cli_doctor_names_its_config_file(tmp_path):
     report = json.loads(proc.stdout)
     assert report["download_command"], "the temporary weights_dir holds no model"
     assert shlex.split(report["download_command"])[3:7] == ["--config", str(p), "--weights-dir", str(tmp_path / "w")]
+
+
+# ------------------------------------------------------------------------------------------------ chat backend
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _chatglm_folder(tmp_path) -> Path:
+    folder = tmp_path / "glm"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "chatglm"}')  # no weights: ChatGLM2 cannot load
+    return folder
+
+
+def _chat_cases(tmp_path, model_dir) -> dict:
+    return {
+        "openai, nothing listening": {"chat.backend": "openai",
+                                      "chat.openai_base_url": f"http://127.0.0.1:{_free_port()}/v1"},
+        "transformers, no folder": {"chat.backend": "transformers", "chat.model_dir": str(tmp_path / "none")},
+        "auto, native folder": {"chat.backend": "auto", "chat.model_dir": str(model_dir)},
+        "chatglm2, native folder": {"chat.backend": "chatglm2", "chat.model_dir": str(model_dir)},
+        "auto, ChatGLM2 without weights": {"chat.backend": "auto", "chat.model_dir": str(_chatglm_folder(tmp_path))},
+        "smollm2": {"chat.backend": "smollm2", "chat.model_dir": str(model_dir)},
+    }
+
+
+def test_doctor_reports_the_chat_backend_the_stage_loads(tmp_path, model_dir):  # noqa: F811
+    from avatar.chat import ChatModel
+
+    expected = {"openai, nothing listening": "smollm2", "transformers, no folder": "smollm2",
+                "auto, native folder": "transformers", "chatglm2, native folder": "smollm2",
+                "auto, ChatGLM2 without weights": "smollm2", "smollm2": "smollm2"}
+    wrong = {}
+    for name, changes in _chat_cases(tmp_path, model_dir).items():
+        cfg = AvatarConfig(device="cpu").replace(**changes)
+        chat = doctor_report(cfg)["stages"]["chat"]
+        loaded = ChatModel.load(cfg).backend
+        fell_back = changes["chat.backend"] not in ("auto", loaded)
+        warned = any("falls back to smollm2" in w for w in chat["warnings"])
+        if not chat["backend"] == loaded == expected[name] or warned != fell_back:
+            wrong[name] = (chat["backend"], loaded, chat["reason"], chat["warnings"])
+    assert not wrong, wrong  # every case listed: (doctor, stage, doctor's reason, warnings)
+
+
+def test_doctor_reports_openai_when_its_server_listens():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        cfg = AvatarConfig().replace(**{"chat.backend": "openai", "chat.openai_base_url": url})
+        assert doctor_report(cfg)["stages"]["chat"]["backend"] == "openai"
