@@ -254,6 +254,14 @@ class MediaInfo:
     n_frames: int
     video_duration_s: float
     audio_duration_s: float
+    duration_s: float = 0.0  # the container's, from the header (0 when it has none)
+    container: str = ""  # ffmpeg's demuxer name: mov,mp4,..., matroska,webm, png_pipe, image2, ...
+
+    @property
+    def is_video(self) -> bool:
+        """Moving pictures: a video stream in a container that is not a still-image format."""
+        still = self.container == "image2" or self.container.endswith("_pipe")
+        return self.video_codec is not None and not still
 
 
 def probe(path: str | Path, decode: bool = True) -> MediaInfo:
@@ -269,9 +277,18 @@ def probe(path: str | Path, decode: bool = True) -> MediaInfo:
     audio_s = 0.0
     if audio and decode:
         audio_s = load_audio(path, 16000).duration_s
+    length = re.search(r"Duration: (\d+):(\d+):([\d.]+)", err)
+    container = re.search(r"Input #0, ([^\s]+?),? from", err)
     return MediaInfo(video.group(1) if video else None, audio.group(1) if audio else None, fps,
                      int(video.group(2)) if video else None, int(video.group(3)) if video else None,
-                     n_frames, n_frames / fps if fps else 0.0, audio_s)
+                     n_frames, n_frames / fps if fps else 0.0, audio_s,
+                     int(length.group(1)) * 3600 + int(length.group(2)) * 60 + float(length.group(3)) if length else 0.0,
+                     container.group(1) if container else "")
+
+
+def is_video(path: str | Path) -> bool:
+    """A readable file with moving pictures (any container ffmpeg knows), not a still image."""
+    return Path(path).is_file() and probe(path, decode=False).is_video
 
 
 def concat_mp4(chunks: list[Path], out_path: Path) -> Path:

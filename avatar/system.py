@@ -245,20 +245,32 @@ class AvatarSystem:
         return enhancer.enhance_faces
 
     def matte(self, photo, background: str | tuple | None = "#00ff00") -> np.ndarray:
-        """Photo -> photo composited on a solid colour (the photo itself when background is None)."""
-        image = media.load_image(photo)
-        colour = parse_colour(background) or (255, 255, 255)
+        """Photo -> (H,W,3) photo composited on a solid colour; background None / 'none': the (H,W,4) RGBA cut-out
+        (transparent background, for a PNG). Photos beyond limits.max_image_side are downscaled first."""
+        from .face import downscale_to_limit
+
+        image = downscale_to_limit(media.load_image(photo), self.config.limits.max_image_side)
+        colour = parse_colour(background)
         matting = self._require("matting")
         alpha = matting.alpha(image[None])
+        if colour is None:
+            return np.dstack([image, np.round(alpha[0] * 255).astype(np.uint8)])
         return matting.composite(image[None], alpha, colour)[0]
 
     def enhance(self, source: str | Path | np.ndarray, out_path: str | Path | None = None):
         """A photo (array/path) -> enhanced array; a video path -> enhanced MP4 path."""
+        from .face import downscale_to_limit
+
         enhancer = self._require("enhance")
-        if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".mp4", ".mov", ".webm", ".mkv", ".avi"):
+        if isinstance(source, (str, Path)) and media.is_video(source):  # by its streams: .m4v/.3gp/.ts/... too
+            lim = self.config.limits
+            info = media.probe(source, decode=False)
+            if info.duration_s > lim.max_render_audio_s:
+                raise media.AudioTooLong(f"the video is {info.duration_s:.0f} s long; the maximum is "
+                                         f"{lim.max_render_audio_s:g} s")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
             return enhancer.enhance_video(source, out)
-        return enhancer.enhance_image(media.load_image(source))
+        return enhancer.enhance_image(downscale_to_limit(media.load_image(source), self.config.limits.max_image_side))
 
     # ------------------------------------------------------------ a conversation turn
     def respond(self, conversation, photo=None, audio=None, text: str | None = None, language: str = "auto",

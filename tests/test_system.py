@@ -2,6 +2,8 @@
 its first video chunk before the later sentences are rendered (order of events, not wall-clock time)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,47 @@ def test_done_event_says_whether_the_reply_joined_the_history(system):
     assert done.kind == "done" and done.data["notice"] is False and len(conv.rounds) == 1
     done = list(system.respond(conv, text="你好，今天天气怎么样？", language="zh"))[-1]
     assert done.data["notice"] is True and len(conv.rounds) == 1  # SmolLM2 is English-only: the notice is not stored
+
+
+def test_matte_without_background_is_a_transparent_cut_out(system, astronaut):
+    """background 'none' gives RGBA (alpha = the person), a colour gives RGB on that colour; both from one alpha."""
+    cut = system.matte(astronaut, "none")
+    green = system.matte(astronaut, "#00ff00")
+    assert cut.shape == (*astronaut.shape[:2], 4) and green.shape == astronaut.shape
+    alpha = cut[..., 3].astype(np.float32) / 255
+    assert alpha.max() == 1.0 and alpha.min() == 0.0  # person and background both present
+    assert np.array_equal(cut[..., :3], astronaut)
+    background = alpha < 0.02
+    assert np.abs(green[background].astype(int) - (0, 255, 0)).max() <= 6
+
+
+def test_matte_downscales_a_photo_beyond_the_size_limit(system, astronaut):
+    big = np.kron(astronaut, np.ones((9, 9, 1), np.uint8))  # 4608 px: over limits.max_image_side
+    out = system.matte(big, "#ffffff")
+    assert max(out.shape[:2]) <= system.config.limits.max_image_side
+
+
+def test_enhance_chooses_video_by_its_streams_and_checks_its_length(system, tmp_path, monkeypatch):
+    """An .m4v (or any container ffmpeg reads) is a video although its suffix is not .mp4; a still image is not;
+    a video over the length limit is refused before any frame is enhanced."""
+    calls = []
+
+    class Recorder:
+        def enhance_video(self, source, out):
+            calls.append(("video", Path(source).suffix))
+            return out
+
+        def enhance_image(self, image):
+            calls.append(("image", image.shape))
+            return image
+
+    monkeypatch.setattr(system, "enhancer", Recorder())
+    clip = media.write_video(tmp_path / "clip.mp4", [np.zeros((5, 32, 32, 3), np.uint8)])
+    m4v = clip.rename(tmp_path / "clip.m4v")
+    system.enhance(m4v, tmp_path / "out.mp4")
+    system.enhance(media.save_png(np.zeros((40, 30, 3), np.uint8), tmp_path / "still.png"))
+    assert calls == [("video", ".m4v"), ("image", (40, 30, 3))]
+    monkeypatch.setattr(system, "config", system.config.replace(**{"limits.max_render_audio_s": 0.1}))
+    with pytest.raises(AudioTooLong, match="video is"):
+        system.enhance(m4v, tmp_path / "out2.mp4")
+    assert len(calls) == 2
