@@ -167,8 +167,6 @@ class VideoWriter:
         self._size: tuple[int, int] | None = None
 
     def _start(self, height: int, width: int) -> None:
-        if height % 2 or width % 2:
-            raise ValueError("H.264 (yuv420p) needs even frame sizes")
         self._size = (height, width)
         cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{width}x{height}", "-r", str(self.fps), "-i", "-"]
@@ -176,6 +174,8 @@ class VideoWriter:
             self._tmp = tempfile.TemporaryDirectory(prefix="avatar-mux-")
             wav = save_wav(self.audio, Path(self._tmp.name) / "audio.wav")
             cmd += ["-i", str(wav), "-c:a", "aac", "-b:a", "128k"]
+        if height % 2 or width % 2:  # yuv420p needs even sizes (an uploaded phone video may be 405 px wide)
+            cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
         cmd += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
                 "-movflags", "+faststart", str(self.path)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)

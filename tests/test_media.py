@@ -152,6 +152,13 @@ def test_concat_mp4_keeps_every_chunk_in_sync(tmp_path):
     assert info.n_frames == round(t * 25) and abs(info.audio_duration_s - t) < 0.05
 
 
+def test_odd_frame_sizes_are_padded_to_even(tmp_path):
+    """H.264 yuv420p needs even sizes: an odd-sized video (as phones make) gets one black row/column, no error."""
+    frames = np.full((5, 405, 721, 3), 200, np.uint8)
+    info = media.probe(media.write_video(tmp_path / "odd.mp4", [frames]), decode=True)
+    assert (info.width, info.height, info.n_frames) == (722, 406, 5)
+
+
 def test_concat_mp4_handles_quotes_in_paths(tmp_path):
     folder = tmp_path / "o'neil"
     folder.mkdir()
