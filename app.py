@@ -379,7 +379,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also create a public Gradio share link")
     p.add_argument("--auth", default=None, help="user:pass required to open the app")
     p.add_argument("--device", default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.auth is not None and not re.fullmatch(r"[^:]+:.+", args.auth, re.S):
+        p.error("--auth must look like user:pass (a user name, a colon, a password)")  # before any model loads
+    return args
 
 
 def launch(system: AvatarSystem, host: str | None = None, port: int | None = None, share: bool = False,
@@ -400,11 +403,17 @@ def launch(system: AvatarSystem, host: str | None = None, port: int | None = Non
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = AvatarConfig.load(args.config)
-    if args.device:
-        cfg = cfg.replace(device=args.device)
-    system = AvatarSystem.load(cfg)
-    launch(system, args.host, args.port, args.share, args.auth)
+    try:
+        cfg = AvatarConfig.load(args.config)
+        if args.device:
+            cfg = cfg.replace(device=args.device)
+        system = AvatarSystem.load(cfg)
+        launch(system, args.host, args.port, args.share, args.auth)
+    except AvatarError as e:  # a bad config file or a stage that cannot start: the message, not a traceback
+        import sys
+
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -102,3 +102,26 @@ def test_download_accepts_the_documented_accept_licences_option(tmp_path):
     proc = run("--weights-dir", str(tmp_path), "download", "--accept-licences", "--list", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "eat" in proc.stdout and str(tmp_path) in proc.stdout
+
+
+@pytest.mark.parametrize("toml,message", [
+    (None, "config file not found"),
+    ('[asr]\nbackend = "Whisper"\n', "config [asr] backend = 'Whisper' is not one of"),
+])
+def test_app_with_a_bad_config_prints_the_error_and_exits_2(tmp_path, toml, message):
+    config = tmp_path / "app.toml"
+    if toml is not None:
+        config.write_text(toml)
+    proc = subprocess.run([sys.executable, "app.py", "--config", str(config)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and f"error: {message}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("auth", ["nocolon", ":pass", "user:", ""])
+def test_app_auth_format_is_checked_with_the_arguments(auth, capsys):
+    from app import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--auth", auth])
+    assert exit_.value.code == 2 and "--auth must look like user:pass" in capsys.readouterr().err
+    assert parse_args(["--auth", "alice:s3cr:et"]).auth == "alice:s3cr:et"  # the password may hold a colon
