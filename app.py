@@ -132,6 +132,14 @@ class AvatarApp:
             state.conversation.clear()
         return [], state
 
+    def prepared_photo(self, photo):
+        """The photo prepared once (cached by the system) with its warnings on screen, e.g. "2 faces found; using the
+        largest": the user should know which face will talk."""
+        face = self.system.prepare_photo(photo)
+        for warning in face.warnings:
+            gr.Warning(warning)
+        return face
+
     @user_errors
     def render(self, photo, audio: str | None, emotion: str, pose: str, background: str, use_background: bool,
                size: int, enhance: bool, request: gr.Request, progress=gr.Progress()) -> str:
@@ -140,6 +148,7 @@ class AvatarApp:
         if not audio:
             raise gr.Error("record or upload speech first")
         progress(0.0, desc="rendering")
+        photo = self.prepared_photo(photo)
         out = self.system.new_output_path(".mp4", self.session_folder(request))
         return str(self.system.render(photo, audio, emotion, pose, background if use_background else None,
                                       int(size), bool(enhance), out_path=out,
@@ -179,6 +188,7 @@ class AvatarApp:
             raise gr.Error("upload a portrait photo (or take one with the webcam) first")
         if not audio and not (text or "").strip():
             raise gr.Error("record or upload speech, or type a message")
+        photo = self.prepared_photo(photo)
         msgs = self.history_messages(state)
         user_text, chunks, transcript, mood, user_mood = (text or "").strip(), [], "", "", ""
         state.turns += 1

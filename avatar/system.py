@@ -200,7 +200,12 @@ class AvatarSystem:
         return self._require("chat").stream(conversation, text, language=language, mood=mood)
 
     # ------------------------------------------------------------ video
-    def prepare_photo(self, photo: np.ndarray | str | Path):
+    def prepare_photo(self, photo):
+        """A photo (array / path) -> the head engine's PreparedFace, cached by content; a PreparedFace passes."""
+        from .talking_head import PreparedFace
+
+        if isinstance(photo, PreparedFace):
+            return photo
         image = media.load_image(photo)
         head = self._require("head")
         key = (hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest(), getattr(head, "size", 256))
@@ -224,13 +229,12 @@ class AvatarSystem:
         frames: constant memory. The speech keeps its own sample rate in the video (the engines resample what they
         analyse themselves)."""
         from .render import render_clip
-        from .talking_head import PreparedFace
 
         lim = self.config.limits
         audio = speech if isinstance(speech, Audio) else self.load_audio(speech, VIDEO_AUDIO_RATE,
                                                                            lim.max_render_audio_s)
         audio = media.check_duration(audio, lim.min_audio_s, lim.max_render_audio_s)
-        face = photo if isinstance(photo, PreparedFace) else self.prepare_photo(photo)
+        face = self.prepare_photo(photo)
         out = Path(out_path) if out_path else self.new_output_path(".mp4")
         t0 = time.perf_counter()
         render_clip(self._require("head"), face, audio, emotion, pose or self.config.head.pose,

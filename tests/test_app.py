@@ -112,3 +112,16 @@ def test_talk_in_chinese_with_an_english_only_model_speaks_the_notice(client, as
     assert _text(chat[-2]) == "你好，今天天气怎么样？" and "只会说英语" in _text(chat[-1])
     info = media.probe(_path(final[4]))
     assert info.audio_codec == "aac" and info.video_duration_s > 1.0
+
+
+def test_a_photo_with_several_faces_warns_which_one_talks(system, astronaut, monkeypatch):
+    """prepare_face notes "2 faces found; using the largest"; the Render and Talk tabs show it (it was dropped)."""
+    import app as app_module
+
+    shown = []
+    monkeypatch.setattr(app_module.gr, "Warning", lambda message: shown.append(message))
+    two = np.concatenate([astronaut, astronaut[::2, ::2].repeat(2, 0).repeat(2, 1)], axis=1)  # 2 faces side by side
+    face = app_module.AvatarApp(system).prepared_photo(two)
+    assert face.warnings and shown == list(face.warnings) and "2 faces" in shown[0]
+    app_module.AvatarApp(system).prepared_photo(astronaut)
+    assert len(shown) == 1  # one face: nothing to say
