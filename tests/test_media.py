@@ -78,6 +78,8 @@ def test_duration_and_silence_checks():
         media.check_not_silent(Audio(np.random.default_rng(0).normal(0, 1e-4, sr).astype(np.float32), sr))
     t = np.arange(sr) / sr
     media.check_not_silent(Audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr))
+    # a quiet take (loudest 20 ms frame about -51 dBFS; -45 was the old floor) is speech, not silence
+    media.check_not_silent(Audio((0.004 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr))
 
 
 def test_audio_from_int16_stereo_array():
