@@ -19,7 +19,7 @@ _SPEAKABLE_RE = re.compile(f"[{_CJK}A-Za-z0-9\u00c0-\u024f]")
 _STRONG_ENDS = "。！？!?；;…\n"
 _CLOSERS = "\"'”’」』）)】》"
 _ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "fig", "inc", "ltd", "co",
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "fig", "inc", "ltd", "co",
     "u.s", "u.k", "a.m", "p.m", "approx", "dept", "est", "mt", "jan", "feb", "mar", "apr", "jun", "jul", "aug",
     "sep", "sept", "oct", "nov", "dec",
 }
@@ -88,8 +88,12 @@ def _is_full_stop(text: str, i: int) -> bool:
     word = re.search(r"([A-Za-z](?:[A-Za-z.]*[A-Za-z])?)$", text[:i])
     if word:
         w = word.group(1).lower()
-        if w in _ABBREVIATIONS or (len(w) == 1 and w.isalpha() and w.upper() == word.group(1)):
-            return False  # "Dr. Smith", "J. Kennedy"
+        if w in _ABBREVIATIONS:
+            return False  # "Dr. Smith"
+        if w == "no":  # "No. 5" (a number follows), but "he said no. Then ..." ends a sentence
+            return not re.match(r"\s*\d", text[i + 1:])
+        if len(w) == 1 and w != "i" and w.upper() == word.group(1):
+            return False  # "J. Kennedy" (not the pronoun: "So am I. What ...")
     return True
 
 

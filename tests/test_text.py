@@ -15,6 +15,14 @@ def test_english_sentences_keep_numbers_and_abbreviations():
                                      "The U.S. economy grew 2.5% last year! Really?"]  # 1-word tail merged
 
 
+def test_no_and_the_pronoun_i_end_sentences_but_initials_and_numbers_do_not():
+    assert split_sentences("I asked him twice, and he said no. Then he left the room.") == [
+        "I asked him twice, and he said no.", "Then he left the room."]
+    assert split_sentences("So am I. What about you, my friend?") == ["So am I.", "What about you, my friend?"]
+    assert split_sentences("Room No. 5 is free today. J. Kennedy spoke there.") == [
+        "Room No. 5 is free today.", "J. Kennedy spoke there."]
+
+
 def test_chinese_sentences():
     assert split_sentences("今天天气很好！我们去公园散步吧？价格是12.5元。") == [
         "今天天气很好！", "我们去公园散步吧？", "价格是12.5元。"]
