@@ -56,6 +56,15 @@ def resolve_voices(cfg: AvatarConfig) -> dict[str, Voice]:
     for v in cfg.tts.voices:
         out[v.name] = Voice(v.name, path(v.gpt_weights), path(v.sovits_weights), path(v.ref_audio), v.ref_text,
                             v.ref_lang)
+    for kind in ("gpt_weights", "sovits_weights"):
+        # a voice without its own weights would keep whatever the previous voice loaded (the server's start-up
+        # weights are not known here, so they cannot be restored): all voices set them, or none does
+        own = [v.name for v in out.values() if getattr(v, kind)]
+        if own and len(own) < len(out):
+            missing = ", ".join(repr(v) for v in out if v not in own)
+            raise BackendUnavailable(f"[[tts.voices]] {missing} {'has' if missing.count(',') == 0 else 'have'} no "
+                                     f"{kind} while {own[0]!r} has: give every voice its {kind} (switching back "
+                                     "to the server's default weights is not possible), or none")
     return out
 
 

@@ -77,6 +77,16 @@ def client(weights: Path, url: str, **kw) -> GptSovitsHttp:
     return GptSovitsHttp(url, resolve_voices(make_cfg(weights)), timeout_s=kw.pop("timeout_s", 10.0), **kw)
 
 
+def test_voices_mixing_own_and_default_weights_are_refused(tmp_path):
+    """'plain' without weights after 'alice' with them would speak with alice's model: refused at load."""
+    voices = voices_cfg(tmp_path) + [{"name": "plain", "ref_audio": "plain.wav", "ref_text": "参考。"}]
+    cfg = make_cfg(tmp_path).replace(**{"tts.voices": voices})
+    with pytest.raises(BackendUnavailable, match="'plain' has no gpt_weights while 'alice' has"):
+        resolve_voices(cfg)
+    none = [{**v, "gpt_weights": "", "sovits_weights": ""} for v in voices]
+    assert set(resolve_voices(cfg.replace(**{"tts.voices": none}))) == {"alice", "bob", "plain"}
+
+
 # ---------------------------------------------------------------- through the stage
 def test_stage_over_http(weights, url, server):
     tts = Tts.load(make_cfg(weights, gpt_sovits_url=url))
