@@ -43,10 +43,12 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BACKENDS = ("auto", "smollm2", "chatglm2", "transformers", "openai")
 
 ENGLISH_ONLY_NOTICE_ZH = "抱歉，当前的对话模型只会说英语。要用中文聊天，请配置 ChatGLM2-6B、GLM-4 或 Qwen 模型。"
-CHINESE_MODELS_HINT = (
-    "The embedded chat model (SmolLM2-135M) answers in English only. For Chinese, put ChatGLM2-6B "
-    "(THUDM/chatglm2-6b) in checkpoints/chatglm2-6b, or set [chat] backend = \"transformers\" with model_dir = a "
-    "GLM-4-9B-chat-hf or Qwen2.5/Qwen3-Instruct folder, or backend = \"openai\" with a server running such a model.")
+def chinese_models_hint(cfg: AvatarConfig) -> str:
+    """Where a Chinese-capable model would go, in this config's weights folder."""
+    return ("The embedded chat model (SmolLM2-135M) answers in English only. For Chinese, put ChatGLM2-6B "
+            f"(THUDM/chatglm2-6b) in {cfg.weights_path(cfg.chat.model_dir)}, or set [chat] backend = "
+            "\"transformers\" with model_dir = a GLM-4-9B-chat-hf or Qwen2.5/Qwen3-Instruct folder, or backend = "
+            "\"openai\" with a server running such a model.")
 
 _TAG_OPEN_MAX_CHARS = 16  # an unclosed "[" further back than this is plain text, not a tag being streamed
 
@@ -128,13 +130,13 @@ class ReplyStream:
 
 
 class ChatModel:
-    chinese_models_hint = CHINESE_MODELS_HINT
 
     def __init__(self, backend: ChatBackend, cfg: AvatarConfig, fallback_reason: str | None = None) -> None:
         self._backend = backend
         self.cfg = cfg
         self.fallback_reason = fallback_reason
         self.system_prompt = load_persona(cfg.chat)
+        self.chinese_models_hint = chinese_models_hint(cfg)
 
     @classmethod
     def load(cls, cfg: AvatarConfig) -> "ChatModel":

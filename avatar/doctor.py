@@ -110,9 +110,9 @@ def _stage_report(cfg: AvatarConfig, stage: str, m: Manifest, probe_servers: boo
         why = reason if stage == "chat" else "; ".join(blockers)
         warnings.append(f"{configured} was asked for but cannot run ({why}): the stage falls back to {backend}")
     if stage == "chat" and backend == "smollm2":
-        from .chat import CHINESE_MODELS_HINT  # names the models that would answer in Chinese
+        from .chat import chinese_models_hint  # names the models that would answer in Chinese
 
-        warnings.append(CHINESE_MODELS_HINT)
+        warnings.append(chinese_models_hint(cfg))
     if stage == "head" and backend == "eat" and not cuda:
         warnings.append("EAT on CPU: ~1.2 TFLOP per frame, expect seconds per frame; a GPU is recommended")
     return {"configured": configured, "backend": backend, "original_backend": rule.original,

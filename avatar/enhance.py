@@ -290,8 +290,8 @@ class Enhancer:
         weights = {"torch": ec.gfpgan_path, "onnx": ec.onnx_path, "tensorrt": ec.tensorrt_path}.get(engine, "")
         if not cfg.weights_path(weights).is_file():
             reason = f"GFPGAN weights not found: {cfg.weights_path(weights)}"
-            if ec.backend == "gfpgan":
-                raise BackendUnavailable(reason)
+            if ec.backend == "gfpgan":  # asked for by name: say so loudly, then run without it like other stages
+                log.warning("face enhancement: %s; it stays off", reason)
             return cls("off", fallback_reason=reason)
         runner, out_device = make_runner(engine, cfg, device)
         if isinstance(runner, TorchRunner):

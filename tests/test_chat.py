@@ -28,6 +28,7 @@ def test_auto_falls_back_to_the_embedded_model(chat, cfg):
     assert (chat.backend, chat.device, chat.languages) == ("smollm2", "cpu", {"en"})
     assert str(cfg.weights_path("chatglm2-6b")) in chat.fallback_reason
     assert "ChatGLM2" in chat.chinese_models_hint and "Qwen" in chat.chinese_models_hint
+    assert str(chat.cfg.weights_path("chatglm2-6b")) in chat.chinese_models_hint  # this config's folder
 
 
 def test_second_turn_sees_the_first(chat):
