@@ -13,6 +13,8 @@ command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)  # Gradio's streaming v
 fc-list 2>/dev/null | grep -i "noto.*cjk" >/dev/null || need_apt+=(fonts-noto-cjk)  # Chinese labels in headless screenshots
 ldconfig -p 2>/dev/null | grep "libGL.so.1" >/dev/null || need_apt+=(libgl1)
 ldconfig -p 2>/dev/null | grep "libglib-2.0.so.0" >/dev/null || need_apt+=(libglib2.0-0)
+# Debian splits venv's pip bootstrap (ensurepip) into python3-venv: without it `python3 -m venv` fails
+[ -x "$VENV/bin/python" ] || "$PYTHON" -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "[setup] apt-get install ${need_apt[*]}"
