@@ -25,12 +25,12 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def jfk_path() -> Path:
+def jfk_path(shared_dir) -> Path:  # the speech fixtures live in ../shared: skipped, not errors, without it
     return SPEECH / "jfk.flac"
 
 
 @pytest.fixture(scope="session")
-def zh_path() -> Path:
+def zh_path(shared_dir) -> Path:
     return SPEECH / "asr_example_zh.wav"
 
 
