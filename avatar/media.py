@@ -106,8 +106,10 @@ def check_not_silent(audio: Audio) -> Audio:
 
 # ---------------------------------------------------------------- images
 def load_image(source: str | Path | np.ndarray) -> np.ndarray:
-    """A path or an array in any common mode (gray, RGBA, CMYK, palette, 16-bit) -> uint8 HxWx3 RGB."""
-    from PIL import Image, UnidentifiedImageError
+    """A path or an array in any common mode (gray, RGBA, CMYK, palette, 16-bit) -> uint8 HxWx3 RGB. Files are turned
+    upright by their EXIF orientation (phone photos are stored sideways with a rotation tag); transparent pixels are
+    composited on white, files and arrays alike."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(source, np.ndarray):
         return array_to_rgb(source)
@@ -115,12 +117,15 @@ def load_image(source: str | Path | np.ndarray) -> np.ndarray:
     if not p.is_file():
         raise BadImage(f"image file not found: {p.name}")
     try:
-        with Image.open(p) as im:
-            im.load()
+        with Image.open(p) as opened:
+            opened.load()
+            im = ImageOps.exif_transpose(opened)
             if im.mode in ("I;16", "I;16B", "I", "F"):
                 arr = np.asarray(im, dtype=np.float64)
                 arr = (255 * (arr - arr.min()) / max(1e-9, np.ptp(arr))).astype(np.uint8)
                 return array_to_rgb(arr)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                return array_to_rgb(np.asarray(im.convert("RGBA"), dtype=np.uint8))
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, ValueError):
         raise BadImage(f"{p.name} is not an image we can read (use PNG or JPEG)") from None
@@ -130,8 +135,10 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     a = np.asarray(arr)
     if a.size == 0 or a.ndim not in (2, 3):
         raise BadImage("expected an image (height x width [x channels])")
+    if a.dtype.kind in "ui" and a.dtype.itemsize > 1 and a.max() > 255:  # 16-bit (or wider) samples
+        a = a.astype(np.float64) * (255.0 / np.iinfo(a.dtype).max)
     if a.dtype != np.uint8:
-        a = np.clip(a * 255.0 if a.dtype.kind == "f" and a.max() <= 1.0 else a, 0, 255).astype(np.uint8)
+        a = np.clip(a * 255.0 if a.dtype.kind == "f" and a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     if a.shape[2] == 1:

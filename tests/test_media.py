@@ -113,6 +113,33 @@ def test_writer_error_removes_partial_file(tmp_path):
     assert not out.exists()
 
 
+def test_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    """Stored sideways with Orientation=6 (rotate 90 degrees clockwise to view), as phones do: loaded upright."""
+    from PIL import Image
+    from skimage import data
+
+    upright = data.astronaut()
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1)))  # 90 degrees anticlockwise
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    loaded = media.load_image(tmp_path / "phone.jpg")
+    assert loaded.shape == upright.shape
+    assert np.abs(loaded.astype(int) - upright).mean() < 4
+
+
+def test_transparent_pixels_and_16_bit_arrays(tmp_path):
+    """A cut-out PNG file gets the white background an RGBA array gets; 16-bit arrays are scaled, not clipped."""
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[5:15, 10:20] = (200, 40, 40, 255)  # an opaque red square, the rest transparent black
+    media.save_png(rgba, tmp_path / "cut.png")
+    from_file, from_array = media.load_image(tmp_path / "cut.png"), media.load_image(rgba)
+    assert np.array_equal(from_file, from_array)
+    assert tuple(from_file[0, 0]) == (255, 255, 255) and tuple(from_file[10, 15]) == (200, 40, 40)
+    deep = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)[:, :, None].repeat(3, axis=2)
+    assert np.array_equal(media.load_image(deep)[:, :, 0], np.arange(256, dtype=np.uint8).reshape(16, 16))
+
+
 def test_images_any_mode(tmp_path):
     from PIL import Image
 
