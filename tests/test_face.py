@@ -1,6 +1,7 @@
 """Face preparation on real photos (skimage's astronaut) and on every kind of bad photo."""
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -76,6 +77,30 @@ def test_tiny_face_names_the_minimum(astronaut):
     assert len(detect_faces(tiny)) == 1
     with pytest.raises(FaceTooSmall, match="at least 64 px"):
         prepare_face(tiny)
+
+
+def test_a_small_face_in_a_large_photo_is_found(astronaut):
+    """An ~80 px face (above the 64 px minimum) in a 4000x3000 photo: the first pass, at 1024 px, cannot see it."""
+    small = cv2.resize(astronaut, None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
+    canvas = np.full((3000, 4000, 3), 128, np.uint8)
+    canvas[1300:1300 + small.shape[0], 1800:1800 + small.shape[1]] = small
+    face = prepare_face(canvas, 256)
+    assert 64 <= face.cache["box"].side <= 110
+    assert 1800 < face.cache["box"].left < 1800 + small.shape[1]
+
+
+def test_crops_from_large_photos_are_area_filtered(astronaut):
+    """Shrinking a 12x larger photo to the crop averages it (warpAffine alone samples bilinearly: fine stripes
+    alias into moire); the crop of a smooth photo is the same either way."""
+    pts = landmarks68(astronaut, detect_faces(astronaut)[0]) * 12
+    stripes = np.zeros((6144, 6144, 3), np.uint8)
+    stripes[:, ::2] = 255  # 2 px period: far above what a 1/14 scale can show
+    crop, _, _ = align_crop(stripes, pts, 256)
+    assert abs(crop.mean() - 127.5) < 3 and crop.std() < 20  # grey (bilinear sampling: std near 100)
+    big = cv2.resize(astronaut, None, fx=12, fy=12, interpolation=cv2.INTER_LINEAR)
+    want, _, _ = align_crop(astronaut, pts / 12, 256)
+    got, _, _ = align_crop(big, pts, 256)
+    assert np.abs(got.astype(int) - want).mean() < 4
 
 
 def test_two_faces_use_the_largest_with_a_warning(astronaut):
