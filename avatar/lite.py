@@ -156,17 +156,19 @@ def mouth_track(speech: Audio, n: int) -> MouthTrack:
     return MouthTrack(opening.astype(np.float32), _attack_release(width, 0.5, 0.3).astype(np.float32))
 
 
-def blink_track(n: int, seed: int) -> np.ndarray:
-    """(n,) eyelid closure 0..1: a blink (~200 ms) every 2-6 s, seeded."""
+def blink_track(n: int, seed: int, start_frame: int = 0) -> np.ndarray:
+    """(n,) eyelid closure 0..1: a blink (~200 ms) every 2-6 s, seeded; frames start_frame.. of that schedule (a
+    reply's later sentences continue it instead of blinking at the same offset in every clip)."""
     rng = np.random.default_rng(seed)
-    closure = np.zeros(n, np.float32)
+    start = max(0, int(start_frame))
+    n, closure = start + n, np.zeros(start + n, np.float32)
     profile = np.array([0.35, 0.85, 1.0, 0.75, 0.35, 0.1], np.float32)
     t = int(rng.uniform(1.0, 3.0) * FPS)
     while t < n:
         span = closure[t: t + len(profile)]
         span[:] = np.maximum(span, profile[: len(span)])
         t += int(rng.uniform(2.0, 6.0) * FPS)
-    return closure
+    return closure[start:]
 
 
 # ---------------------------------------------------------------- the per-photo mesh
@@ -538,7 +540,7 @@ class LiteEngine:
         rows = np.concatenate([pose.angles_deg, pose.translation], axis=1)[ping_pong_indices(len(pose), n)]
         scale, bias, width = _MOUTH_STYLE[emotion]
         k = float(np.clip(intensity, 0, 1))
-        return ClipPlan(mouth_track(speech, n), blink_track(n, self.seed), emotion_offsets(self.mesh(face), emotion, k),
+        return ClipPlan(mouth_track(speech, n), blink_track(n, self.seed, pose.start_frame), emotion_offsets(self.mesh(face), emotion, k),
                         1 + (scale - 1) * k, bias * k, width * k, rows.astype(np.float32))
 
     def vertices(self, mesh: Mesh, plan: ClipPlan, i: int) -> np.ndarray:

@@ -28,8 +28,9 @@ def ping_pong_indices(length: int, n_frames: int) -> np.ndarray:
     return np.where(k < length, k, period - k)
 
 
-def load_pose(name: str, n_frames: int) -> PoseSequence:
-    """The named sequence looped (ping-pong) or cut to exactly n_frames frames."""
+def load_pose(name: str, n_frames: int, start_frame: int = 0) -> PoseSequence:
+    """The named sequence looped (ping-pong) or cut to exactly n_frames frames, from frame start_frame of that
+    motion: consecutive clips of one reply (start_frame = the frames already shown) continue without a jump."""
     key = (name or "").strip().lower()
     path = POSES_DIR / f"{key}.npy"
     if not _NAME.fullmatch(key) or not path.is_file():
@@ -37,9 +38,10 @@ def load_pose(name: str, n_frames: int) -> PoseSequence:
     table = np.load(path, allow_pickle=False)
     if table.ndim != 2 or table.shape[1] != 6 or len(table) == 0:
         raise UnknownPose(f"pose file {path.name} is malformed: expected (T, 6), got {table.shape}")
-    rows = table[ping_pong_indices(len(table), max(1, int(n_frames)))].astype(np.float32)
+    start = max(0, int(start_frame))
+    rows = table[ping_pong_indices(len(table), start + max(1, int(n_frames)))[start:]].astype(np.float32)
     return PoseSequence(angles_deg=np.ascontiguousarray(rows[:, :3]), translation=np.ascontiguousarray(rows[:, 3:]),
-                        fps=FPS)
+                        fps=FPS, start_frame=start)
 
 
 def still_pose(n_frames: int) -> PoseSequence:

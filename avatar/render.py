@@ -58,15 +58,17 @@ def _resized(frames: np.ndarray, size: int | None) -> np.ndarray:
 def render_clip(engine: TalkingHead, face: PreparedFace, speech: Audio, emotion: str, pose: str | PoseSequence,
                 background: tuple[int, int, int] | None = None, size: int | None = None,
                 matting: Matting | None = None, out_path: str | Path = "out.mp4", enhancer: Enhancer | None = None,
-                intensity: float = 1.0, progress: Progress | None = None) -> Path:
+                intensity: float = 1.0, progress: Progress | None = None, start_frame: int = 0) -> Path:
     """Renders one clip to out_path (MP4, 25 fps, the speech as AAC) and returns the path.
 
     pose: a pose name (assets/poses) or a PoseSequence; background None keeps the photo's background; size: output
-    side in px (frames are resized when the engine renders another size); enhancer: frames -> frames, applied last.
+    side in px (frames are resized when the engine renders another size); enhancer: frames -> frames, applied last;
+    start_frame: frames of the same performance already shown (a reply's earlier sentences): the named pose and the
+    blinks continue from there.
     """
     emotion = check_emotion(emotion)
     total = n_frames(speech.duration_s)
-    sequence = load_pose(pose, total) if isinstance(pose, str) else pose
+    sequence = load_pose(pose, total, start_frame) if isinstance(pose, str) else pose
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with VideoWriter(out_path, fps=FPS, audio=speech) as writer:

@@ -224,10 +224,11 @@ class AvatarSystem:
     def render(self, photo, speech, emotion: str = "neutral", pose: str | None = None,
                background: str | tuple | None = None, size: int | None = None, enhance: bool = False,
                out_path: str | Path | None = None, intensity: float | None = None,
-               progress: ProgressFn | None = None) -> Path:
+               progress: ProgressFn | None = None, start_frame: int = 0) -> Path:
         """Photo (or a prepare_photo() result) + speech (path / Audio) -> MP4 (H.264 + AAC, 25 fps). Streams
         frames: constant memory. The speech keeps its own sample rate in the video (the engines resample what they
-        analyse themselves)."""
+        analyse themselves). start_frame: frames of the same performance already shown (head motion and blinks
+        continue from there)."""
         from .render import render_clip
 
         lim = self.config.limits
@@ -240,7 +241,8 @@ class AvatarSystem:
         render_clip(self._require("head"), face, audio, emotion, pose or self.config.head.pose,
                     background=parse_colour(background), size=size or self.config.head.size, matting=self.matting,
                     out_path=out, enhancer=self._enhance_fn() if enhance else None,
-                    intensity=self.config.head.intensity if intensity is None else intensity, progress=progress)
+                    intensity=self.config.head.intensity if intensity is None else intensity, progress=progress,
+                    start_frame=start_frame)
         self.last_timings["render_s"] = time.perf_counter() - t0
         return out
 
@@ -310,7 +312,7 @@ class AvatarSystem:
         stream = self.chat(conversation, text, language, mood=mood.label)
         render = functools.partial(self._speak_and_render, emotion=emotion, language=language, photo=photo,
                                    pose=pose, background=background, size=size, enhance=enhance, voice=voice,
-                                   chunk_dir=chunk_dir, timings=timings)
+                                   chunk_dir=chunk_dir, timings=timings, clock={"frame": 0})
         for delta in stream:
             if first_token_s is None:
                 first_token_s = time.perf_counter() - t1
@@ -336,8 +338,11 @@ class AvatarSystem:
                         data={**self.last_timings, "notice": bool(getattr(stream, "notice", False))})
 
     def _speak_and_render(self, sentence: str, tag: str | None, *, emotion, language, photo, pose, background, size,
-                          enhance, voice, chunk_dir, timings) -> Iterator[TurnEvent]:
+                          enhance, voice, chunk_dir, timings, clock) -> Iterator[TurnEvent]:
+        """One sentence: speech, then its video chunk. clock["frame"] counts the reply's frames so far: each chunk's
+        head motion and blinks continue where the previous sentence's stopped (no jump at the seams)."""
         from .emotion import reply_emotion
+        from .talking_head import n_frames
 
         if not sentence.strip():
             return
@@ -350,7 +355,8 @@ class AvatarSystem:
             return
         t1 = time.perf_counter()
         out = self.new_output_path(".mp4", chunk_dir)
-        self.render(photo, speech, label, pose, background, size, enhance, out_path=out)
+        self.render(photo, speech, label, pose, background, size, enhance, out_path=out, start_frame=clock["frame"])
+        clock["frame"] += n_frames(speech.duration_s)
         timings["render_s"] = timings.get("render_s", 0.0) + time.perf_counter() - t1
         yield TurnEvent("chunk", sentence, out, label, {"audio_s": speech.duration_s})
 

@@ -38,6 +38,8 @@ class PoseSequence:
     angles_deg: np.ndarray  # (T, 3) float32: yaw, pitch, roll in degrees
     translation: np.ndarray  # (T, 3) float32: x, y, z (EAT's t units; x/y ~ fraction of half the crop)
     fps: int = FPS
+    start_frame: int = 0  # where row 0 sits in a longer performance (a Talk turn's later sentence): clocks such as
+    # blinking continue from there instead of restarting with every clip
 
     def __post_init__(self) -> None:
         assert self.angles_deg.ndim == 2 and self.angles_deg.shape[1] == 3

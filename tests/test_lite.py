@@ -241,6 +241,8 @@ def test_blinks_every_two_to_six_seconds(engine, face):
     gaps_s = np.diff(starts) / 25
     assert len(starts) >= 5 and gaps_s.min() >= 2.0 and gaps_s.max() <= 6.0
     assert not np.array_equal(closure, blink_track(30 * 25, seed=1))  # seeded
+    continued = np.concatenate([blink_track(70, seed=0), blink_track(30 * 25 - 70, seed=0, start_frame=70)])
+    assert np.array_equal(continued, closure)  # a later sentence continues the schedule, no repeat at its start
     frames = render(engine, face, silence(4.0))
     peak = int(np.argmax(blink_track(len(frames), engine.seed)))
     dark = [dark_eye_share(frames[i], face.landmarks) for i in (0, peak)]

@@ -39,6 +39,16 @@ def test_ping_pong_loops_without_a_seam_jump():
     np.testing.assert_array_equal(rows[: len(base)], base)
 
 
+def test_consecutive_clips_continue_the_motion():
+    """A reply's sentences are separate clips: the second starts where the first stopped (it restarted at frame 0,
+    a visible head jump at every sentence)."""
+    whole = load_pose("lively", 250)
+    first, second = load_pose("lively", 90), load_pose("lively", 160, start_frame=90)
+    joined = np.concatenate([first.angles_deg, second.angles_deg])
+    assert np.array_equal(joined, whole.angles_deg) and second.start_frame == 90
+    assert np.array_equal(np.concatenate([first.translation, second.translation]), whole.translation)
+
+
 def test_short_request_is_cut_and_pose_has_the_hand_off_format():
     p = load_pose("lively", 3)
     assert len(p) == 3 and p.fps == FPS

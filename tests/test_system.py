@@ -141,3 +141,19 @@ def test_enhance_chooses_video_by_its_streams_and_checks_its_length(system, tmp_
     with pytest.raises(AudioTooLong, match="video is"):
         system.enhance(m4v, tmp_path / "out2.mp4")
     assert len(calls) == 2
+
+
+def test_a_replys_chunks_continue_one_clock(system, monkeypatch, astronaut):
+    """Each sentence's chunk starts its head motion and blinks where the previous one stopped."""
+    from avatar.talking_head import n_frames
+
+    starts, lengths = [], []
+    monkeypatch.setattr(system, "render", lambda *a, start_frame=0, **k: starts.append(start_frame))
+    speech = Audio(np.zeros(int(1.3 * 16000), np.float32), 16000)
+    monkeypatch.setattr(system.tts, "synthesize", lambda *a, **k: lengths.append(n_frames(speech.duration_s)) or speech)
+    clock, timings = {"frame": 0}, {}
+    for sentence in ("Hello there.", "How are you today?", "Fine."):
+        list(system._speak_and_render(sentence, None, emotion="neutral", language="en", photo=astronaut, pose=None,
+                                      background=None, size=None, enhance=False, voice=None, chunk_dir=None,
+                                      timings=timings, clock=clock))
+    assert starts == [0, lengths[0], lengths[0] + lengths[1]] and clock["frame"] == sum(lengths)
