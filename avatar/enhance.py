@@ -363,7 +363,7 @@ class Enhancer:
 
         info = media.probe(source, decode=False)  # codec and fps only: the file is decoded once below
         audio = media.load_audio(source, 44100) if info.audio_codec else None
-        fps = int(round(info.fps or 25))
+        fps = media.frame_rate_text(info.fps or 25)  # 29.97 stays 30000/1001: the copied audio stays in sync
         batches = self.enhance_frames(media.read_video(source, batch=self.batch_size))
         return media.write_video(out_path, batches, audio=audio, fps=fps)
 

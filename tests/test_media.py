@@ -188,6 +188,14 @@ def test_odd_frame_sizes_are_padded_to_even(tmp_path):
     assert (info.width, info.height, info.n_frames) == (722, 406, 5)
 
 
+def test_ntsc_frame_rates_are_kept_exactly(tmp_path):
+    assert media.frame_rate_text(29.97) == "30000/1001" and media.frame_rate_text(23.98) == "24000/1001"
+    assert [media.frame_rate_text(f) for f in (25.0, 30.0, 12.5)] == ["25", "30", "12.5"]
+    frames = np.zeros((30, 32, 32, 3), np.uint8)
+    info = media.probe(media.write_video(tmp_path / "ntsc.mp4", [frames], fps="30000/1001"), decode=True)
+    assert abs(info.video_duration_s - 30 * 1001 / 30000) < 0.002  # 1.001 s, not 1.000 s
+
+
 def test_concat_mp4_handles_quotes_in_paths(tmp_path):
     folder = tmp_path / "o'neil"
     folder.mkdir()
