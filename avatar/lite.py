@@ -540,7 +540,8 @@ class LiteEngine:
         rows = np.concatenate([pose.angles_deg, pose.translation], axis=1)[ping_pong_indices(len(pose), n)]
         scale, bias, width = _MOUTH_STYLE[emotion]
         k = float(np.clip(intensity, 0, 1))
-        return ClipPlan(mouth_track(speech, n), blink_track(n, self.seed, pose.start_frame), emotion_offsets(self.mesh(face), emotion, k),
+        return ClipPlan(mouth_track(speech, n), blink_track(n, self.seed, pose.start_frame),
+                        emotion_offsets(self.mesh(face), emotion, k),
                         1 + (scale - 1) * k, bias * k, width * k, rows.astype(np.float32))
 
     def vertices(self, mesh: Mesh, plan: ClipPlan, i: int) -> np.ndarray:

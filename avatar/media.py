@@ -296,11 +296,12 @@ def probe(path: str | Path, decode: bool = True) -> MediaInfo:
     if audio and decode:
         audio_s = load_audio(path, 16000).duration_s
     length = re.search(r"Duration: (\d+):(\d+):([\d.]+)", err)
+    seconds = int(length.group(1)) * 3600 + int(length.group(2)) * 60 + float(length.group(3)) if length else 0.0
     container = re.search(r"Input #0, ([^\s]+?),? from", err)
     return MediaInfo(video.group(1) if video else None, audio.group(1) if audio else None, fps,
                      int(video.group(2)) if video else None, int(video.group(3)) if video else None,
                      n_frames, n_frames / fps if fps else 0.0, audio_s,
-                     int(length.group(1)) * 3600 + int(length.group(2)) * 60 + float(length.group(3)) if length else 0.0,
+                     seconds,
                      container.group(1) if container else "")
 
 
