@@ -418,6 +418,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.device:
             cfg = cfg.replace(device=args.device)
         system = AvatarSystem.load(cfg)
+        system.config_path = args.config
         launch(system, args.host, args.port, args.share, args.auth)
     except AvatarError as e:  # a bad config file or a stage that cannot start: the message, not a traceback
         import sys

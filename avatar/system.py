@@ -73,6 +73,7 @@ def parse_colour(background: str | tuple[int, int, int] | None) -> tuple[int, in
 class AvatarSystem:
     def __init__(self, config: AvatarConfig) -> None:
         self.config = config
+        self.config_path: str | None = None  # the TOML file config came from (the doctor's commands name it)
         self.device = resolve_device(config.device)
         self.status: dict[str, StageStatus] = {}
         self.last_timings: dict[str, float] = {}
@@ -364,7 +365,7 @@ class AvatarSystem:
     def doctor(self) -> dict:
         from .doctor import doctor_report
 
-        report = doctor_report(self.config)
+        report = doctor_report(self.config, config_path=self.config_path)
         report["loaded"] = {n: vars(s) for n, s in self.status.items()}
         report["device"] = self.device
         return report

@@ -157,3 +157,8 @@ def test_a_replys_chunks_continue_one_clock(system, monkeypatch, astronaut):
                                       background=None, size=None, enhance=False, voice=None, chunk_dir=None,
                                       timings=timings, clock=clock))
     assert starts == [0, lengths[0], lengths[0] + lengths[1]] and clock["frame"] == sum(lengths)
+
+
+def test_the_system_tabs_download_commands_name_the_config_file(system, monkeypatch):
+    monkeypatch.setattr(system, "config_path", "/srv/avatar/my config.toml")
+    assert "--config '/srv/avatar/my config.toml'" in system.doctor()["download_command"]
