@@ -246,8 +246,14 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?", re.I)  # the names devices.resolve
 
 
 def _check_choice(value: Any, key: str) -> Any:
-    if key == "device" and not _DEVICE.fullmatch(value):
-        raise AvatarError(f"config device {value!r} is not a device; use auto, cpu, cuda or cuda:N")
+    """The value, normalised where it names a choice ("EN" -> "en", " cuda " -> "cuda", device "" -> "auto": what the
+    stages accepted before these checks), or an AvatarError naming the allowed values."""
+    if isinstance(value, str) and (key == "device" or key in CHOICES):
+        value = value.strip().lower()
+    if key == "device":
+        value = value or "auto"
+        if not _DEVICE.fullmatch(value):
+            raise AvatarError(f"config device {value!r} is not a device; use auto, cpu, cuda or cuda:N")
     allowed = CHOICES.get(key)
     if allowed is not None and value not in allowed:
         raise AvatarError(f"config {_field(key)} = {value!r} is not one of: {', '.join(map(repr, allowed))}")

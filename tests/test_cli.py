@@ -106,7 +106,7 @@ def test_download_accepts_the_documented_accept_licences_option(tmp_path):
 
 @pytest.mark.parametrize("toml,message", [
     (None, "config file not found"),
-    ('[asr]\nbackend = "Whisper"\n', "config [asr] backend = 'Whisper' is not one of"),
+    ('[asr]\nbackend = "wisper"\n', "config [asr] backend = 'wisper' is not one of"),
 ])
 def test_app_with_a_bad_config_prints_the_error_and_exits_2(tmp_path, toml, message):
     config = tmp_path / "app.toml"

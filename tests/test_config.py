@@ -75,7 +75,7 @@ def test_an_int_is_taken_where_a_float_is_expected(tmp_path):
 
 
 @pytest.mark.parametrize("toml,message", [
-    ('[asr]\nbackend = "Whisper"\n', "[asr] backend = 'Whisper' is not one of: 'auto', 'whisper', 'funasr'"),
+    ('[asr]\nbackend = "wisper"\n', "[asr] backend = 'wisper' is not one of: 'auto', 'whisper', 'funasr'"),
     ('[chat]\nbackend = "chatgpt"\n', "[chat] backend = 'chatgpt' is not one of: 'auto', 'smollm2', 'chatglm2'"),
     ('[tts]\ngpt_sovits_mode = "grpc"\n', "[tts] gpt_sovits_mode = 'grpc' is not one of: 'http', 'inprocess'"),
     ('[head]\nsize = 384\n', "[head] size = 384 is not one of: 256, 512"),
@@ -86,9 +86,21 @@ def test_an_int_is_taken_where_a_float_is_expected(tmp_path):
     ('device = "gpu"\n', "device 'gpu' is not a device; use auto, cpu, cuda or cuda:N"),
 ])
 def test_misspelled_choices_are_rejected_when_the_config_is_built(tmp_path, toml, message):
+    import tomllib
+
     assert message in _load_error(tmp_path, toml)
+    section, values = next(iter(tomllib.loads(toml).items()))
+    dotted = {section: values} if not isinstance(values, dict) else {f"{section}.{k}": v for k, v in values.items()}
     with pytest.raises(AvatarError, match="is not"):  # the same rule for changes made from code / CLI flags
-        AvatarConfig().replace(**{"asr.backend": "Whisper"})
+        AvatarConfig().replace(**dotted)
+
+
+def test_choices_are_normalised_as_the_stages_did():
+    """Case and spaces never mattered to the stages for these: "EN", "BFloat16", " CUDA " and an empty device."""
+    cfg = AvatarConfig().replace(**{"asr.language": "EN", "head.dtype": "BFloat16", "asr.backend": " Whisper "})
+    assert (cfg.asr.language, cfg.head.dtype, cfg.asr.backend) == ("en", "bfloat16", "whisper")
+    assert AvatarConfig().replace(device="").device == "auto"
+    assert AvatarConfig().replace(device=" CUDA ").device == "cuda"
 
 
 def test_every_listed_choice_and_device_name_is_accepted():
@@ -98,4 +110,4 @@ def test_every_listed_choice_and_device_name_is_accepted():
         for value in allowed:
             assert AvatarConfig().replace(**{key: value})
     for device in ("auto", "cpu", "cuda", "cuda:1", "CUDA:0"):
-        assert AvatarConfig().replace(device=device).device == device
+        assert AvatarConfig().replace(device=device).device == device.lower()
