@@ -25,7 +25,7 @@ from models.gfpgan import V1_4, GFPGANConfig, GFPGANv1Clean
 
 from .config import AvatarConfig
 from .devices import resolve_device, resolve_dtype
-from .errors import BackendUnavailable, NoFaceFound, WeightsError
+from .errors import AudioTooLong, BackendUnavailable, NoFaceFound, WeightsError
 from .types import check_frames, check_rgb
 
 log = logging.getLogger("avatar.enhance")
@@ -357,14 +357,28 @@ class Enhancer:
             start += n
         return out
 
-    def enhance_video(self, source: str | Path, out_path: str | Path) -> Path:
-        """A video file -> MP4 with every frame's faces enhanced (audio copied, re-encoded to AAC)."""
+    def enhance_video(self, source: str | Path, out_path: str | Path, max_s: float | None = None) -> Path:
+        """A video file -> MP4 with every frame's faces enhanced (audio copied, re-encoded to AAC). max_s: raise
+        AudioTooLong once more frames than that arrive (files without a duration header, e.g. recorded WebM)."""
         from . import media
 
-        info = media.probe(source, decode=False)  # codec and fps only: the file is decoded once below
+        info = media.probe(source, decode=False)  # codec and rates only: the file is decoded once below
         audio = media.load_audio(source, 44100) if info.audio_codec else None
-        fps = media.frame_rate_text(info.fps or 25)  # 29.97 stays 30000/1001: the copied audio stays in sync
-        batches = self.enhance_frames(media.read_video(source, batch=self.batch_size))
-        return media.write_video(out_path, batches, audio=audio, fps=fps)
+        # frames come at the decoder's rate (tbr; the average "fps" of a variable-rate phone video differs): writing
+        # them at that exact rate keeps the copied audio in sync (29.97 stays 30000/1001)
+        rate = info.tbr or info.fps or 25.0
+        frames = media.read_video(source, batch=self.batch_size)
+        if max_s is not None:
+            frames = _at_most(frames, int(max_s * rate) + 1, max_s)
+        return media.write_video(out_path, self.enhance_frames(frames), audio=audio, fps=media.frame_rate_text(rate))
 
 
+
+
+def _at_most(batches: Iterable[np.ndarray], max_frames: int, max_s: float) -> Iterator[np.ndarray]:
+    seen = 0
+    for batch in batches:
+        seen += len(batch)
+        if seen > max_frames:
+            raise AudioTooLong(f"the video is longer than {max_s:g} s, the maximum")
+        yield batch

@@ -273,12 +273,13 @@ class MediaInfo:
     video_duration_s: float
     audio_duration_s: float
     duration_s: float = 0.0  # the container's, from the header (0 when it has none)
+    tbr: float | None = None  # the rate frames are decoded at (read_video's); differs from fps for variable rates
     container: str = ""  # ffmpeg's demuxer name: mov,mp4,..., matroska,webm, png_pipe, image2, ...
 
     @property
     def is_video(self) -> bool:
         """Moving pictures: a video stream in a container that is not a still-image format."""
-        still = self.container == "image2" or self.container.endswith("_pipe")
+        still = self.container in ("image2", "gif", "apng") or self.container.endswith("_pipe")
         return self.video_codec is not None and not still
 
 
@@ -297,11 +298,12 @@ def probe(path: str | Path, decode: bool = True) -> MediaInfo:
         audio_s = load_audio(path, 16000).duration_s
     length = re.search(r"Duration: (\d+):(\d+):([\d.]+)", err)
     seconds = int(length.group(1)) * 3600 + int(length.group(2)) * 60 + float(length.group(3)) if length else 0.0
+    tbr = re.search(r"Stream #\S+.*?: Video: [^\n]*?([\d.]+)(k?) tbr", err)
     container = re.search(r"Input #0, ([^\s]+?),? from", err)
     return MediaInfo(video.group(1) if video else None, audio.group(1) if audio else None, fps,
                      int(video.group(2)) if video else None, int(video.group(3)) if video else None,
                      n_frames, n_frames / fps if fps else 0.0, audio_s,
-                     seconds,
+                     seconds, float(tbr.group(1)) * (1000 if tbr.group(2) else 1) if tbr else None,
                      container.group(1) if container else "")
 
 

@@ -276,7 +276,7 @@ class AvatarSystem:
                 raise media.AudioTooLong(f"the video is {info.duration_s:.0f} s long; the maximum is "
                                          f"{lim.max_render_audio_s:g} s")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
-            return enhancer.enhance_video(source, out)
+            return enhancer.enhance_video(source, out, lim.max_render_audio_s)  # also without a duration header
         return enhancer.enhance_image(downscale_to_limit(media.load_image(source), self.config.limits.max_image_side))
 
     # ------------------------------------------------------------ a conversation turn

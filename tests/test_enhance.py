@@ -13,7 +13,7 @@ from avatar import media
 from avatar.config import AvatarConfig
 from avatar.enhance import (FACE_SIZE, Enhancer, FivePointDetector, TorchRunner, align_faces, build_gfpgan,
                             paste_faces)
-from avatar.errors import BackendUnavailable, NoFaceFound
+from avatar.errors import AudioTooLong, BackendUnavailable, NoFaceFound
 from models.gfpgan import GFPGANConfig, GFPGANv1Clean
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -144,6 +144,11 @@ def test_enhance_video_streams_frames(tmp_path, photo, narrow_enhancer):
     original = np.concatenate(list(media.read_video(src)))
     diff = np.abs(decoded.astype(int) - original.astype(int))
     assert diff[:, 95:160, 200:260].mean() > 1 and diff[:, 400:, :100].mean() < 2  # face changed, corner kept
+
+    assert media.probe(src, decode=False).tbr == 25  # the decoder's rate, the one the output is written at
+    with pytest.raises(AudioTooLong, match="longer than 0.05 s"):  # counted while reading: no header needed
+        narrow_enhancer.enhance_video(src, tmp_path / "cut.mp4", max_s=0.05)
+    assert not (tmp_path / "cut.mp4").exists()
 
 
 @pytest.mark.gpu

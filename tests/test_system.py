@@ -123,7 +123,7 @@ def test_enhance_chooses_video_by_its_streams_and_checks_its_length(system, tmp_
     calls = []
 
     class Recorder:
-        def enhance_video(self, source, out):
+        def enhance_video(self, source, out, max_s=None):
             calls.append(("video", Path(source).suffix))
             return out
 
