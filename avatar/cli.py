@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args)
         if getattr(args, "out", None):
+            args.out = str(Path(args.out).expanduser())  # "--out=~/x.wav": the shell leaves that ~ alone
             _make_out_folder(Path(args.out))
         return COMMANDS[args.command](args, cfg)
     except AvatarError as e:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import manifest as mf
 from .config import AvatarConfig
+from .errors import BackendUnavailable
 from .devices import cuda_available, resolve_device
 from .manifest import Entry, Manifest
 
@@ -192,6 +193,12 @@ def _tts_blockers(cfg: AvatarConfig, weights_ready: bool, probe_servers: bool) -
         out.append("no [[tts.voices]] configured (a 3-10 s reference clip and its transcript)")
     out += [f"voice {v.name}: reference audio {cfg.weights_path(v.ref_audio)} not found"
             for v in t.voices if not v.ref_audio or not cfg.weights_path(v.ref_audio).is_file()]
+    from .gpt_sovits import resolve_voices  # the stage's own rule for the voices' weights
+
+    try:
+        resolve_voices(cfg)
+    except BackendUnavailable as e:
+        out.append(str(e))
     if t.gpt_sovits_mode == "http":
         if probe_servers and not _port_open(t.gpt_sovits_url):
             startable = t.start_server and t.gpt_sovits_dir and (cfg.weights_path(t.gpt_sovits_dir) / "api_v2.py").is_file()

@@ -136,7 +136,8 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     if a.size == 0 or a.ndim not in (2, 3):
         raise BadImage("expected an image (height x width [x channels])")
     if a.dtype.kind in "ui" and a.dtype.itemsize > 1 and a.max() > 255:  # 16-bit (or wider) samples
-        a = a.astype(np.float64) * (255.0 / np.iinfo(a.dtype).max)
+        top = 65535.0 if a.max() <= 65535 else float(a.max())  # 16-bit data in any integer type, else its range
+        a = np.clip(np.round(a.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
     if a.dtype != np.uint8:
         a = np.clip(a * 255.0 if a.dtype.kind == "f" and a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
     if a.ndim == 2:

@@ -2,6 +2,7 @@
 batch by batch through one ffmpeg process, so a 10-minute clip needs no more memory than a 1-second one."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Callable, Iterator
@@ -68,7 +69,10 @@ def render_clip(engine: TalkingHead, face: PreparedFace, speech: Audio, emotion:
     """
     emotion = check_emotion(emotion)
     total = n_frames(speech.duration_s)
-    sequence = load_pose(pose, total, start_frame) if isinstance(pose, str) else pose
+    if isinstance(pose, str):
+        sequence = load_pose(pose, total, start_frame)
+    else:  # a given sequence is used as it is; start_frame still moves its clocks (blinks)
+        sequence = dataclasses.replace(pose, start_frame=start_frame) if start_frame else pose
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with VideoWriter(out_path, fps=FPS, audio=speech) as writer:

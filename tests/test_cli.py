@@ -87,6 +87,15 @@ def test_out_in_a_folder_that_does_not_exist_is_created(tmp_path, astronaut_png,
     assert out.is_file() and out.stat().st_size > 1000
 
 
+def test_out_with_a_tilde_the_shell_did_not_expand(tmp_path, astronaut_png, monkeypatch):
+    """--out=~/x: the shell leaves this ~ alone; the folder made and the file written must be the same place."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "avatar", "matte", str(astronaut_png), "--out=~/sub/m.png"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "sub" / "m.png").is_file()
+
+
 def test_out_folder_that_cannot_be_created_is_a_clear_error_before_any_model_loads(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")

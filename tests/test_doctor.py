@@ -115,3 +115,13 @@ def test_doctor_reports_openai_when_its_server_listens():
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
         cfg = AvatarConfig().replace(**{"chat.backend": "openai", "chat.openai_base_url": url})
         assert doctor_report(cfg)["stages"]["chat"]["backend"] == "openai"
+
+
+def test_doctor_applies_the_voice_weights_rule_of_the_tts_stage(tmp_path):
+    """One voice with its own GPT-SoVITS weights and one without: the stage refuses it, so must the doctor."""
+    voices = [{"name": "alice", "gpt_weights": "a.ckpt", "sovits_weights": "a.pth", "ref_audio": "a.wav",
+               "ref_text": "参考。"}, {"name": "plain", "ref_audio": "a.wav", "ref_text": "参考。"}]
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    cfg = AvatarConfig(weights_dir=str(tmp_path), device="cpu").replace(**{"tts.voices": voices})
+    tts = doctor_report(cfg, probe_servers=False)["stages"]["tts"]
+    assert tts["backend"] == "builtin" and "'plain' has no gpt_weights" in " ".join(tts["warnings"] + [tts["reason"]])

@@ -138,6 +138,8 @@ def test_transparent_pixels_and_16_bit_arrays(tmp_path):
     assert tuple(from_file[0, 0]) == (255, 255, 255) and tuple(from_file[10, 15]) == (200, 40, 40)
     deep = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)[:, :, None].repeat(3, axis=2)
     assert np.array_equal(media.load_image(deep)[:, :, 0], np.arange(256, dtype=np.uint8).reshape(16, 16))
+    assert list(media.load_image(np.array([[0, 128, 256]], np.uint16))[0, :, 0]) == [0, 0, 1]  # 16-bit, not 8-bit
+    assert list(media.load_image(np.array([[0, 32768, 65535]], np.int32))[0, :, 0]) == [0, 128, 255]  # PIL's "I"
 
 
 def test_images_any_mode(tmp_path):
