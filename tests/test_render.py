@@ -117,3 +117,23 @@ def test_ten_minute_render_in_constant_memory(engine, face, matting, tmp_path):
                       progress=note)
     assert_mp4_matches(out, speech, 256)
     assert rss["late"] - rss["early"] < 30, f"RSS grew from {rss['early']:.0f} to {rss['late']:.0f} MB"
+
+
+@pytest.mark.parametrize("pose_kind", ["name", "sequence"])
+def test_start_frame_reaches_the_engine_for_names_and_sequences(engine, face, tmp_path, monkeypatch, pose_kind):
+    """A reply's later sentence: the pose (by name) starts 40 frames in, and so do the blinks (sequence or name)."""
+    import avatar.render as render_module
+
+    seen = []
+
+    def capture(engine, face, speech, emotion, sequence, *rest):
+        seen.append(sequence)
+        yield np.zeros((n_frames(speech.duration_s), 64, 64, 3), np.uint8)
+
+    monkeypatch.setattr(render_module, "composited_frames", capture)
+    speech = Audio(np.zeros(16000, np.float32), 16000)
+    pose = "talking" if pose_kind == "name" else load_pose("talking", n_frames(1.0))
+    render_clip(engine, face, speech, "neutral", pose, out_path=tmp_path / "c.mp4", start_frame=40)
+    assert seen[0].start_frame == 40
+    if pose_kind == "name":
+        assert np.array_equal(seen[0].angles_deg, load_pose("talking", 65).angles_deg[40:])
