@@ -297,23 +297,40 @@ def load_backend(cfg: AvatarConfig) -> tuple[ChatBackend, str | None]:
     return load_smollm2(), reason
 
 
-def _load_configured(cfg: AvatarConfig) -> ChatBackend:
+def planned_backend(cfg: AvatarConfig) -> str:
+    """Which configured backend the files point to, without loading anything: "openai", "chatglm2" or
+    "transformers"; BackendUnavailable naming what is missing otherwise (SmolLM2 then runs). The loader and the
+    doctor both decide with it."""
     c = cfg.chat
     folder = cfg.weights_path(c.model_dir)
     if c.backend == "openai":
-        from .openai_backend import OpenAIChatBackend
-
-        return OpenAIChatBackend.load(c.openai_base_url, c.openai_model, c.openai_api_key_env, c.timeout_s)
+        return "openai"
     if c.backend in ("auto", "chatglm2") and is_chatglm_folder(folder):
-        return ChatGLM2Chat.load(cfg, folder)
-    from .hf_backend import HFChatBackend, is_native_chat_folder
+        return "chatglm2"
+    if c.backend in ("auto", "transformers") and importlib.util.find_spec("transformers") is not None:
+        from .hf_backend import is_native_chat_folder
 
-    if c.backend in ("auto", "transformers") and is_native_chat_folder(folder):
-        return HFChatBackend.load(folder, device=cfg.device, dtype=c.dtype, quantize=c.quantize)
+        if is_native_chat_folder(folder):
+            return "transformers"
     wanted = {"chatglm2": "ChatGLM2 model (config.json with model_type 'chatglm')",
               "transformers": "chat model that transformers supports natively"}.get(
         c.backend, "ChatGLM2 or natively supported chat model")
     raise BackendUnavailable(f"no {wanted} found in {folder}")
+
+
+def _load_configured(cfg: AvatarConfig) -> ChatBackend:
+    c = cfg.chat
+    folder = cfg.weights_path(c.model_dir)
+    backend = planned_backend(cfg)
+    if backend == "openai":
+        from .openai_backend import OpenAIChatBackend
+
+        return OpenAIChatBackend.load(c.openai_base_url, c.openai_model, c.openai_api_key_env, c.timeout_s)
+    if backend == "chatglm2":
+        return ChatGLM2Chat.load(cfg, folder)
+    from .hf_backend import HFChatBackend
+
+    return HFChatBackend.load(folder, device=cfg.device, dtype=c.dtype, quantize=c.quantize)
 
 
 def is_chatglm_folder(folder: Path) -> bool:

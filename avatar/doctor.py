@@ -132,35 +132,27 @@ def _choose(configured: str, rule: StageRule, blockers: list[str]) -> tuple[str,
 
 
 def _chat_choice(cfg: AvatarConfig, chatglm2_blockers: list[str], probe_servers: bool) -> tuple[str, str]:
-    """(backend, why): the one chat.load_backend ends up with, by the same predicates, in the same order."""
-    from .chat import is_chatglm_folder
+    """(backend, why): the one chat.load_backend ends up with, decided by the stage's own chat.planned_backend."""
+    from .chat import planned_backend
 
     c = cfg.chat
-    folder = cfg.weights_path(c.model_dir)
     if c.backend == "smollm2":
         return "smollm2", "smollm2 chosen in the config"
-    if c.backend == "openai":
+    try:
+        backend = planned_backend(cfg)
+    except BackendUnavailable as e:
+        return "smollm2", str(e)
+    folder = cfg.weights_path(c.model_dir)
+    auto = " (auto)" if c.backend == "auto" else ""
+    if backend == "openai":
         if probe_servers and not _port_open(c.openai_base_url):
             return "smollm2", f"nothing is listening at {c.openai_base_url}"
         return "openai", f"openai chosen in the config ({c.openai_base_url})"
-    if c.backend in ("auto", "chatglm2") and is_chatglm_folder(folder):
+    if backend == "chatglm2":
         if chatglm2_blockers:
             return "smollm2", f"ChatGLM2 in {folder} cannot load: {'; '.join(chatglm2_blockers)}"
-        return "chatglm2", f"chatglm2: ChatGLM2-6B found in {folder}" + (" (auto)" if c.backend == "auto" else "")
-    if c.backend in ("auto", "transformers") and _native_chat_folder(folder):
-        return "transformers", f"transformers: a natively supported chat model in {folder}" + (
-            " (auto)" if c.backend == "auto" else "")
-    wanted = {"chatglm2": "ChatGLM2 model", "transformers": "chat model that transformers supports natively"}.get(
-        c.backend, "ChatGLM2 or natively supported chat model")
-    return "smollm2", f"no {wanted} in {folder}"
-
-
-def _native_chat_folder(folder: Path) -> bool:
-    if importlib.util.find_spec("transformers") is None:
-        return False
-    from .hf_backend import is_native_chat_folder
-
-    return is_native_chat_folder(folder)
+        return "chatglm2", f"chatglm2: ChatGLM2-6B found in {folder}{auto}"
+    return "transformers", f"transformers: a natively supported chat model in {folder}{auto}"
 
 
 def _blockers(cfg: AvatarConfig, stage: str, rule: StageRule, weights_ready: bool, models: list[dict],
