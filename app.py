@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -421,8 +422,6 @@ def main(argv: list[str] | None = None) -> None:
         system.config_path = args.config
         launch(system, args.host, args.port, args.share, args.auth)
     except AvatarError as e:  # a bad config file or a stage that cannot start: the message, not a traceback
-        import sys
-
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -374,7 +374,6 @@ class Enhancer:
 
 
 
-
 def _at_most(batches: Iterable[np.ndarray], max_frames: int, max_s: float) -> Iterator[np.ndarray]:
     seen = 0
     for batch in batches:

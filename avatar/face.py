@@ -169,6 +169,11 @@ def align_crop(image: np.ndarray, landmarks: np.ndarray, size: int,
     return crop, matrix, crop_pts.astype(np.float32)
 
 
+def load_photo(image: np.ndarray | str | Path, max_side: int) -> np.ndarray:
+    """Any photo (array in any mode, or a file) -> uint8 RGB, downscaled so its long side is at most max_side."""
+    return downscale_to_limit(load_image(image), max_side)
+
+
 def downscale_to_limit(image: np.ndarray, max_side: int) -> np.ndarray:
     long_side = max(image.shape[:2])
     if long_side <= max_side:
@@ -185,7 +190,7 @@ def prepare_face(image: np.ndarray | str | Path, size: int = 256, limits: Limits
     the largest is used and a warning is returned. cache holds 'transform' (3x3 photo->crop) and 'photo_landmarks'.
     """
     limits = limits or LimitsConfig()
-    rgb = downscale_to_limit(load_image(image), limits.max_image_side)
+    rgb = load_photo(image, limits.max_image_side)
     if min(rgb.shape[:2]) < 8:
         raise BadImage(f"the image is too small ({rgb.shape[1]}x{rgb.shape[0]} px)")
     boxes = detect_faces(rgb, limits.min_face_px)

@@ -319,7 +319,7 @@ def concat_mp4(chunks: list[Path], out_path: Path) -> Path:
     streams as well would keep every chunk's encoder priming (about 23 ms at 44.1 kHz) and sentence tails longer
     than the picture: the sound would drift further behind the lips with every sentence."""
     chunks = [Path(c).resolve() for c in chunks]
-    infos = [probe(c) for c in chunks]
+    infos = [probe(c, decode=False) for c in chunks]  # codecs and fps: the frames are counted once below
     with_audio = all(info.audio_codec for info in infos)
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "list.txt"

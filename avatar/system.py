@@ -254,9 +254,9 @@ class AvatarSystem:
     def matte(self, photo, background: str | tuple | None = "#00ff00") -> np.ndarray:
         """Photo -> (H,W,3) photo composited on a solid colour; background None / 'none': the (H,W,4) RGBA cut-out
         (transparent background, for a PNG). Photos beyond limits.max_image_side are downscaled first."""
-        from .face import downscale_to_limit
+        from .face import load_photo
 
-        image = downscale_to_limit(media.load_image(photo), self.config.limits.max_image_side)
+        image = load_photo(photo, self.config.limits.max_image_side)
         colour = parse_colour(background)
         matting = self._require("matting")
         alpha = matting.alpha(image[None])
@@ -266,7 +266,7 @@ class AvatarSystem:
 
     def enhance(self, source: str | Path | np.ndarray, out_path: str | Path | None = None):
         """A photo (array/path) -> enhanced array; a video path -> enhanced MP4 path."""
-        from .face import downscale_to_limit
+        from .face import load_photo
 
         enhancer = self._require("enhance")
         if isinstance(source, (str, Path)) and media.is_video(source):  # by its streams: .m4v/.3gp/.ts/... too
@@ -277,7 +277,7 @@ class AvatarSystem:
                                          f"{lim.max_render_audio_s:g} s")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
             return enhancer.enhance_video(source, out, lim.max_render_audio_s)  # also without a duration header
-        return enhancer.enhance_image(downscale_to_limit(media.load_image(source), self.config.limits.max_image_side))
+        return enhancer.enhance_image(load_photo(source, self.config.limits.max_image_side))
 
     # ------------------------------------------------------------ a conversation turn
     def respond(self, conversation, photo=None, audio=None, text: str | None = None, language: str = "auto",
