@@ -78,7 +78,7 @@ def build_gfpgan(state: dict[str, torch.Tensor], cfg: GFPGANConfig = V1_4) -> GF
 # ---------------------------------------------------------------------------------------------------- engines
 class TorchRunner:
     """The torch module on `device` in `dtype` (channels_last); optional torch.compile on CUDA (default mode: what
-    the README's 900 faces/s on an H100 used; max-autotune spent over 6 minutes tuning there and was not faster).
+    the README's H100 figures used; max-autotune spent over 6 minutes tuning there and was not faster).
     With compile the batch is padded to `batch_size` so one compiled graph serves every call."""
 
     def __init__(self, net: GFPGANv1Clean, device: str, dtype: torch.dtype, batch_size: int, compile: bool = False):

@@ -2,7 +2,7 @@
 torch.profiler, its kernels grouped into convolutions (cuDNN), fused pointwise passes (inductor's Triton kernels)
 and the rest.
 
-    python scripts/profile_enhance.py --device cuda --batch 64 --compile      # what bench_enhance's 900 faces/s ran
+    python scripts/profile_enhance.py --device cuda --batch 64 --compile      # what bench_enhance's compiled figure ran
     python scripts/profile_enhance.py --device cpu --batch 1 --size 128       # a CPU smoke run (small network)
 Prints the top kernels (stdout) and, last, one JSON line: ms per batch, faces/s and the time per group.
 """

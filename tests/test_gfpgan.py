@@ -12,7 +12,8 @@ import torch
 
 from avatar.enhance import _channels_last, build_gfpgan, load_gfpgan_state
 from avatar.errors import WeightsError
-from models.gfpgan import GFPGANConfig, GFPGANv1Clean, ModulatedConv2d, upsample_conv3x3
+from models.gfpgan import (GFPGANConfig, GFPGANv1Clean, ModulatedConv2d, border_kernels, polyphase_weight,
+                           upsample_conv3x3)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -118,16 +119,24 @@ def test_polyphase_upsample_conv_equals_bilinear_then_conv(size, nhwc):
     assert got.is_contiguous(memory_format=torch.channels_last) == nhwc  # NHWC survives for the next conv
 
 
-@pytest.mark.parametrize("form", ["compiled", "onnx"])
-def test_polyphase_functional_forms_equal_bilinear_then_conv(form, monkeypatch):
-    """The forms torch.compile (pads added) and ONNX export (concatenation) trace, run here in eager mode."""
+@pytest.mark.parametrize("form,size,nhwc", [("compiled", (6, 7), False), ("compiled", (4, 4), True),
+                                             ("compiled", (9, 5), True), ("onnx", (6, 7), False)])
+def test_polyphase_functional_forms_equal_bilinear_then_conv(form, size, nhwc, monkeypatch):
+    """The forms torch.compile (border deltas as pads) and ONNX export (concatenation) trace, run here in eager
+    mode; the compiled form also with the border kernels baked."""
     flag = "torch.compiler.is_compiling" if form == "compiled" else "torch.onnx.is_in_onnx_export"
     monkeypatch.setattr(flag, lambda: True)
     g = torch.Generator().manual_seed(7)
-    x, w, b = torch.randn(2, 6, 6, 7, generator=g), torch.randn(5, 6, 3, 3, generator=g), torch.randn(5, generator=g)
+    x, w, b = torch.randn(2, 6, *size, generator=g), torch.randn(5, 6, 3, 3, generator=g), torch.randn(5, generator=g)
+    if nhwc:
+        x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
     up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
     want = torch.nn.functional.conv2d(up, w, b, padding=1)
     assert (upsample_conv3x3(x, w, b) - want).abs().max() < 2e-5
+    if form == "compiled":
+        baked = upsample_conv3x3(x, w, b, polyphase_weight(w, nhwc), border_kernels(w))
+        assert (baked - want).abs().max() < 2e-5
+        assert border_kernels(w)[0].is_contiguous(memory_format=torch.channels_last) == nhwc
 
 
 def test_compiled_forms_and_baked_weights_keep_the_output(monkeypatch):
