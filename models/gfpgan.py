@@ -100,8 +100,8 @@ def border_kernels(weight: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def border_deltas(x: Tensor, weight: Tensor, kernels: tuple[Tensor, ...] | None = None) -> list[Tensor]:
-    """What the polyphase conv misses at the border, as four deltas padded to the output size (top, bottom, left,
-    right; corners get two).
+    """What the polyphase conv misses at the border: deltas for output rows 0-1 (b, c_out, 2, 2w), rows 2h-2..2h-1,
+    columns 0-1 (b, c_out, 2h, 2) and columns 2w-2..2w-1 (corners get two).
 
     The polyphase conv sees the image bilinear-upsampled with zeros outside x: its upsampled border rows are
     0.75*x[0] instead of x[0] (clamped source), and it sees a row -1 of 0.25*x[0] where the conv pads with 0.
@@ -122,10 +122,8 @@ def border_deltas(x: Tensor, weight: Tensor, kernels: tuple[Tensor, ...] | None 
                            align_corners=False)[:, :, 1:-1]  # rows -1 .. 2h of the zero-padded upsampling
         return F.conv2d(up, k).view(b, 2, c_out, 2 * h).permute(0, 2, 3, 1)
 
-    return [F.pad(rows(x[:, :, :1], top_k), (0, 0, 0, 2 * h - 2)),
-            F.pad(rows(x[:, :, -1:], bottom_k), (0, 0, 2 * h - 2, 0)),
-            F.pad(cols(x[..., :1], left_k), (0, 2 * w - 2)),
-            F.pad(cols(x[..., -1:], right_k), (2 * w - 2, 0))]
+    return [rows(x[:, :, :1], top_k), rows(x[:, :, -1:], bottom_k), cols(x[..., :1], left_k),
+            cols(x[..., -1:], right_k)]
 
 
 def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, phased: Tensor | None = None,
@@ -134,8 +132,9 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, phas
 
     Polyphase form: each of the 4 output phases is a 3x3 conv of the low-res input with a combined kernel, so one
     conv with 4*Cout outputs at low resolution (a 4x wider GEMM, no 4x larger intermediate) followed by an
-    interleave. Its zero padding differs from the clamped bilinear border in the 2 outer rows/columns, which are
-    recomputed exactly from thin strips. Same products summed in another order (fp32 differences ~1e-6).
+    interleave. Its zero padding differs from the clamped bilinear border in the 2 outer rows/columns, which get
+    exact deltas (`border_deltas`; the ONNX form recomputes them from thin strips). Same products summed in
+    another order (fp32 differences ~1e-6).
     `phased`: `polyphase_weight(weight, nhwc)`, `border`: `border_kernels(weight)`, when the caller keeps them
     (see `GFPGANv1Clean.bake`)."""
     b, c_in, h, w = x.shape
@@ -146,25 +145,27 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, phas
         phased = polyphase_weight(weight, _is_nhwc(x))
     y = F.conv2d(x, phased, None if bias is None else bias.repeat(4), padding=1)
     interleaved = y.view(b, 2, 2, c_out, h, w).permute(0, 3, 4, 1, 5, 2)  # (b, c, h, 2, w, 2)
-    if torch.compiler.is_compiling():
-        # the interleave and the border deltas as index arithmetic + masked loads (pads): inductor fuses them with
-        # the caller's pointwise epilogue into one pass; writes into a buffer would force it to materialise the result
-        out = interleaved.reshape(b, c_out, 2 * h, 2 * w)
-        for delta in border_deltas(x, weight, border):
-            out = out + delta
-        return out
-    top = F.conv2d(_resize2x(x[:, :, :2], 2.0)[:, :, :3], weight, bias, padding=1)[:, :, :2]
-    bottom = F.conv2d(_resize2x(x[:, :, -2:], 2.0)[:, :, 1:], weight, bias, padding=1)[:, :, 1:]
-    left = F.conv2d(_resize2x(x[..., :2], 2.0)[..., :3], weight, bias, padding=1)[..., :2]
-    right = F.conv2d(_resize2x(x[..., -2:], 2.0)[..., 1:], weight, bias, padding=1)[..., 1:]
     if torch.onnx.is_in_onnx_export():  # the tracer does not follow writes into views: stay functional
+        top = F.conv2d(_resize2x(x[:, :, :2], 2.0)[:, :, :3], weight, bias, padding=1)[:, :, :2]
+        bottom = F.conv2d(_resize2x(x[:, :, -2:], 2.0)[:, :, 1:], weight, bias, padding=1)[:, :, 1:]
+        left = F.conv2d(_resize2x(x[..., :2], 2.0)[..., :3], weight, bias, padding=1)[..., :2]
+        right = F.conv2d(_resize2x(x[..., -2:], 2.0)[..., 1:], weight, bias, padding=1)[..., 1:]
         out = interleaved.reshape(b, c_out, 2 * h, 2 * w)
         out = torch.cat([top, out[:, :, 2:-2], bottom], dim=2)
         return torch.cat([left, out[..., 2:-2], right], dim=3)
+    top, bottom, left, right = border_deltas(x, weight, border)
+    if torch.compiler.is_compiling():
+        # the interleave and the border deltas as index arithmetic + masked loads (pads): inductor fuses them with
+        # the caller's pointwise epilogue into one pass; writes into a buffer would force it to materialise the result
+        return (interleaved.reshape(b, c_out, 2 * h, 2 * w) + F.pad(top, (0, 0, 0, 2 * h - 2))
+                + F.pad(bottom, (0, 0, 2 * h - 2, 0)) + F.pad(left, (0, 2 * w - 2)) + F.pad(right, (2 * w - 2, 0)))
     fmt = torch.channels_last if _is_nhwc(x) else torch.contiguous_format
     out = torch.empty(b, c_out, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=fmt)
     out.view(b, c_out, h, 2, w, 2).copy_(interleaved)
-    out[:, :, :2], out[:, :, -2:], out[..., :2], out[..., -2:] = top, bottom, left, right
+    out[:, :, :2] += top
+    out[:, :, -2:] += bottom
+    out[..., :2] += left
+    out[..., -2:] += right
     return out
 
 
