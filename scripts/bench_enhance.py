@@ -11,8 +11,10 @@ GFPGAN uses the seeded synthetic weights (../shared/tools/seeded_weights.py) whe
 weights: speed does not depend on the values. MODNet: the official ONNX with --modnet-onnx PATH (ONNX Runtime),
 else our MODNet-architecture network (models/modnet.py, random weights) in torch, or exported to ONNX with
 --engine onnx. `net` numbers time the network alone on device-resident input; `e2e` numbers include the uint8
-upload, resize/normalise and the uint8 download (Enhancer.enhance_faces). Progress and per-result lines go to
-stderr; the last stdout line is the whole report as one JSON object.
+upload, resize/normalise and the uint8 download (Enhancer.enhance_faces). On CUDA each torch result also carries
+`gpu_during_timing` (nvidia-smi: SM clock range, peak power, clock-limit reasons such as sw_power_cap while the
+timed loop ran). Progress and per-result lines go to stderr; the last stdout line is the whole report as one JSON
+object.
 """
 from __future__ import annotations
 
@@ -20,10 +22,13 @@ import argparse
 import functools
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,6 +58,66 @@ def card(device: str) -> str:
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+# nvidia-smi's clocks_event_reasons bits (why the SM clock is below its maximum)
+CLOCK_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
+                 0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
+                 0x80: "hw_power_brake_slowdown"}
+
+
+def summarize_clock_samples(lines: Iterable[str]) -> dict:
+    """nvidia-smi rows "clock, power, reasons" (with or without units: "1545 MHz, 686.43 W, 0x...04") -> the SM
+    clock range, peak power and the reasons seen; {} when no row parses."""
+    clocks, powers, reasons = [], [], 0
+    for line in lines:
+        parts = [p.strip().split()[0] for p in line.split(",") if p.strip()]
+        try:
+            clock, power, bits = float(parts[0]), float(parts[1]), int(parts[2], 16)
+        except (IndexError, ValueError):
+            continue  # a header, "[N/A]", a partial line at the end
+        clocks.append(clock)
+        powers.append(power)
+        reasons |= bits
+    if not clocks:
+        return {}
+    return {"samples": len(clocks), "sm_clock_mhz_min": min(clocks),
+            "sm_clock_mhz_median": sorted(clocks)[len(clocks) // 2], "power_w_max": max(powers),
+            "clock_reasons": [name for bit, name in CLOCK_REASONS.items() if reasons & bit]}
+
+
+class ClockSampler:
+    """The GPU's SM clock, power and clock-limit reasons, sampled by nvidia-smi every 100 ms while the timed loop
+    runs. Kernel times alone hide it when a card runs at its power limit (GFPGAN batch 64 on an H100: 700 W, SM
+    clock down from 1980 to ~1550-1710 MHz, reason sw_power_cap). `summary` stays {} without nvidia-smi or CUDA."""
+
+    QUERY = "clocks.current.sm,power.draw,clocks_event_reasons.active"
+
+    def __init__(self, device: str):
+        self.device, self.summary, self._proc = device, {}, None
+
+    def __enter__(self) -> "ClockSampler":
+        if self.device.startswith("cuda") and shutil.which("nvidia-smi"):
+            index = torch.device(self.device).index
+            index = torch.cuda.current_device() if index is None else index
+            try:
+                self._proc = subprocess.Popen(["nvidia-smi", "-i", str(index), f"--query-gpu={self.QUERY}",
+                                               "--format=csv,noheader", "-lms", "100"],
+                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            except OSError:
+                self._proc = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            out, _ = self._proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            out, _ = self._proc.communicate()
+        self.summary = summarize_clock_samples(out.splitlines())
 
 
 def timed(fn, device: str, warmup: int, iters: int) -> float:
@@ -128,12 +193,15 @@ def bench_gfpgan(args, engine: str, batch: int, cfg: GFPGANConfig, tmp: Path) ->
         fn(x)
         sync(args.device)
         first_s = time.perf_counter() - t0
-        per_call = timed(lambda: fn(x), args.device, args.warmup, args.iters)
+        with ClockSampler(args.device) as gpu:
+            per_call = timed(lambda: fn(x), args.device, args.warmup, args.iters)
     faces_s = batch / per_call
     result = {"model": "gfpgan-v1.4" if cfg == V1_4 else f"gfpgan-small-{size}", "weights": weights,
               "engine": engine, "detail": desc, "dtype": args.dtype, "batch": batch, "size": size,
               "faces_per_s": round(faces_s, 2), "ms_per_batch": round(per_call * 1e3, 3),
               "first_call_s": round(first_s, 2)}
+    if gpu.summary:
+        result["gpu_during_timing"] = gpu.summary
     if cfg == V1_4:
         result["tflops"] = round(faces_s * GFPGAN_GFLOP_PER_FACE / 1e3, 1)
     if engine == "torch" and args.compile == "none" and not args.no_e2e:
@@ -167,11 +235,15 @@ def bench_modnet(args, engine: str, batch: int, size: int, tmp: Path) -> dict:
     fn = net if args.compile == "none" else torch.compile(net, mode=None if args.compile == "default" else args.compile)
     x = (torch.rand(batch, 3, size, size, device=args.device) * 2 - 1).to(dtype)
     x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with torch.inference_mode(), ClockSampler(args.device) as gpu:
         per_call = timed(lambda: fn(x), args.device, args.warmup, args.iters)
-    return {"model": "modnet", "weights": "random", "engine": "torch",
-            "detail": f"torch {args.dtype} channels_last compile={args.compile}", "dtype": args.dtype, "batch": batch,
-            "size": size, "frames_per_s": round(batch / per_call, 2), "ms_per_batch": round(per_call * 1e3, 3)}
+    result = {"model": "modnet", "weights": "random", "engine": "torch",
+              "detail": f"torch {args.dtype} channels_last compile={args.compile}", "dtype": args.dtype,
+              "batch": batch, "size": size, "frames_per_s": round(batch / per_call, 2),
+              "ms_per_batch": round(per_call * 1e3, 3)}
+    if gpu.summary:
+        result["gpu_during_timing"] = gpu.summary
+    return result
 
 
 def bench_modnet_onnx(args, path: Path, batch: int, size: int, weights: str) -> dict:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +37,44 @@ def test_kernel_groups():
     assert kernel_group("sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc_tilesize128x256x64") == "conv"
     assert kernel_group("triton_poi_fused__to_copy_add_addcmul_leaky_relu_12") == "fused_pointwise"
     assert kernel_group("void at::native::elementwise_kernel<128, 4, direct_copy_kernel_cuda>") == "other"
+
+
+# rows as the lent H100's nvidia-smi printed them during a timed GFPGAN loop (query clocks.current.sm, power.draw,
+# clocks_event_reasons.active; csv, noheader), plus the junk a stopped sampler can leave
+SMI_ROWS = ["1980 MHz, 445.13 W, 0x0000000000000004", "1710 MHz, 580.18 W, 0x0000000000000004",
+            "1545 MHz, 686.43 W, 0x0000000000000004", "1605 MHz, 698.92 W, 0x0000000000000004",
+            "1950 MHz, 637.68 W, 0x0000000000000000", "[N/A], [N/A], [N/A]", "1980 MH"]
+
+
+def test_clock_samples_show_a_power_capped_run():
+    from bench_enhance import summarize_clock_samples
+
+    s = summarize_clock_samples(SMI_ROWS)
+    assert s == {"samples": 5, "sm_clock_mhz_min": 1545.0, "sm_clock_mhz_median": 1710.0, "power_w_max": 698.92,
+                 "clock_reasons": ["sw_power_cap"]}
+    assert summarize_clock_samples(["1410, 300.5, 0x0000000000000001"])["clock_reasons"] == ["gpu_idle"]
+    assert summarize_clock_samples([]) == summarize_clock_samples(["[N/A], [N/A], [N/A]"]) == {}
+
+
+def test_clock_sampler_runs_nvidia_smi_around_the_loop(tmp_path, monkeypatch):
+    """A stand-in nvidia-smi on PATH (prints rows until stopped): the sampler starts it with the query, stops it when
+    the loop ends and summarises what it printed; no nvidia-smi or a CPU device: an empty summary."""
+    from bench_enhance import ClockSampler
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n"
+                    "while true; do echo '1545 MHz, 686.43 W, 0x0000000000000004'; sleep 0.05; done\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with ClockSampler("cuda:1") as gpu:
+        time.sleep(0.5)
+    assert gpu.summary["samples"] >= 2 and gpu.summary["clock_reasons"] == ["sw_power_cap"]
+    args = (tmp_path / "args").read_text().split()
+    assert args[:2] == ["-i", "1"] and "--query-gpu=clocks.current.sm,power.draw,clocks_event_reasons.active" in args
+    with ClockSampler("cpu") as cpu:
+        pass
+    assert cpu.summary == {}
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with ClockSampler("cuda:0") as none:
+        pass
+    assert none.summary == {}
