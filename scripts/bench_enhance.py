@@ -86,6 +86,13 @@ def summarize_clock_samples(lines: Iterable[str]) -> dict:
             "clock_reasons": [name for bit, name in CLOCK_REASONS.items() if reasons & bit]}
 
 
+def smi_gpu_id(index: int) -> str:
+    """nvidia-smi's id of torch's cuda:`index`: CUDA_VISIBLE_DEVICES renumbers the cards torch sees (its entries
+    are indices or UUIDs, both of which nvidia-smi -i takes); nvidia-smi always counts all of them."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[index] if index < len(visible) else str(index)
+
+
 class ClockSampler:
     """The GPU's SM clock, power and clock-limit reasons, sampled by nvidia-smi every 100 ms while the timed loop
     runs. Kernel times alone hide it when a card runs at its power limit (GFPGAN batch 64 on an H100: 700 W, SM
@@ -101,7 +108,7 @@ class ClockSampler:
             index = torch.device(self.device).index
             index = torch.cuda.current_device() if index is None else index
             try:
-                self._proc = subprocess.Popen(["nvidia-smi", "-i", str(index), f"--query-gpu={self.QUERY}",
+                self._proc = subprocess.Popen(["nvidia-smi", "-i", smi_gpu_id(index), f"--query-gpu={self.QUERY}",
                                                "--format=csv,noheader", "-lms", "100"],
                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             except OSError:

@@ -66,6 +66,7 @@ def test_clock_sampler_runs_nvidia_smi_around_the_loop(tmp_path, monkeypatch):
                     "while true; do echo '1545 MHz, 686.43 W, 0x0000000000000004'; sleep 0.05; done\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     with ClockSampler("cuda:1") as gpu:
         time.sleep(0.5)
     assert gpu.summary["samples"] >= 2 and gpu.summary["clock_reasons"] == ["sw_power_cap"]
@@ -78,3 +79,12 @@ def test_clock_sampler_runs_nvidia_smi_around_the_loop(tmp_path, monkeypatch):
     with ClockSampler("cuda:0") as none:
         pass
     assert none.summary == {}
+
+
+def test_sampler_asks_nvidia_smi_for_the_card_torch_uses(monkeypatch):
+    from bench_enhance import smi_gpu_id
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, GPU-8f3a1c2e")
+    assert smi_gpu_id(0) == "2" and smi_gpu_id(1) == "GPU-8f3a1c2e"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert smi_gpu_id(1) == "1"
