@@ -373,7 +373,6 @@ class Enhancer:
         return media.write_video(out_path, self.enhance_frames(frames), audio=audio, fps=media.frame_rate_text(rate))
 
 
-
 def _at_most(batches: Iterable[np.ndarray], max_frames: int, max_s: float) -> Iterator[np.ndarray]:
     seen = 0
     for batch in batches:

@@ -308,11 +308,6 @@ def probe(path: str | Path, decode: bool = True) -> MediaInfo:
                      container.group(1) if container else "")
 
 
-def is_video(path: str | Path) -> bool:
-    """A readable file with moving pictures (any container ffmpeg knows), not a still image."""
-    return Path(path).is_file() and probe(path, decode=False).is_video
-
-
 def concat_mp4(chunks: list[Path], out_path: Path) -> Path:
     """Joins same-format MP4 chunks in order: the video is copied (ffmpeg's concat demuxer, no re-encoding); the
     audio is decoded per chunk, padded or cut to that chunk's video length and encoded once. Copying the AAC

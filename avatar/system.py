@@ -269,15 +269,15 @@ class AvatarSystem:
         from .face import load_photo
 
         enhancer = self._require("enhance")
-        if isinstance(source, (str, Path)) and media.is_video(source):  # by its streams: .m4v/.3gp/.ts/... too
-            lim = self.config.limits
-            info = media.probe(source, decode=False)
+        lim = self.config.limits
+        info = media.probe(source, decode=False) if isinstance(source, (str, Path)) and Path(source).is_file() else None
+        if info is not None and info.is_video:  # by its streams: .m4v/.3gp/.ts/... too
             if info.duration_s > lim.max_render_audio_s:
                 raise media.AudioTooLong(f"the video is {info.duration_s:.0f} s long; the maximum is "
                                          f"{lim.max_render_audio_s:g} s")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
             return enhancer.enhance_video(source, out, lim.max_render_audio_s)  # also without a duration header
-        return enhancer.enhance_image(load_photo(source, self.config.limits.max_image_side))
+        return enhancer.enhance_image(load_photo(source, lim.max_image_side))
 
     # ------------------------------------------------------------ a conversation turn
     def respond(self, conversation, photo=None, audio=None, text: str | None = None, language: str = "auto",
