@@ -43,14 +43,15 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BACKENDS = CHOICES["chat.backend"]
 
 ENGLISH_ONLY_NOTICE_ZH = "抱歉，当前的对话模型只会说英语。要用中文聊天，请配置 ChatGLM2-6B、GLM-4 或 Qwen 模型。"
+_TAG_OPEN_MAX_CHARS = 16  # an unclosed "[" further back than this is plain text, not a tag being streamed
+
+
 def chinese_models_hint(cfg: AvatarConfig) -> str:
     """Where a Chinese-capable model would go, in this config's weights folder."""
     return ("The embedded chat model (SmolLM2-135M) answers in English only. For Chinese, put ChatGLM2-6B "
             f"(THUDM/chatglm2-6b) in {cfg.weights_path(cfg.chat.model_dir)}, or set [chat] backend = "
             "\"transformers\" with model_dir = a GLM-4-9B-chat-hf or Qwen2.5/Qwen3-Instruct folder, or backend = "
             "\"openai\" with a server running such a model.")
-
-_TAG_OPEN_MAX_CHARS = 16  # an unclosed "[" further back than this is plain text, not a tag being streamed
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,6 @@ class ReplyStream:
 
 
 class ChatModel:
-
     def __init__(self, backend: ChatBackend, cfg: AvatarConfig, fallback_reason: str | None = None) -> None:
         self._backend = backend
         self.cfg = cfg
