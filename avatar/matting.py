@@ -29,7 +29,6 @@ EMA_KEEP = 0.35  # share of the previous frame's matte kept in each new one (tem
 FEATHER_PER_256 = 0.8  # Gaussian sigma of the edge feather, in px per 256 px of frame side
 
 
-
 def composite(frames: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int],
               background: np.ndarray | None = None) -> np.ndarray:
     """frames * alpha + colour * (1 - alpha), rounded -> uint8 (B,H,W,3); background: the colour as an (H,W,3)
