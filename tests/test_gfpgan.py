@@ -12,8 +12,8 @@ import torch
 
 from avatar.enhance import _channels_last, build_gfpgan, load_gfpgan_state
 from avatar.errors import WeightsError
-from models.gfpgan import (GFPGANConfig, GFPGANv1Clean, ModulatedConv2d, border_kernels, polyphase_weight,
-                           upsample_conv3x3)
+from models.gfpgan import (TAPS_MIN_CIN, GFPGANConfig, GFPGANv1Clean, ModulatedConv2d, border_kernels,
+                           polyphase_weight, tap_weight, upsample_conv3x3, upsample_conv3x3_taps)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -139,6 +139,43 @@ def test_polyphase_functional_forms_equal_bilinear_then_conv(form, size, nhwc, m
         assert border_kernels(w)[0].is_contiguous(memory_format=torch.channels_last) == nhwc
 
 
+def _bilinear_then_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return torch.nn.functional.conv2d(up, w, b, padding=1)
+
+
+@pytest.mark.parametrize("size,nhwc,bias", [((1, 1), False, True), ((2, 3), True, False), ((5, 9), True, True),
+                                            ((8, 8), False, False)])
+def test_tap_form_equals_bilinear_then_conv(size, nhwc, bias):
+    """9 channel-mixing taps at low resolution + their bilinear sums = bilinear x2 then the 3x3 conv, borders and
+    one-pixel inputs included (float64: any wrong weight or edge shows far above rounding)."""
+    g = torch.Generator().manual_seed(size[0] * 10 + size[1])
+    x = torch.randn(2, 6, *size, generator=g, dtype=torch.float64)
+    w, b = torch.randn(5, 6, 3, 3, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64)
+    if nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    want = _bilinear_then_conv(x, w, b if bias else None)
+    got = upsample_conv3x3_taps(x, w, b if bias else None)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() < 1e-12
+    assert got.is_contiguous(memory_format=torch.channels_last) == nhwc
+    assert (upsample_conv3x3_taps(x, w, b if bias else None, tap_weight(w, nhwc)) - want).abs().max() < 1e-12
+
+
+def test_upsample_conv_takes_the_tap_form_from_the_cpu_threshold(monkeypatch):
+    """Inputs with at least TAPS_MIN_CIN["cpu"] channels take the tap form (its float32 rounding differs from the
+    polyphase conv's, which is how the test tells them apart); both equal bilinear-then-conv."""
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(1, 8, 6, 6, generator=g), torch.randn(4, 8, 3, 3, generator=g)
+    want = _bilinear_then_conv(x, w, None)
+    monkeypatch.setitem(TAPS_MIN_CIN, "cpu", 8)
+    taps = upsample_conv3x3(x, w)
+    monkeypatch.setitem(TAPS_MIN_CIN, "cpu", 9)
+    poly = upsample_conv3x3(x, w)
+    assert (taps - want).abs().max() < 2e-5 and (poly - want).abs().max() < 2e-5
+    assert torch.equal(taps, upsample_conv3x3_taps(x, w)) and not torch.equal(taps, poly)
+
+
 def test_compiled_forms_and_baked_weights_keep_the_output(monkeypatch):
     """What the compiled engine runs (polyphase with pads, the RGB 1x1 conv as products, baked derived weights)
     gives the eager output; moving the net drops the baked tensors so stale ones are never used."""
@@ -260,6 +297,28 @@ def test_gpu_fp32_parity_and_fp16_psnr(seeded_state):
     value = psnr(out16, ref32)
     print(f"fp16 vs fp32 PSNR {value:.1f} dB")
     assert value >= 35.0, value
+
+
+@pytest.mark.gpu
+@NEEDS_CUDA
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gpu_tap_kernel_equals_bilinear_then_conv(dtype):
+    """The Triton kernel of the tap sums (odd sizes, bias, channels not a multiple of its block) against
+    bilinear-then-conv in float64, eager and inside torch.compile."""
+    from models.gfpgan import load_tap_kernel
+    assert load_tap_kernel(), "triton is missing on this GPU machine"
+    g = torch.Generator().manual_seed(5)
+    x, w, b = torch.randn(3, 40, 7, 13, generator=g), torch.randn(70, 40, 3, 3, generator=g) * 0.1, torch.randn(70, generator=g)
+    want = _bilinear_then_conv(x.double(), w.double(), b.double())
+    xc = x.cuda().to(dtype).contiguous(memory_format=torch.channels_last)
+    wc, bc = w.cuda().to(dtype), b.cuda().to(dtype)
+    with torch.inference_mode():
+        eager = upsample_conv3x3_taps(xc, wc, bc)
+        compiled = torch.compile(upsample_conv3x3_taps)(xc, wc, bc)
+    tol = 2e-4 if dtype == torch.float32 else 3e-2
+    for got in (eager, compiled):
+        assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+        assert (got.double().cpu() - want).abs().max() < tol * want.abs().max()
 
 
 @pytest.mark.gpu
