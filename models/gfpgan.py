@@ -135,7 +135,7 @@ _TAP_READS = {(0, 0): ((-1, 0.75), (0, 0.25)), (0, 1): ((-1, 0.25), (0, 0.75)), 
 # Input channels from which the tap form replaces the polyphase conv: it has 4x fewer products but writes 2.25x
 # more, so it pays where there are many input channels per output. Measured on one H100 (fp16, compiled,
 # batch 64/128) and on 2 CPU cores (eager); see the module docstring.
-TAPS_MIN_CIN = {"cuda": 0, "cpu": 256}
+TAPS_MIN_CIN = {"cuda": 256, "cpu": 256}
 _TAP_KERNEL = None  # models.gfpgan_triton.tap_sums once loaded (None where triton is missing)
 _TAP_KERNEL_TRIED = False
 
