@@ -35,6 +35,7 @@ for job in "$@"; do
     gfp-bench)  run gfp-bench 300 $py scripts/bench_enhance.py --device cuda --batch 32,64 --what both ;;
     gfp-comp)   run gfp-comp 420 $py scripts/bench_enhance.py --device cuda --batch 64 --what both --compile default --no-e2e ;;
     gfp-prof)   run gfp-prof 300 $py scripts/profile_enhance.py --device cuda --batch 64 --compile ;;
+    gfp-c128)   run gfp-c128 300 $py scripts/bench_enhance.py --device cuda --batch 128 --what gfpgan --compile default --no-e2e ;;
     gfp-c96)    run gfp-c96 300 $py scripts/bench_enhance.py --device cuda --batch 96 --what gfpgan --compile default --no-e2e ;;
     gfp-maxa)   run gfp-maxa ${MAXA_S:-560} $py scripts/bench_enhance.py --device cuda --batch 64 --what both --compile max-autotune-no-cudagraphs --no-e2e ;;
     *) echo "unknown job $job" ;;
