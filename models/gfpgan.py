@@ -151,13 +151,15 @@ def tap_weight(weight: Tensor, nhwc: bool) -> Tensor:
 
 
 def load_tap_kernel() -> bool:
-    """Import the Triton kernel of the tap sums (CUDA); False where triton is not installed."""
+    """Import the Triton kernel of the tap sums (CUDA); False where triton is not installed or a visible GPU is
+    older than triton supports (compute capability 7.0)."""
     global _TAP_KERNEL, _TAP_KERNEL_TRIED
     if not _TAP_KERNEL_TRIED:
         _TAP_KERNEL_TRIED = True
+        capable = all(torch.cuda.get_device_capability(i)[0] >= 7 for i in range(torch.cuda.device_count()))
         try:
             from models.gfpgan_triton import tap_sums
-            _TAP_KERNEL = tap_sums
+            _TAP_KERNEL = tap_sums if capable else None
         except ImportError:
             _TAP_KERNEL = None
     return _TAP_KERNEL is not None
@@ -194,7 +196,7 @@ def tap_sums(z: Tensor, bias: Tensor | None = None) -> Tensor:
     out = torch.stack(phases, 3).reshape(b, c, 2 * h, 2 * w)
     if _is_nhwc(z):
         out = out.contiguous(memory_format=torch.channels_last)
-    return out if bias is None else out + bias[:, None, None]
+    return out if bias is None else out + bias.to(out.dtype)[:, None, None]
 
 
 def upsample_conv3x3_taps(x: Tensor, weight: Tensor, bias: Tensor | None = None,

@@ -102,8 +102,9 @@ def tap_sums(z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     args = (z, bias if has_bias else z, y, h, w)
     if z.is_cuda:
         grid = lambda meta: (b * h, triton.cdiv(w, meta["BLOCK_J"]), triton.cdiv(c, meta["BLOCK_C"]))  # noqa: E731
-        _tuned[grid](*args, C=c, HAS_BIAS=has_bias)
-    else:  # TRITON_INTERPRET=1 (tests on a CPU): no driver to autotune with
+        with torch.cuda.device(z.device):  # triton launches on the current device and its stream, not z's
+            _tuned[grid](*args, C=c, HAS_BIAS=has_bias)
+    else:  # TRITON_INTERPRET=1 (checking the kernel on a CPU): no driver to autotune with
         _tap_sums_kernel[(b * h, triton.cdiv(w, 8), triton.cdiv(c, 16))](*args, C=c, HAS_BIAS=has_bias, BLOCK_J=8,
                                                                          BLOCK_C=16)
     return y

@@ -176,6 +176,19 @@ def test_upsample_conv_takes_the_tap_form_from_the_cpu_threshold(monkeypatch):
     assert torch.equal(taps, upsample_conv3x3_taps(x, w)) and not torch.equal(taps, poly)
 
 
+def test_small_net_in_tap_form_equals_polyphase(monkeypatch):
+    """The whole network with every upsampling conv in the tap form (threshold 0) gives the polyphase output."""
+    net = _channels_last(build_gfpgan(_random_state(SMALL), SMALL)).eval().bake(nhwc=True)
+    x = (torch.rand(2, 3, 128, 128) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        monkeypatch.setitem(TAPS_MIN_CIN, "cpu", 10**9)
+        poly = net(x)
+        monkeypatch.setitem(TAPS_MIN_CIN, "cpu", 0)
+        taps = net(x)
+    assert (taps - poly).abs().max() < 1e-5
+    assert not torch.equal(taps, poly)  # the tap form really ran (its rounding differs)
+
+
 def test_compiled_forms_and_baked_weights_keep_the_output(monkeypatch):
     """What the compiled engine runs (polyphase with pads, the RGB 1x1 conv as products, baked derived weights)
     gives the eager output; moving the net drops the baked tensors so stale ones are never used."""
