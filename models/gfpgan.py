@@ -165,14 +165,16 @@ def load_tap_kernel() -> bool:
     return _TAP_KERNEL is not None
 
 
-def _uses_taps(x: Tensor, k: int) -> bool:
-    if k != 3 or torch.onnx.is_in_onnx_export():
+def uses_taps(weight: Tensor) -> bool:
+    """Whether the upsampling conv with this (Cout, Cin, k, k) weight runs in the tap form (on the weight's device),
+    rather than polyphase: the one rule for the forward and for what `bake` keeps."""
+    if weight.shape[-1] != 3 or torch.onnx.is_in_onnx_export():
         return False
-    if x.is_cuda:  # the torch form of the sums is slow on a GPU: without the kernel, stay polyphase
+    if weight.is_cuda:  # the torch form of the sums is slow on a GPU: without the kernel, stay polyphase
         if not _TAP_KERNEL_TRIED and not torch.compiler.is_compiling():
             load_tap_kernel()
-        return _TAP_KERNEL is not None and x.shape[1] >= TAPS_MIN_CIN["cuda"]
-    return not torch.compiler.is_compiling() and x.shape[1] >= TAPS_MIN_CIN["cpu"]
+        return _TAP_KERNEL is not None and weight.shape[1] >= TAPS_MIN_CIN["cuda"]
+    return not torch.compiler.is_compiling() and weight.shape[1] >= TAPS_MIN_CIN["cpu"]
 
 
 def tap_sums(z: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -182,12 +184,11 @@ def tap_sums(z: Tensor, bias: Tensor | None = None) -> Tensor:
     c = c9 // 9
     taps = F.pad(z, (1, 1, 1, 1), mode="replicate").view(b, 3, 3, c, h + 2, w + 2)
 
-    def reads(src: Tensor, p: int, a: int, dim: int, n: int) -> Tensor:
+    def reads(src: Tensor, p: int, a: int, dim: int, n: int) -> Tensor:  # dim 3: columns, 2: rows
         t = sum(wt * src.narrow(dim, 1 + d, n) for d, wt in _TAP_READS[p, a])
-        if (p, a) in ((0, 0), (1, 2)):  # zero the row/column where this tap is outside the image
-            pad = [0, 0] * (t.dim() - dim)
-            pad[-2 if a == 0 else -1] = 1
-            t = F.pad(t.narrow(dim, 1 if a == 0 else 0, n - 1), pad[:2 * (t.dim() - dim)])
+        if (p, a) in ((0, 0), (1, 2)):  # zero the first / last row or column: there this tap is outside the image
+            edge = (1, 0) if a == 0 else (0, 1)
+            t = F.pad(t.narrow(dim, 1 if a == 0 else 0, n - 1), edge if dim == 3 else (0, 0) + edge)
         return t
 
     cols = [[sum(reads(taps[:, a, bt], q, bt, 3, w) for bt in range(3)) for q in range(2)] for a in range(3)]
@@ -211,6 +212,14 @@ def upsample_conv3x3_taps(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     return tap_sums(z, bias)
 
 
+def _upsample_kernels(weight: Tensor, nhwc: bool) -> dict[str, Tensor | tuple[Tensor, ...]]:
+    """The weight-derived kernels `upsample_conv3x3` needs for this weight in the form it will run (its keyword
+    arguments): the tap kernel, or the polyphase and border kernels."""
+    if uses_taps(weight):
+        return {"tapped": tap_weight(weight, nhwc)}
+    return {"phased": polyphase_weight(weight, nhwc), "border": border_kernels(weight)}
+
+
 def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, phased: Tensor | None = None,
                      border: tuple[Tensor, ...] | None = None, tapped: Tensor | None = None) -> Tensor:
     """conv2d(bilinear_x2(x), weight, bias, padding=1) without building the upsampled input.
@@ -221,10 +230,10 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, phas
     exact deltas (`border_deltas`; the ONNX form recomputes them from thin strips). Same products summed in
     another order (fp32 differences ~1e-6).
     `phased`: `polyphase_weight(weight, nhwc)`, `border`: `border_kernels(weight)`, when the caller keeps them
-    (see `GFPGANv1Clean.bake`). Where `_uses_taps` says so, the tap form runs instead (`upsample_conv3x3_taps`)."""
+    (see `GFPGANv1Clean.bake`). Where `uses_taps` says so, the tap form runs instead (`upsample_conv3x3_taps`)."""
     b, c_in, h, w = x.shape
     c_out, k = weight.shape[0], weight.shape[-1]
-    if _uses_taps(x, k):
+    if uses_taps(weight):
         return upsample_conv3x3_taps(x, weight, bias, tapped)
     if k != 3 or min(h, w) < 4:
         return F.conv2d(_resize2x(x, 2.0), weight, bias, padding=k // 2)
@@ -300,7 +309,7 @@ def modulated_conv_batched(x: Tensor, weight: Tensor, style: Tensor, demodulate:
     conv(x, w*s) = conv(x*s, w) because s scales input channels; demodulation scales output channels, so it moves
     after the conv. With demodulation the result is invariant to the scale of s, so s is normalised per sample
     first: the fp16 intermediate then has the magnitude of the grouped form's output (real checkpoints can have
-    large styles). `baked`: weight-derived tensors kept by `ModulatedConv2d.bake` ("phased", "w_sq")."""
+    large styles). `baked`: weight-derived tensors kept by `ModulatedConv2d.bake` ("w_sq" and `_upsample_kernels`)."""
     baked = baked or {}
     if demodulate:
         rms = style.float().pow(2).mean(1, keepdim=True).add(eps).rsqrt()
@@ -352,9 +361,7 @@ class ModulatedConv2d(nn.Module):
     def bake(self, nhwc: bool) -> None:
         self.baked = {"w_sq": weight_squares(self.weight)}
         if self.upsample and self.weight.shape[-1] == 3:
-            self.baked["phased"] = polyphase_weight(self.weight[0], nhwc)
-            self.baked["border"] = border_kernels(self.weight[0])
-            self.baked["tapped"] = tap_weight(self.weight[0], nhwc)
+            self.baked.update(_upsample_kernels(self.weight[0], nhwc))
 
 
 class StyleConv(nn.Module):
@@ -465,21 +472,15 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(c_in, c_in, 3, 1, 1)
         self.conv2 = nn.Conv2d(c_in, c_out, 3, 1, 1)
         self.skip = nn.Conv2d(c_in, c_out, 1, bias=False)
-        self.phased: Tensor | None = None  # conv2's polyphase, border and tap kernels, kept by bake()
-        self.border: tuple[Tensor, ...] | None = None
-        self.tapped: Tensor | None = None
+        self.baked: dict[str, Tensor] = {}  # conv2's upsampling kernels (`_upsample_kernels`), kept by bake()
 
     def bake(self, nhwc: bool) -> None:
-        up = self.factor == 2
-        self.phased = polyphase_weight(self.conv2.weight, nhwc) if up else None
-        self.border = border_kernels(self.conv2.weight) if up else None
-        self.tapped = tap_weight(self.conv2.weight, nhwc) if up else None
+        self.baked = _upsample_kernels(self.conv2.weight, nhwc) if self.factor == 2 else {}
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = _lrelu(self.conv1(x))
         if self.factor == 2:
-            out = _lrelu(upsample_conv3x3(hidden, self.conv2.weight, self.conv2.bias, self.phased, self.border,
-                                          self.tapped))
+            out = _lrelu(upsample_conv3x3(hidden, self.conv2.weight, self.conv2.bias, **self.baked))
         else:
             out = _lrelu(self.conv2(_resize2x(hidden, self.factor)))
         # a 1x1 conv commutes with bilinear resizing: run it on the smaller of the two grids
@@ -554,20 +555,16 @@ class GFPGANv1Clean(nn.Module):
         rebuilding them on every forward. Call after loading and moving the weights; `to()`/`half()` and
         `load_state_dict` drop them again (a stale copy would silently use old weights). `nhwc`: the layout the
         forward will see."""
-        for m in self.modules():
+        for m in self.modules():  # on CUDA this also imports the tap kernel, before any torch.compile trace
             if isinstance(m, (ModulatedConv2d, ResBlock)):
                 m.bake(nhwc)
-        if self.conv_body_first.weight.is_cuda:
-            load_tap_kernel()  # before any torch.compile trace, which would not import it
         self.sft_baked = [_sft_weights(a, b) for a, b in zip(self.condition_scale, self.condition_shift)]
         return self
 
     def unbake(self) -> None:
         for m in self.modules():
-            if isinstance(m, ModulatedConv2d):
+            if isinstance(m, (ModulatedConv2d, ResBlock)):
                 m.baked = {}
-            elif isinstance(m, ResBlock):
-                m.phased = m.border = m.tapped = None
         self.sft_baked = None
 
     def _apply(self, fn, recurse=True):  # every to()/half()/cuda() comes through here

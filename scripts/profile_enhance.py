@@ -29,7 +29,7 @@ CONV_MARKS = ("fprop", "conv", "cutlass", "xmma", "implicit_gemm")
 
 
 def kernel_group(name: str) -> str:
-    if name.startswith("triton"):
+    if name.startswith("triton") or name == "_tap_sums_kernel":  # inductor's fusions; the tap form's sums
         return "fused_pointwise"
     return "conv" if any(m in name.lower() for m in CONV_MARKS) else "other"
 

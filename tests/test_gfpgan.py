@@ -3,6 +3,7 @@ the ONNX export (ONNX Runtime vs torch) and, on a GPU, fp16 and TensorRT against
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -174,6 +175,34 @@ def test_upsample_conv_takes_the_tap_form_from_the_cpu_threshold(monkeypatch):
     poly = upsample_conv3x3(x, w)
     assert (taps - want).abs().max() < 2e-5 and (poly - want).abs().max() < 2e-5
     assert torch.equal(taps, upsample_conv3x3_taps(x, w)) and not torch.equal(taps, poly)
+
+
+TAP_KERNEL_CHECK = """
+import torch
+import models.gfpgan as G
+from models.gfpgan_triton import tap_sums
+g = torch.Generator().manual_seed(0)
+worst = 0.0
+for b, c, h, w in ((1, 3, 1, 1), (2, 17, 3, 7), (1, 20, 6, 5)):
+    z = torch.randn(b, 9 * c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(c, generator=g)
+    for bb in (bias, z.new_empty(0)):
+        worst = max(worst, float((tap_sums(z, bb) - G.tap_sums(z, bb if bb.numel() else None)).abs().max()))
+print(worst)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (CUDA machines)")
+def test_tap_kernel_equals_torch_form_in_the_triton_interpreter():
+    """The Triton kernel's indexing, masks and edge taps, run by triton's CPU interpreter against the torch form."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", TAP_KERNEL_CHECK], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "TRITON_INTERPRET": "1",
+                              "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert float(run.stdout.split()[-1]) < 1e-5
 
 
 def test_small_net_in_tap_form_equals_polyphase(monkeypatch):
