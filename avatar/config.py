@@ -30,7 +30,9 @@ class AsrConfig:
     backend: str = "auto"  # auto | whisper | funasr
     language: str = "auto"  # default language when the caller says "auto": auto | zh | en
     whisper_model_dir: str = ""  # a CTranslate2 Whisper folder; empty = the packaged Whisper base
-    whisper_compute_type: str = "int8"  # CTranslate2 compute type on CPU ("float16" is used on CUDA)
+    # CTranslate2 compute type on CPU ("float16" is used on CUDA). float32, not int8: int8 results depend on the
+    # CPU's kernels (AVX2 without VNNI, MKL vs oneDNN), and that noise flips close decisions (README "ASR precision")
+    whisper_compute_type: str = "float32"
     funasr_zh: str = "funasr/paraformer-zh"  # Paraformer folders (config.yaml + model.pt)
     funasr_en: str = "funasr/paraformer-en"
     funasr_vad: str = "funasr/fsmn-vad"  # optional: long audio is split by the VAD

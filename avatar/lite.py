@@ -71,11 +71,13 @@ _EMOTIONS: dict[str, dict[int, tuple[float, float]]] = {
                   31: (0, -0.04), 32: (0, -0.03), 33: (0, -0.025), 48: (0.01, 0.03), 21: (0.03, 0.06),
                   20: (0.02, 0.05), 19: (0, 0.03), 40: (0, -0.03), 41: (0, -0.03), 68: (0, -0.03), 57: (0, 0.015)},
 }
-# contempt is one-sided: the image-right mouth corner rises and pulls back
-_CONTEMPT = {54: (0.07, -0.12), 64: (0.06, -0.10), 53: (0.03, -0.05), 55: (0.03, -0.04), 63: (0.015, -0.045),
-             65: (0.01, -0.03), 71: (0.03, -0.06), 57: (0.01, -0.015), 48: (0.01, 0.02), 60: (0.01, 0.015),
-             37: (0, 0.03), 38: (0, 0.03), 43: (0, 0.03), 44: (0, 0.03), 17: (0, 0.015), 26: (0, 0.015),
-             22: (0, 0.01), 21: (0, 0.01)}
+# contempt is one-sided: the image-right mouth corner rises and pulls back, the other corner sinks a little, the
+# smirking side's lower lid rises (its squint). The earlier, weaker offsets (no sinking corner) left contempt
+# 0.93 px from neutral against the tests' 0.80 px limit: within the landmark tracker's noise of it.
+_CONTEMPT = {54: (0.08, -0.13), 64: (0.07, -0.11), 53: (0.04, -0.08), 55: (0.04, -0.07), 63: (0.02, -0.065),
+             65: (0.015, -0.045), 71: (0.06, -0.1), 57: (0.01, -0.02), 48: (-0.02, 0.1), 60: (-0.01, 0.06),
+             59: (0, 0.05), 49: (0, 0.03), 37: (0, 0.03), 38: (0, 0.03), 43: (0, 0.03), 44: (0, 0.03),
+             46: (0, -0.025), 47: (0, -0.02), 17: (0, 0.015), 26: (0, 0.015), 22: (0, 0.01), 21: (0, 0.01)}
 
 # how each emotion colours speech: (opening scale, opening bias, mouth width bias)
 _MOUTH_STYLE = {"neutral": (1.0, 0.0, 0.0), "happy": (1.0, 0.0, 0.5), "sad": (0.8, 0.0, -0.2),

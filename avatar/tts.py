@@ -45,9 +45,13 @@ class PiperEnglish:
         from piper import PiperVoice, SynthesisConfig
         from piper.config import PiperConfig
 
+        from .piper_noise import SeededSession, seeded_model
+
         model, config = _piper_voice_files()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-        session = onnxruntime.InferenceSession(str(model), sess_options=_ort_options(), providers=providers)
+        graph, noise_inputs = seeded_model(model)  # the same text gives the same speech
+        session = SeededSession(onnxruntime.InferenceSession(graph, sess_options=_ort_options(), providers=providers),
+                                noise_inputs)
         self.voice = PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(config.read_text("utf-8"))))
         self.sample_rate = int(self.voice.config.sample_rate)
         self._syn = SynthesisConfig(length_scale=length_scale, volume=PEAK)
