@@ -17,6 +17,7 @@ run: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) app.py $(ARGS)
 
 test: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/lint-imports --no-cache
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

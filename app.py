@@ -19,11 +19,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from avatar import media
-from avatar.config import AvatarConfig
-from avatar.errors import AvatarError
+from avatar.core import media
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import AvatarError
 from avatar.system import AvatarSystem
-from avatar.types import EMOTIONS
+from avatar.core.types import EMOTIONS
 
 log = logging.getLogger("avatar.app")
 
@@ -74,7 +74,7 @@ class AvatarApp:
     @staticmethod
     def _pose_names() -> list[str]:
         try:
-            from avatar.poses import list_poses
+            from avatar.head.poses import list_poses
 
             return list_poses()
         except Exception:  # the pose library is optional for the speech-only tabs

@@ -1,6 +1,6 @@
 """Talk to an avatar made from one portrait photo: ASR -> chat -> TTS -> talking head -> matting -> enhancement."""
-from .config import AvatarConfig
-from .types import EMOTIONS, Audio, PoseSequence
+from avatar.core.config import AvatarConfig
+from avatar.core.types import EMOTIONS, Audio, PoseSequence
 
 __all__ = ["AvatarConfig", "AvatarSystem", "Audio", "PoseSequence", "EMOTIONS"]
 

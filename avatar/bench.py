@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import AvatarConfig
+from avatar.core.config import AvatarConfig
+from avatar.core.paths import SPEECH_FIXTURES
 
 
 def bench_asr(system) -> dict:
@@ -34,13 +35,13 @@ def bench_chat(system) -> dict:
     return {"backend": system.status["chat"].backend, **chat_bench(system.chat_model), "goal_first_token_s": 1.0}
 
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "speech" / "jfk.flac"
+SPEECH = SPEECH_FIXTURES / "jfk.flac"
 GREEN = (0, 255, 0)
 
 
 def _speech(seconds: float):
-    from avatar.media import load_audio
-    from avatar.types import Audio
+    from avatar.core.media import load_audio
+    from avatar.core.types import Audio
 
     audio = load_audio(SPEECH, 16000)
     reps = int(np.ceil(seconds / audio.duration_s))
@@ -57,10 +58,10 @@ def _fps(batches) -> float:
 def bench_lite_size(size: int, seconds: float, batch: int, encode: bool, matting) -> dict:
     from skimage import data
 
-    from avatar.lite import LiteEngine
-    from avatar.poses import load_pose
+    from avatar.head import n_frames
+    from avatar.head.lite import LiteEngine
+    from avatar.head.poses import load_pose
     from avatar.render import composited_frames, render_clip, source_matte
-    from avatar.talking_head import n_frames
 
     engine = LiteEngine(size=size, batch_size=batch)
     start = time.perf_counter()

@@ -10,9 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import AvatarConfig
-from .errors import AvatarError
-from .types import EMOTIONS
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import AvatarError
+from avatar.core.types import EMOTIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +124,7 @@ def cmd_transcribe(args, cfg) -> int:
 
 
 def cmd_say(args, cfg) -> int:
-    from . import media
+    from avatar.core import media
 
     audio = _system(cfg, "tts").speak(args.text, args.lang, args.voice)
     media.save_wav(audio, args.out)
@@ -171,7 +171,7 @@ def cmd_render(args, cfg) -> int:
 
 
 def cmd_matte(args, cfg) -> int:
-    from . import media
+    from avatar.core import media
 
     media.save_png(_system(cfg, "matting").matte(args.photo, args.background), args.out)
     print(f"wrote {args.out}")
@@ -179,7 +179,7 @@ def cmd_matte(args, cfg) -> int:
 
 
 def cmd_enhance(args, cfg) -> int:
-    from . import media
+    from avatar.core import media
 
     system = _system(cfg, "enhance")
     result = system.enhance(args.input, args.out)
@@ -190,7 +190,7 @@ def cmd_enhance(args, cfg) -> int:
 
 
 def cmd_doctor(args, cfg) -> int:
-    from .doctor import doctor_report, format_report
+    from avatar.weights.doctor import doctor_report, format_report
 
     report = doctor_report(cfg, config_path=args.config)
     print(json.dumps(report, indent=2, ensure_ascii=False, default=str) if args.json else format_report(report))
@@ -206,7 +206,7 @@ def cmd_bench(args, cfg) -> int:
 
 
 def cmd_download(args, cfg) -> int:
-    from .download import main_download
+    from avatar.weights.download import main_download
 
     return main_download(cfg, args.names, accept=args.yes, list_only=args.list)
 

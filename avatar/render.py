@@ -10,11 +10,12 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from avatar.core.media import VideoWriter
+from avatar.core.types import FPS, Audio, PoseSequence, check_emotion
+from avatar.head.poses import load_pose
+
+from .head import PreparedFace, TalkingHead, n_frames
 from .matting import AlphaSmoother, Matting, with_face_prior
-from .media import VideoWriter
-from .poses import load_pose
-from .talking_head import PreparedFace, TalkingHead, n_frames
-from .types import FPS, Audio, PoseSequence, check_emotion
 
 log = logging.getLogger("avatar")
 

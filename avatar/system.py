@@ -18,12 +18,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import media
-from .config import AvatarConfig
-from .devices import resolve_device
-from .errors import AvatarError, BackendUnavailable
-from .text import check_text, detect_language, split_sentences
-from .types import Audio, check_emotion, check_language
+from avatar.core import media
+from avatar.core.config import AvatarConfig
+from avatar.core.devices import resolve_device
+from avatar.core.errors import AvatarError, BackendUnavailable
+from avatar.core.text import check_text, detect_language, split_sentences
+from avatar.core.types import Audio, check_emotion, check_language
 
 log = logging.getLogger("avatar")
 
@@ -129,7 +129,7 @@ class AvatarSystem:
         return self.chat_model
 
     def _load_head(self):
-        from .talking_head import load_head
+        from .head import load_head
 
         self.head = load_head(self.config)
         return self.head
@@ -203,7 +203,7 @@ class AvatarSystem:
     # ------------------------------------------------------------ video
     def prepare_photo(self, photo):
         """A photo (array / path) -> the head engine's PreparedFace, cached by content; a PreparedFace passes."""
-        from .talking_head import PreparedFace
+        from .head import PreparedFace
 
         if isinstance(photo, PreparedFace):
             return photo
@@ -254,7 +254,7 @@ class AvatarSystem:
     def matte(self, photo, background: str | tuple | None = "#00ff00") -> np.ndarray:
         """Photo -> (H,W,3) photo composited on a solid colour; background None / 'none': the (H,W,4) RGBA cut-out
         (transparent background, for a PNG). Photos beyond limits.max_image_side are downscaled first."""
-        from .face import load_photo
+        from avatar.head.face import load_photo
 
         image = load_photo(photo, self.config.limits.max_image_side)
         colour = parse_colour(background)
@@ -266,7 +266,7 @@ class AvatarSystem:
 
     def enhance(self, source: str | Path | np.ndarray, out_path: str | Path | None = None):
         """A photo (array/path) -> enhanced array; a video path -> enhanced MP4 path."""
-        from .face import load_photo
+        from avatar.head.face import load_photo
 
         enhancer = self._require("enhance")
         lim = self.config.limits
@@ -290,7 +290,7 @@ class AvatarSystem:
         next sentence, so the first chunk plays long before the reply is finished. History is updated only when the
         reply completes (the chat stage does that).
         """
-        from .emotion import analyze_text, reply_emotion
+        from avatar.core.emotion import analyze_text, reply_emotion
 
         if emotion != "auto":
             check_emotion(emotion)
@@ -342,8 +342,9 @@ class AvatarSystem:
                           enhance, voice, chunk_dir, timings, clock) -> Iterator[TurnEvent]:
         """One sentence: speech, then its video chunk. clock["frame"] counts the reply's frames so far: each chunk's
         head motion and blinks continue where the previous sentence's stopped (no jump at the seams)."""
-        from .emotion import reply_emotion
-        from .talking_head import n_frames
+        from avatar.core.emotion import reply_emotion
+
+        from .head import n_frames
 
         if not sentence.strip():
             return
@@ -363,7 +364,7 @@ class AvatarSystem:
 
     # ------------------------------------------------------------ reports
     def doctor(self) -> dict:
-        from .doctor import doctor_report
+        from avatar.weights.doctor import doctor_report
 
         report = doctor_report(self.config, config_path=self.config_path)
         report["loaded"] = {n: vars(s) for n, s in self.status.items()}

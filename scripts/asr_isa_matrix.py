@@ -33,18 +33,19 @@ FIXTURES = {
 def run_one(compute_type: str | None, beam: int | None) -> dict:
     """In this process: load the stage as the app does and transcribe each fixture (language auto)."""
     sys.path.insert(0, str(ROOT))
-    import avatar.asr as asr_mod
-    from avatar import media
-    from avatar.config import AvatarConfig
-    from avatar.text import char_error_rate, word_error_rate
+    import avatar.asr.whisper as whisper
+    from avatar.asr import Asr
+    from avatar.core import media
+    from avatar.core.config import AvatarConfig
+    from avatar.core.text import char_error_rate, word_error_rate
 
     if beam:
-        asr_mod.WHISPER_BEAM_SIZE = beam
+        whisper.WHISPER_BEAM_SIZE = beam
     cfg = AvatarConfig(weights_dir=str(ROOT / ".no-weights"), device="cpu")
     if compute_type:
         cfg = cfg.replace(**{"asr.whisper_compute_type": compute_type})
-    asr = asr_mod.Asr.load(cfg)
-    out = {"compute_type": cfg.asr.whisper_compute_type, "beam": asr_mod.WHISPER_BEAM_SIZE, "clips": {}}
+    asr = Asr.load(cfg)
+    out = {"compute_type": cfg.asr.whisper_compute_type, "beam": whisper.WHISPER_BEAM_SIZE, "clips": {}}
     asr.transcribe(media.load_audio(SPEECH / "jfk.flac", 16000), "en")  # warm-up: rtf is the steady state
     for name, (reference, language, limit) in FIXTURES.items():
         audio = media.load_audio(SPEECH / name, 16000)

@@ -64,7 +64,7 @@ def find_shared(flag: Path | None) -> Path:
 
 
 def build_networks(shared: Path, device: str, dtype: torch.dtype):
-    from avatar.eat_runtime import build_eat_networks
+    from avatar.head.eat.runtime import build_eat_networks
 
     sys.path.insert(0, str(shared / "tools"))
     from seeded_weights import seeded_state_dict, split_eat
@@ -115,7 +115,7 @@ def bench_generator(renderer, state, args) -> dict:
 
 def clip_inputs(nets, n: int):
     """(source image, head pose, EatFrameInputs) of a random n-frame clip."""
-    from avatar.eat_runtime import EatFrameInputs
+    from avatar.head.eat.runtime import EatFrameInputs
 
     source, he, frames = random_clip(n)
     return source, he, EatFrameInputs(pad_mel=nets.pad_mel.cpu(), pad_deep=nets.pad_deep.cpu(), **frames)
@@ -138,7 +138,7 @@ def run_clip(renderer, nets, n: int, args) -> tuple[float, int]:
 
 def clip_parts(renderer, nets, n: int, args) -> dict:
     """Seconds per step of an n-frame clip, synchronised after each step."""
-    from avatar.eat_runtime import window_chunk
+    from avatar.head.eat.runtime import window_chunk
 
     source, he, inputs = clip_inputs(nets, n)
     marks = [time.perf_counter()]
@@ -161,7 +161,7 @@ def peak_gb(device: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from avatar.eat_runtime import EatRenderer
+    from avatar.head.eat.runtime import EatRenderer
 
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32

@@ -36,7 +36,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from avatar.enhance import Enhancer, TorchRunner, build_gfpgan  # noqa: E402
+from avatar.enhance import Enhancer  # noqa: E402
+from avatar.enhance.gfpgan import build_gfpgan  # noqa: E402
+
+from avatar.enhance.gfpgan import TorchRunner
 from models.gfpgan import V1_4, GFPGANConfig, GFPGANv1Clean  # noqa: E402
 from models.modnet import MODNet  # noqa: E402
 
@@ -255,8 +258,8 @@ def bench_modnet(args, engine: str, batch: int, size: int, tmp: Path) -> dict:
 
 
 def bench_modnet_onnx(args, path: Path, batch: int, size: int, weights: str) -> dict:
-    """The real stage code path (avatar.modnet.ModnetMatting) on uint8 frames, pre/post-processing included."""
-    from avatar.modnet import ModnetMatting
+    """The real stage code path (avatar.matting.modnet.ModnetMatting) on uint8 frames, pre/post-processing included."""
+    from avatar.matting.modnet import ModnetMatting
 
     matting = ModnetMatting.load(path, batch_size=batch, device=args.device)
     frames = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)

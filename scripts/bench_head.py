@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import cv2
 
-    from avatar.config import AvatarConfig
+    from avatar.core.config import AvatarConfig
     from avatar.matting import Matting
 
     if args.threads:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from avatar import asr as asr_mod
     from avatar import tts as tts_mod
-    from avatar.config import AvatarConfig
+    from avatar.core.config import AvatarConfig
 
     cfg = AvatarConfig.load(args.config)
     changes = {}

@@ -21,7 +21,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from avatar.enhance import build_gfpgan, load_gfpgan_state  # noqa: E402
+from avatar.enhance.gfpgan import build_gfpgan
+
+from avatar.enhance.gfpgan import load_gfpgan_state  # noqa: E402
 from engines.gfpgan_onnx import GFPGANOnnx, export_onnx  # noqa: E402
 
 

@@ -19,7 +19,7 @@ run() {  # name, timeout_s, command...
 }
 for job in "$@"; do
   case $job in
-    eat-test)   run eat-test 300 $py -m pytest -q -s -x -m gpu tests/test_eat_models.py -p no:cacheprovider ;;
+    eat-test)   run eat-test 300 $py -m pytest -q -s -x -m gpu tests/head/test_eat_models.py -p no:cacheprovider ;;
     eat-bf16)   run eat-bf16 300 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --long-frames 3000 ;;
     eat-bf16c)  run eat-bf16c 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --long-frames 3000 ;;
     eat-fp16c)  run eat-fp16c 420 $py scripts/bench_eat.py --device cuda --dtype float16 --batch 64 --compile --long-frames 0 ;;
@@ -27,11 +27,11 @@ for job in "$@"; do
     eat-10min)  run eat-10min 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --iters 3 --long-frames 15000 ;;
     eat-prof)   run eat-prof 200 $py scripts/profile_eat.py --device cuda --dtype bfloat16 --batch 32 ;;
     eat-fp32)   run eat-fp32 200 $py scripts/bench_eat.py --device cuda --dtype float32 --batch 1 --iters 5 --long-frames 0 ;;
-    glm-test)   run glm-test 200 $py -m pytest -q -x -m gpu tests/test_chatglm2.py -p no:cacheprovider ;;
+    glm-test)   run glm-test 200 $py -m pytest -q -x -m gpu tests/chat/test_chatglm2.py -p no:cacheprovider ;;
     glm-graph)  run glm-graph 240 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 ;;
     glm-comp)   run glm-comp 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile ;;
     glm-eager)  run glm-eager 200 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 64 --no-cuda-graph ;;
-    gfp-test)   run gfp-test 300 $py -m pytest -q -s -x -m gpu tests/test_gfpgan.py tests/test_enhance.py tests/test_modnet.py -p no:cacheprovider ;;
+    gfp-test)   run gfp-test 300 $py -m pytest -q -s -x -m gpu tests/enhance/test_gfpgan.py tests/enhance/test_enhance.py tests/matting/test_modnet.py -p no:cacheprovider ;;
     gfp-bench)  run gfp-bench 300 $py scripts/bench_enhance.py --device cuda --batch 32,64 --what both ;;
     gfp-comp)   run gfp-comp 420 $py scripts/bench_enhance.py --device cuda --batch 64 --what both --compile default --no-e2e ;;
     gfp-prof)   run gfp-prof 300 $py scripts/profile_enhance.py --device cuda --batch 64 --compile ;;

@@ -7,7 +7,7 @@ phases plus Gaussian-filtered white noise, all from a fixed seed, so the files a
     .venv/bin/python scripts/make_poses.py            # rewrites assets/poses/*.npy
     .venv/bin/python scripts/make_poses.py --check    # verifies the committed files match
 
-avatar/poses.py loops a sequence by ping-pong (forward then backward), so no seam jump is possible and the
+avatar/head/poses.py loops a sequence by ping-pong (forward then backward), so no seam jump is possible and the
 sequences need not start and end at the same pose.
 """
 from __future__ import annotations

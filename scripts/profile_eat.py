@@ -20,7 +20,7 @@ from bench_eat import (DTYPES, build_networks, find_shared, generator_kp, parse_
 
 def main() -> int:
     args = parse_args(sys.argv[1:])
-    from avatar.eat_runtime import EatRenderer
+    from avatar.head.eat.runtime import EatRenderer
 
     torch.backends.cudnn.benchmark = True
     nets = build_networks(find_shared(args.shared), args.device, DTYPES[args.dtype])

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_enhance import DTYPES, gfpgan_net, sync  # noqa: E402
 
-from avatar.enhance import TorchRunner  # noqa: E402
+from avatar.enhance.gfpgan import TorchRunner  # noqa: E402
 from models.gfpgan import V1_4, GFPGANConfig  # noqa: E402
 
 CONV_MARKS = ("fprop", "conv", "cutlass", "xmma", "implicit_gemm")

@@ -53,7 +53,7 @@ def artifacts(request) -> Path:
 @pytest.fixture(scope="session")
 def system(tmp_path_factory):
     """The whole AvatarSystem with its embedded default backends, loaded once for the app/CLI/system tests."""
-    from avatar.config import AvatarConfig
+    from avatar.core.config import AvatarConfig
     from avatar.system import AvatarSystem
 
     out = tmp_path_factory.mktemp("outputs")
@@ -80,8 +80,8 @@ def app_url(system):
 @pytest.fixture(scope="session")
 def speech_wav(tmp_path_factory, jfk_path) -> Path:
     """The first 4.4 s of jfk.flac ("And so my fellow Americans, ask not...") as a 16 kHz wav."""
-    from avatar import media
-    from avatar.types import Audio
+    from avatar.core import media
+    from avatar.core.types import Audio
 
     a = media.load_audio(jfk_path, 16000)
     return media.save_wav(Audio(a.samples[: int(4.4 * 16000)], 16000), tmp_path_factory.mktemp("speech") / "q.wav")
@@ -89,6 +89,6 @@ def speech_wav(tmp_path_factory, jfk_path) -> Path:
 
 @pytest.fixture(scope="session")
 def astronaut_png(tmp_path_factory, astronaut) -> Path:
-    from avatar import media
+    from avatar.core import media
 
     return media.save_png(astronaut, tmp_path_factory.mktemp("photo") / "astronaut.png")

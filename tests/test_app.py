@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from avatar import media
+from avatar.core import media
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from avatar import media
+from avatar.core import media
 
 from .conftest import ROOT
 

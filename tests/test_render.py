@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 from skimage import data
 
-from avatar.config import AvatarConfig
-from avatar.errors import UnknownEmotion, UnknownPose
-from avatar.lite import LiteEngine
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import UnknownEmotion, UnknownPose
+from avatar.head.lite import LiteEngine
 from avatar.matting import Matting
-from avatar.media import load_audio, probe, read_video
-from avatar.poses import load_pose
+from avatar.core.media import load_audio, probe, read_video
+from avatar.head.poses import load_pose
 from avatar.render import render_clip
-from avatar.talking_head import n_frames
-from avatar.types import Audio
-from tests.test_lite import SAMPLE_RATE, SPEECH, energy_envelope_db, mouth_opening, track
+from avatar.head import n_frames
+from avatar.core.types import Audio
+from tests.head.test_lite import SAMPLE_RATE, SPEECH, energy_envelope_db, mouth_opening, track
 
 GREEN = (0, 255, 0)
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar import media
-from avatar.errors import (AudioTooLong, AudioTooShort, BadAudio, EmptyText, NoSpeech, TextTooLong,
-                           UnknownLanguage)
-from avatar.types import Audio
+from avatar.core import media
+from avatar.core.errors import AudioTooLong, AudioTooShort, BadAudio, EmptyText, NoSpeech, TextTooLong, UnknownLanguage
+from avatar.core.types import Audio
 
 
 @pytest.fixture
@@ -145,7 +144,7 @@ def test_enhance_chooses_video_by_its_streams_and_checks_its_length(system, tmp_
 
 def test_a_replys_chunks_continue_one_clock(system, monkeypatch, astronaut):
     """Each sentence's chunk starts its head motion and blinks where the previous one stopped."""
-    from avatar.talking_head import n_frames
+    from avatar.head import n_frames
 
     starts, lengths = [], []
     monkeypatch.setattr(system, "render", lambda *a, start_frame=0, **k: starts.append(start_frame))

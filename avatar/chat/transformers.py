@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from .devices import resolve_device, resolve_dtype
-from .errors import BackendError, BackendUnavailable
-from .timing import common_prefix
+from avatar.core.devices import resolve_device, resolve_dtype
+from avatar.core.errors import BackendError, BackendUnavailable
+from avatar.core.timing import common_prefix
 
 if TYPE_CHECKING:
-    from .chat import ChatRequest
-    from .types import GenerationParams
+    from avatar.core.types import GenerationParams
+
+    from .base import ChatRequest
 
 BILINGUAL = frozenset({"zh", "en"})
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf")
@@ -208,8 +209,12 @@ class _Sampler:
     so the same request gives the same reply."""
 
     def __init__(self, params: "GenerationParams") -> None:
-        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                  TopPLogitsWarper)
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         self.greedy = params.temperature <= 0
         steps = [RepetitionPenaltyLogitsProcessor(params.repetition_penalty)] if params.repetition_penalty != 1 else []

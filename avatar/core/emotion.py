@@ -1,4 +1,4 @@
-"""Emotion analysis of text, mapped to the 8 EAT labels (avatar.types.EMOTIONS).
+"""Emotion analysis of text, mapped to the 8 EAT labels (avatar.core.types.EMOTIONS).
 
 Two sources of evidence, added up per label:
 1. Lexicons from the package registries:
@@ -96,7 +96,7 @@ class Mood:
 
 
 def analyze_text(text: str, language: str = "auto") -> Mood:
-    """The emotion a text expresses. language: "zh", "en" or "auto" (avatar.text.detect_language)."""
+    """The emotion a text expresses. language: "zh", "en" or "auto" (avatar.core.text.detect_language)."""
     lang = (language or "auto").lower()
     if lang not in ("zh", "en"):
         lang = detect_language(text or "")

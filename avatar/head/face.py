@@ -21,11 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import LimitsConfig
-from .errors import BadImage, FaceTooSmall, NoFaceFound
-from .media import load_image
-from .talking_head import PreparedFace
-from .types import check_rgb
+from avatar.core.config import LimitsConfig
+from avatar.core.errors import BadImage, FaceTooSmall, NoFaceFound
+from avatar.core.media import load_image
+from avatar.core.types import check_rgb
+
+from .base import PreparedFace
 
 DETECT_SIDE = 1024  # px: detection runs on a copy no larger than this (HOG cost grows with area)
 SECOND_FACE_MIN_SCORE = 0.5  # HOG score a non-best detection needs to count as a real face

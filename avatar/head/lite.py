@@ -23,11 +23,12 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .config import AvatarConfig, LimitsConfig
+from avatar.core.config import AvatarConfig, LimitsConfig
+from avatar.core.types import FPS, Audio, PoseSequence, check_emotion, check_rgb
+
+from .base import PreparedFace, n_frames
 from .face import prepare_face
 from .poses import ping_pong_indices
-from .talking_head import PreparedFace, n_frames
-from .types import FPS, Audio, PoseSequence, check_emotion, check_rgb
 
 MAP_GRID_N = 128  # warp-map grid points per side (upsampled bilinearly: 2 px steps at 256, 4 px at 512)
 MAX_OPEN_IOD = 0.26  # jaw drop at full speech energy, in inter-ocular distances
@@ -139,7 +140,7 @@ def mouth_track(speech: Audio, n: int) -> MouthTrack:
     below a gate), smoothed with a fast attack and a slower release; width from the high-frequency share."""
     sr = speech.sample_rate
     if sr % FPS:
-        from .media import resample
+        from avatar.core.media import resample
 
         speech, sr = resample(speech, 16000), 16000
     ms, hi = _frame_energy(speech.samples, sr // FPS, n)

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 
-from .errors import UnknownPose
-from .types import FPS, PoseSequence
+from avatar.core.errors import UnknownPose
+from avatar.core.paths import ASSETS_DIR
+from avatar.core.types import FPS, PoseSequence
 
-POSES_DIR = Path(__file__).resolve().parents[1] / "assets" / "poses"
+POSES_DIR = ASSETS_DIR / "poses"
 _NAME = re.compile(r"[a-z0-9_-]{1,40}")
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import BackendUnavailable, WeightsError
-from .matting import composite
-from .types import check_frames
+from avatar.core.errors import BackendUnavailable, WeightsError
+from avatar.core.types import check_frames
+
+from .base import composite
 
 REF_SIZE = 512  # the official demo's reference side
 SIZE_MULTIPLE = 32  # the network downsamples 32x

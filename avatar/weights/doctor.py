@@ -19,10 +19,11 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from avatar.core.config import AvatarConfig
+from avatar.core.devices import cuda_available, resolve_device
+from avatar.core.errors import BackendUnavailable
+
 from . import manifest as mf
-from .config import AvatarConfig
-from .errors import BackendUnavailable
-from .devices import cuda_available, resolve_device
 from .manifest import Entry, Manifest
 
 STAGES = ("asr", "tts", "chat", "head", "matting", "enhance")
@@ -111,7 +112,7 @@ def _stage_report(cfg: AvatarConfig, stage: str, m: Manifest, probe_servers: boo
         why = reason if stage == "chat" else "; ".join(blockers)
         warnings.append(f"{configured} was asked for but cannot run ({why}): the stage falls back to {backend}")
     if stage == "chat" and backend == "smollm2":
-        from .chat import chinese_models_hint  # names the models that would answer in Chinese
+        from avatar.chat import chinese_models_hint  # names the models that would answer in Chinese
 
         warnings.append(chinese_models_hint(cfg))
     if stage == "head" and backend == "eat" and not cuda:
@@ -133,7 +134,7 @@ def _choose(configured: str, rule: StageRule, blockers: list[str]) -> tuple[str,
 
 def _chat_choice(cfg: AvatarConfig, chatglm2_blockers: list[str], probe_servers: bool) -> tuple[str, str]:
     """(backend, why): the one chat.load_backend ends up with, decided by the stage's own chat.planned_backend."""
-    from .chat import planned_backend
+    from avatar.chat import planned_backend
 
     c = cfg.chat
     if c.backend == "smollm2":
@@ -171,7 +172,7 @@ def _blockers(cfg: AvatarConfig, stage: str, rule: StageRule, weights_ready: boo
 
 def _exported_gfpgan(cfg: AvatarConfig) -> bool:
     """True when the enhancer's own engine choice lands on an exported ONNX / TensorRT file here."""
-    from .enhance import select_engine
+    from avatar.enhance import select_engine
 
     ec = cfg.enhance
     path = {"onnx": ec.onnx_path, "tensorrt": ec.tensorrt_path}.get(select_engine(cfg, resolve_device(cfg.device))[0])
@@ -185,7 +186,7 @@ def _tts_blockers(cfg: AvatarConfig, weights_ready: bool, probe_servers: bool) -
         out.append("no [[tts.voices]] configured (a 3-10 s reference clip and its transcript)")
     out += [f"voice {v.name}: reference audio {cfg.weights_path(v.ref_audio)} not found"
             for v in t.voices if not v.ref_audio or not cfg.weights_path(v.ref_audio).is_file()]
-    from .gpt_sovits import resolve_voices  # the stage's own rule for the voices' weights
+    from avatar.tts.gpt_sovits import resolve_voices  # the stage's own rule for the voices' weights
 
     try:
         resolve_voices(cfg)

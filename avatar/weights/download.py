@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import AvatarError
+
 from . import manifest as mf
-from .config import AvatarConfig
-from .errors import AvatarError
 from .manifest import Entry, FileSpec, Manifest, Source
 
 MIRROR_ENV = "AVATAR_DOWNLOAD_MIRROR"

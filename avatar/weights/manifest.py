@@ -2,9 +2,9 @@
 
 The doctor and the downloader ask this module ("which files, where, what size"). Stage loaders only check that
 their files exist (eat_runtime.missing_eat_files, ...) and then load them strictly, so weights of other sizes (a
-fine-tune, the tests' synthetic checkpoints) still load; tests/test_manifest.py keeps both file lists equal:
+fine-tune, the tests' synthetic checkpoints) still load; tests/weights/test_manifest.py keeps both file lists equal:
 
-    from avatar import manifest
+    from avatar.weights import manifest
     manifest.missing_files(cfg, "gfpgan")   # [] when ready; else the exact paths that are absent
     manifest.is_ready(cfg, "eat")
     manifest.stage_ready(cfg, "head")       # every required entry ready (and one "any" entry, if the stage has some)
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import AvatarConfig
-from .errors import AvatarError
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import AvatarError
 
 MANIFEST_PATH = Path(__file__).with_name("models.toml")
 SOURCE_KINDS = ("url", "hf", "modelscope", "github_release", "github_raw", "gdrive")

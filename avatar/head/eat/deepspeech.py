@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import BackendUnavailable, WeightsError
+from avatar.core.errors import BackendUnavailable, WeightsError
 
 DEEPSPEECH_FILE = "deepspeech-0_1_0-b90017e8.pb"
 INPUT_NODE = "deepspeech/input_node:0"

@@ -7,8 +7,8 @@
 
 Per clip: speech -> 16 kHz -> normalised log-mel (one column per frame) and DeepSpeech windows (whole clip: the
 standardisation and the BiLSTM are clip-wide); the pose sequence -> 66-bin logits; windows and pose images are
-made per batch of frames (avatar/eat_prep.py), keypoints for all frames (the official clip-wide re-centring needs
-them), then the generator runs `head.batch_size` frames at a time (avatar/eat_runtime.py).
+made per batch of frames (prep.py), keypoints for all frames (the official clip-wide re-centring needs
+them), then the generator runs `head.batch_size` frames at a time (runtime.py).
 
 Choices:
 - Head pose: the PoseSequence holds offsets (degrees, EAT t units) around a neutral pose; they are added to the
@@ -29,16 +29,16 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from . import devices
-from .config import AvatarConfig
+from avatar.core import devices
+from avatar.core.config import AvatarConfig
+from avatar.core.media import resample
+from avatar.core.types import EMOTIONS, Audio, PoseSequence, check_emotion
+
+from ..base import PreparedFace, n_frames
+from ..face import prepare_face
 from .deepspeech import DEEPSPEECH_FILE, DeepSpeech
-from .eat_prep import SAMPLE_RATE, FeatureStreams, PoseLogits, logits_to_degrees, mel_spectrogram, \
-    pose_logits_from_degrees
-from .eat_runtime import EatNetworks, EatRenderer, SourceState, load_eat_networks, missing_eat_files
-from .face import prepare_face
-from .media import resample
-from .talking_head import PreparedFace, n_frames
-from .types import EMOTIONS, Audio, PoseSequence, check_emotion
+from .prep import SAMPLE_RATE, FeatureStreams, PoseLogits, logits_to_degrees, mel_spectrogram, pose_logits_from_degrees
+from .runtime import EatNetworks, EatRenderer, SourceState, load_eat_networks, missing_eat_files
 
 log = logging.getLogger("avatar")
 

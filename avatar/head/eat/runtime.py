@@ -36,12 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from avatar.eat_prep import deep_windows, mel_windows, pose_window_indices, window_indices
-from avatar.errors import WeightsError
+from avatar.core.errors import WeightsError
 from models.eat import PART_CLASSES
 from models.eat.keypoints import align_driving, convex_hull_volume, expression_from_pca, transform_keypoints
 
-log = logging.getLogger("avatar.eat")
+from .prep import deep_windows, mel_windows, pose_window_indices, window_indices
+
+log = logging.getLogger("avatar.head.eat.engine")
 
 EAT_CKPT = Path("ckpt/deepprompt_eam3d_all_final_313.pth.tar")
 PRETRAIN_CKPT = Path("ckpt/pretrain_new_274.pth.tar")
@@ -379,7 +380,7 @@ class EatRenderer:
 
     @torch.inference_mode()
     def emotion_prompts(self, y_trg: int | torch.Tensor, z_trg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """emotion index 0..7 (avatar.types.EMOTIONS order), z_trg (1,16) -> emoprompt (1,128), deepprompt (1,6,128)."""
+        """emotion index 0..7 (avatar.core.types.EMOTIONS order), z_trg (1,16) -> emoprompt (1,128), deepprompt (1,6,128)."""
         y = torch.as_tensor(y_trg, dtype=torch.long, device=self.nets.device).reshape(1)
         return self.nets.emotionprompt(z_trg.to(self.nets.device, torch.float32).reshape(1, -1), y)
 

