@@ -1,0 +1,139 @@
+"""The lite engine: per clip a plan (mouth, blinks, emotion, pose), per frame the vertices, the warp and the painted
+mouth and lids."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from avatar.core.config import AvatarConfig, LimitsConfig
+from avatar.core.types import Audio, PoseSequence, check_emotion, check_rgb
+
+from ..base import PreparedFace, n_frames
+from ..face import prepare_face
+from ..poses import ping_pong_indices
+from .cavity import draw_cavity
+from .expression import MOUTH_STYLE, emotion_offsets
+from .eyes import blink_track, draw_lids
+from .mesh import Mesh, build_mesh, warp_map
+from .motion import posed_vertices
+from .mouth import MouthTrack, mouth_track
+from .topology import BLINK_PAIRS, BLINK_MESH_SHARE
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """Everything per clip that is not per pixel: small arrays of n entries (constant memory for long audio)."""
+    mouth: MouthTrack
+    blinks: np.ndarray
+    emotion_px: np.ndarray
+    open_scale: float
+    open_bias: float
+    width_bias: float
+    pose: np.ndarray  # (n,6)
+
+
+class LiteEngine:
+    """TalkingHead "lite": `LiteEngine.load(cfg)`, `prepare(photo)`, then `frames(...)` or `frames_with_alpha(...)`."""
+
+    name = "lite"
+    device = "cpu"
+
+    def __init__(self, size: int = 256, batch_size: int = 16, seed: int = 0, limits: LimitsConfig | None = None,
+                 template68: np.ndarray | None = None) -> None:
+        if size not in (256, 512):
+            raise ValueError(f"lite engine size must be 256 or 512, got {size}")
+        self.size, self.batch_size, self.seed = size, max(1, batch_size), seed
+        self.limits = limits or LimitsConfig()
+        self.template68 = template68
+        self.fallback_reason: str | None = None  # set by talking_head.load_head when EAT was wanted
+
+    @classmethod
+    def load(cls, cfg: AvatarConfig) -> "LiteEngine":
+        return cls(size=cfg.head.size, batch_size=cfg.head.batch_size, seed=cfg.head.seed, limits=cfg.limits)
+
+    def prepare(self, photo: np.ndarray) -> PreparedFace:
+        face = prepare_face(photo, self.size, self.limits, self.template68)
+        face.cache["lite_mesh"] = build_mesh(face)
+        return face
+
+    def mesh(self, face: PreparedFace, alpha: np.ndarray | None = None) -> Mesh:
+        """The face's mesh (built once, cached); with a matte of face.crop (float (S,S) 0..1) in its A channel."""
+        mesh = face.cache.get("lite_mesh") or build_mesh(face)
+        face.cache["lite_mesh"] = mesh
+        if alpha is None:
+            return mesh
+        assert alpha.shape == mesh.rgb.shape[:2], "the matte must have the crop's size"
+        return Mesh(**{**mesh.__dict__, "alpha": np.ascontiguousarray(alpha, dtype=np.float32)})
+
+    def plan(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence, intensity: float) -> ClipPlan:
+        emotion = check_emotion(emotion)
+        n = n_frames(speech.duration_s)
+        rows = np.concatenate([pose.angles_deg, pose.translation], axis=1)[ping_pong_indices(len(pose), n)]
+        scale, bias, width = MOUTH_STYLE[emotion]
+        k = float(np.clip(intensity, 0, 1))
+        return ClipPlan(mouth_track(speech, n), blink_track(n, self.seed, pose.start_frame),
+                        emotion_offsets(self.mesh(face), emotion, k),
+                        1 + (scale - 1) * k, bias * k, width * k, rows.astype(np.float32))
+
+    def vertices(self, mesh: Mesh, plan: ClipPlan, i: int) -> np.ndarray:
+        """The mesh vertices of frame i: expression (emotion + speech + blink), then the head's pose."""
+        opening = plan.open_bias + plan.open_scale * float(plan.mouth.opening[i]) * (1 - 0.5 * plan.open_bias)
+        width = float(np.clip(plan.width_bias + 0.6 * plan.mouth.width[i], -1, 1))
+        pts = mesh.source + plan.emotion_px + opening * mesh.open_basis + width * mesh.width_basis
+        blink = float(plan.blinks[i])
+        if blink > 0:
+            for upper, lower in BLINK_PAIRS:
+                pts[upper] += BLINK_MESH_SHARE * blink * (pts[lower] - pts[upper])
+        return posed_vertices(mesh, pts, plan.pose[i])
+
+    def render_frame(self, mesh: Mesh, target: np.ndarray, out_rgb: np.ndarray,
+                     out_alpha: np.ndarray | None = None, blink: float = 0.0) -> None:
+        """One frame into out_rgb (S,S,3) uint8 (and the warped matte into out_alpha (S,S) float32)."""
+        pixel_map = warp_map(mesh, target)
+        cv2.remap(mesh.rgb, pixel_map, None, cv2.INTER_LINEAR, dst=out_rgb, borderMode=cv2.BORDER_REFLECT_101)
+        if out_alpha is not None and mesh.alpha is not None:
+            cv2.remap(mesh.alpha, pixel_map, None, cv2.INTER_LINEAR, dst=out_alpha, borderMode=cv2.BORDER_REPLICATE)
+        draw_cavity(out_rgb, mesh, target)
+        draw_lids(out_rgb, mesh, target, blink)
+
+    def _batches(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence, intensity: float,
+                 alpha: np.ndarray | None, mesh: Mesh | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        check_rgb(face.crop)
+        mesh = mesh or self.mesh(face, alpha)
+        plan = self.plan(face, speech, emotion, pose, intensity)
+        n, size = len(plan.blinks), face.crop.shape[0]
+        for start in range(0, n, self.batch_size):
+            count = min(self.batch_size, n - start)
+            rgb = np.empty((count, size, size, 3), np.uint8)
+            mattes = None if alpha is None else np.empty((count, size, size), np.float32)
+            for j in range(count):
+                target = self.vertices(mesh, plan, start + j)
+                self.render_frame(mesh, target, rgb[j], None if mattes is None else mattes[j],
+                                  float(plan.blinks[start + j]))
+            yield rgb, mattes
+
+    def frames(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence,
+               intensity: float = 1.0) -> Iterator[np.ndarray]:
+        """Yields uint8 (B,S,S,3) RGB batches; n_frames(speech.duration_s) frames in all."""
+        for rgb, _ in self._batches(face, speech, emotion, pose, intensity, None):
+            yield rgb
+
+    def frames_with_alpha(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence,
+                          source_alpha: np.ndarray, intensity: float = 1.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Like frames(), plus the matte of each frame: source_alpha (float (S,S) 0..1, a matte of face.crop) warped
+        with the very same map as the pixels, so it is exact and temporally stable at no extra cost."""
+        yield from self._batches(face, speech, emotion, pose, intensity, source_alpha)
+
+    def frames_on_background(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence,
+                             source_alpha: np.ndarray, colour: tuple[int, int, int],
+                             intensity: float = 1.0) -> Iterator[np.ndarray]:
+        """frames() on a solid colour, at the cost of frames(): the photo is composited on the colour once (with its
+        matte) and that is what gets warped. Bilinear warping is linear, so this equals compositing each warped
+        frame with the warped matte (the painted mouth and lids lie inside the face, where the matte is 1)."""
+        alpha = np.clip(source_alpha, 0, 1).astype(np.float32)[..., None]
+        on_colour = face.crop * alpha + np.float32(colour) * (1 - alpha)
+        mesh = self.mesh(face)
+        composited = Mesh(**{**mesh.__dict__, "rgb": np.clip(on_colour + 0.5, 0, 255).astype(np.uint8)})
+        yield from (rgb for rgb, _ in self._batches(face, speech, emotion, pose, intensity, None, composited))

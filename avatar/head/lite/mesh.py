@@ -1,0 +1,163 @@
+"""The per-photo mesh of the lite engine and the warp it drives.
+
+- the mesh: the 68 landmarks + cheek and forehead points + a ring around the head + fixed points on the frame border,
+  Delaunay-triangulated once (on a copy with the mouth held open, so the inner-mouth triangles join only inner lips);
+- per frame the vertices move; each triangle gives a target->source affine;
+- the triangle index of every point of a coarse grid (MAP_GRID_N points per side) is rasterised with
+  cv2.fillConvexPoly, the grid map is evaluated from the per-triangle affines and upsampled bilinearly (the map is
+  continuous, so this is nearly exact): `warp_map`, applied with cv2.remap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..base import PreparedFace
+from .cavity import mouth_colours
+from .eyes import lid_colours
+from .topology import DEPTH, OPEN_DV, WIDTH_DU, N_FACE
+
+MAP_GRID_N = 128  # warp-map grid points per side (upsampled bilinearly: 2 px steps at 256, 4 px at 512)
+MAX_OPEN_IOD = 0.26  # jaw drop at full speech energy, in inter-ocular distances
+N_RING = 20  # vertices on the ring around the head
+N_BORDER_PER_SIDE = 5  # fixed vertices per frame edge (corners included)
+
+
+@dataclass
+class Mesh:
+    source: np.ndarray  # (V,2) float32 vertices in crop pixels
+    triangles: np.ndarray  # (T,3) int32
+    head_weight: np.ndarray  # (V,) how much of the head's pose each vertex follows (border 0)
+    depth: np.ndarray  # (V,) face units in front of the face plane
+    pivot: np.ndarray  # (2,) head rotation/scale centre
+    u: np.ndarray  # (2,) face x axis (towards the image-right eye)
+    v: np.ndarray  # (2,) face y axis (down)
+    iod_px: float  # inter-ocular distance
+    open_basis: np.ndarray  # (V,2) px per unit opening
+    width_basis: np.ndarray  # (V,2) px per unit width
+    source_gap_px: float  # the photo's own inner-lip gap
+    rgb: np.ndarray  # (S,S,3) uint8: the crop
+    alpha: np.ndarray | None  # (S,S) float32 matte of the crop, warped along when given
+    grid: np.ndarray  # (G,G,2) float32 output-pixel coordinates of the map grid
+    teeth_rgb: np.ndarray  # (3,) float32
+    throat_rgb: np.ndarray  # (3,) float32
+    tongue_rgb: np.ndarray  # (3,) float32
+    lid_rgb: np.ndarray  # (2,3) float32: upper-lid skin of each eye
+
+
+def _face_frame(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    left_eye, right_eye = pts[36:42].mean(0), pts[42:48].mean(0)
+    axis = right_eye - left_eye
+    iod = float(np.linalg.norm(axis))
+    u = axis / max(iod, 1e-6)
+    return u.astype(np.float32), np.array([-u[1], u[0]], np.float32), max(iod, 1.0)
+
+
+def _extra_points(pts: np.ndarray, v: np.ndarray, iod: float) -> np.ndarray:
+    cheeks = [(pts[2] + pts[31]) / 2, (pts[14] + pts[35]) / 2, (pts[4] + pts[48]) / 2, (pts[12] + pts[54]) / 2]
+    brows = [pts[17], pts[19], (pts[21] + pts[22]) / 2, pts[24], pts[26]]
+    lift = [0.5, 0.6, 0.6, 0.6, 0.5]
+    forehead = [b - k * iod * v for b, k in zip(brows, lift)]
+    return np.array(cheeks + forehead, np.float32)
+
+
+def _ring(pts: np.ndarray, u: np.ndarray, v: np.ndarray, iod: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """N_RING points around the head (hair, ears, neck) and their head weights (1 above the eyes, 0.4 at the neck)."""
+    centre = pts[36:48].mean(0)
+    half_w = 0.65 * float(np.linalg.norm(pts[16] - pts[0]))
+    top = float(np.dot(centre - pts[[19, 24]].mean(0), v)) + 1.0 * iod
+    bottom = float(np.dot(pts[8] - centre, v)) + 0.35 * iod
+    angles = np.linspace(0, 2 * np.pi, N_RING, endpoint=False)
+    c, s = np.cos(angles), np.sin(angles)
+    radius_v = np.where(s < 0, top, bottom)
+    ring = centre + np.outer(half_w * c, u) + np.outer(radius_v * s, v)
+    margin = 0.05 * size
+    ring = np.clip(ring, margin, size - 1 - margin)
+    weight = np.where(s < 0, 1.0, 1.0 - 0.6 * s)
+    return ring.astype(np.float32), weight.astype(np.float32)
+
+
+def _border(size: int) -> np.ndarray:
+    t = np.linspace(0, size - 1, N_BORDER_PER_SIDE)
+    edge = size - 1.0
+    pts = [(x, 0.0) for x in t] + [(x, edge) for x in t] + [(0.0, y) for y in t[1:-1]] + [(edge, y) for y in t[1:-1]]
+    return np.array(pts, np.float32)
+
+
+def _basis(spec: dict[int, float], direction: np.ndarray, scale_px: float, n_vertices: int) -> np.ndarray:
+    basis = np.zeros((n_vertices, 2), np.float32)
+    for index, amount in spec.items():
+        basis[index] = amount * scale_px * direction
+    return basis
+
+
+def _triangulate(vertices: np.ndarray, v: np.ndarray, iod: float) -> np.ndarray:
+    """Delaunay on a copy with the mouth open and the eyes wide, so no triangle bridges the lips or the lids."""
+    from scipy.spatial import Delaunay
+
+    opened = vertices.copy()
+    opened[[65, 66, 67, 55, 56, 57, 58, 59]] += 0.25 * iod * v
+    opened[[37, 38, 43, 44]] -= 0.05 * iod * v
+    return Delaunay(opened.astype(np.float64)).simplices.astype(np.int32)
+
+
+def build_mesh(face: PreparedFace, alpha: np.ndarray | None = None) -> Mesh:
+    crop, pts68 = face.crop, face.landmarks.astype(np.float32)
+    size = crop.shape[0]
+    u, v, iod = _face_frame(pts68)
+    ring, ring_w = _ring(pts68, u, v, iod, size)
+    border = _border(size)
+    vertices = np.concatenate([pts68, _extra_points(pts68, v, iod), ring, border]).astype(np.float32)
+    n_v = len(vertices)
+    weight = np.concatenate([np.ones(N_FACE), ring_w, np.zeros(len(border))]).astype(np.float32)
+    depth = np.zeros(n_v, np.float32)
+    for index, d in DEPTH.items():
+        depth[index] = d
+    depth[N_FACE: N_FACE + N_RING] = -0.3
+    grid_n = min(size, MAP_GRID_N)
+    g = (np.arange(grid_n, dtype=np.float32) + 0.5) * (size / grid_n) - 0.5
+    gap = float(np.dot(pts68[66] - pts68[62], v))
+    teeth, throat, tongue = mouth_colours(crop, pts68, gap)
+    return Mesh(vertices, _triangulate(vertices, v, iod), weight, depth, pts68.mean(0), u, v, iod,
+                _basis(OPEN_DV, v, MAX_OPEN_IOD * iod, n_v), _basis(WIDTH_DU, u, iod, n_v), gap,
+                np.ascontiguousarray(crop), None if alpha is None else alpha.astype(np.float32),
+                np.stack(np.meshgrid(g, g), axis=-1), teeth, throat, tongue,
+                lid_colours(crop, pts68))
+
+
+def _target_to_source(target: np.ndarray, source: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-triangle (T,6) coefficients [a,b,c,d,e,f]: src_x = a x + b y + c, src_y = d x + e y + f; and which
+    triangles have area (degenerate ones are not rasterised). Closed form: M = [q1-q0, q2-q0] [p1-p0, p2-p0]^-1."""
+    p, q = target[tris].astype(np.float64), source[tris].astype(np.float64)
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = np.abs(det) > 1e-3
+    inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    # inverse of the 2x2 matrix with columns e1, e2
+    inv = np.stack([np.stack([e2[:, 1], -e2[:, 0]], 1), np.stack([-e1[:, 1], e1[:, 0]], 1)], 1) * inv_det[:, None, None]
+    f1, f2 = q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]
+    m = np.stack([f1, f2], axis=2) @ inv  # (T,2,2): source edges = m @ target edges
+    offset = q[:, 0] - np.einsum("tij,tj->ti", m, p[:, 0])
+    coef = np.concatenate([m[:, 0], offset[:, :1], m[:, 1], offset[:, 1:]], axis=1)
+    return coef.astype(np.float32), ok
+
+
+def warp_map(mesh: Mesh, target: np.ndarray) -> np.ndarray:
+    """(S,S,2) float32 remap map: for each output pixel, where to sample the source crop."""
+    size = mesh.rgb.shape[0]
+    grid_n = mesh.grid.shape[0]
+    coef, ok = _target_to_source(target, mesh.source, mesh.triangles)
+    identity = np.array([[1, 0, 0, 0, 1, 0]], np.float32)
+    coef = np.concatenate([coef, identity])
+    index = np.full((grid_n, grid_n), len(mesh.triangles), np.int16)
+    scale = grid_n / size
+    corners = np.round((target * scale - 0.5 * (1 - scale)) * 16).astype(np.int32)  # 4 fractional bits
+    for k in np.flatnonzero(ok):
+        cv2.fillConvexPoly(index, corners[mesh.triangles[k]], int(k), cv2.LINE_8, 4)
+    c = coef[index]  # (G,G,6)
+    gx, gy = mesh.grid[..., 0], mesh.grid[..., 1]
+    grid_map = np.stack([c[..., 0] * gx + c[..., 1] * gy + c[..., 2], c[..., 3] * gx + c[..., 4] * gy + c[..., 5]], -1)
+    return cv2.resize(grid_map, (size, size), interpolation=cv2.INTER_LINEAR)
+
