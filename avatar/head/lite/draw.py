@@ -1,8 +1,9 @@
-"""Small drawing helpers shared by the painted mouth and eyelids."""
+"""Small drawing helpers shared by the painted mouth and the eyes."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
 
 def smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
@@ -24,7 +25,6 @@ def soft_polygon(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
     return mask.astype(np.float32) / 255.0
 
 
-
 def parabola(points: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """y(x) of the least-squares parabola through an eyelid's 4 points (smoother than the polyline)."""
     centre = points[:, 0].mean()
@@ -36,3 +36,16 @@ def sorted_xy(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(points[:, 0])
     return points[order, 0], points[order, 1]
 
+
+
+def smooth_curve(points: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """y(x) at xs of the Catmull-Rom curve through points ordered left to right (a lip line's 5 points), flat
+    beyond its ends."""
+    ends = np.concatenate([points[:1], points, points[-1:]])
+    p0, p1, p2, p3 = ends[:-3], ends[1:-2], ends[2:-1], ends[3:]
+    t = np.linspace(0, 1, 8, endpoint=False, dtype=np.float32)[None, :, None]
+    curve = 0.5 * (2 * p1[:, None] + (p2 - p0)[:, None] * t + (2 * p0 - 5 * p1 + 4 * p2 - p3)[:, None] * t ** 2
+                   + (3 * p1 - p0 - 3 * p2 + p3)[:, None] * t ** 3)
+    curve = np.concatenate([curve.reshape(-1, 2), points[-1:]])
+    order = np.argsort(curve[:, 0], kind="stable")
+    return np.interp(xs, curve[order, 0], curve[order, 1]).astype(np.float32)

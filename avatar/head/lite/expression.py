@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .mesh import Mesh
-from .topology import FOREHEAD_FROM_BROW, MIRROR, N_FACE
+from .neutral import SMILE_UNITS
+from .topology import N_FACE, face_units
 
 EMOTION_GAIN = 1.3  # all emotion offsets at intensity 1 (the tables below are at gain 1)
 
@@ -13,9 +14,7 @@ EMOTION_GAIN = 1.3  # all emotion offsets at intensity 1 (the tables below are a
 # Given for image-left / centre points; mirrored (du negated) onto the other side unless the spec is asymmetric.
 _EMOTIONS: dict[str, dict[int, tuple[float, float]]] = {
     "neutral": {},
-    "happy": {48: (-0.06, -0.10), 60: (-0.05, -0.08), 49: (-0.02, -0.05), 59: (-0.02, -0.03), 50: (0, -0.02),
-              61: (-0.01, -0.03), 67: (-0.01, -0.02), 68: (-0.01, -0.05), 70: (-0.03, -0.06), 40: (0, -0.025),
-              41: (0, -0.025), 36: (0, -0.01), 17: (0, -0.02), 19: (0, -0.02), 21: (0, -0.015)},
+    "happy": SMILE_UNITS,  # also the direction in which a smiling photo is neutralised (neutral.py)
     "sad": {48: (0.02, 0.08), 60: (0.02, 0.06), 49: (0, 0.03), 59: (0, 0.04), 57: (0, -0.02), 56: (0, -0.015),
             21: (0.015, -0.11), 20: (0, -0.07), 19: (0, -0.025), 17: (0, 0.035), 18: (0, 0.02),
             37: (0, 0.03), 38: (0, 0.03), 8: (0, -0.01)},
@@ -47,16 +46,8 @@ MOUTH_STYLE = {"neutral": (1.0, 0.0, 0.0), "happy": (1.0, 0.0, 0.5), "sad": (0.8
 
 
 def emotion_offsets(mesh: Mesh, emotion: str, intensity: float) -> np.ndarray:
-    """(V,2) px offsets of the emotion at intensity 0..1 (neutral = the photo's own expression = zeros)."""
-    spec = _CONTEMPT if emotion == "contempt" else _EMOTIONS[emotion]
-    face_units = np.zeros((N_FACE, 2), np.float32)
-    for index, (du, dv) in spec.items():
-        face_units[index] += (du, dv)
-        if emotion != "contempt" and MIRROR[index] != index:
-            face_units[MIRROR[index]] += (-du, dv)
-    for fore, brows in FOREHEAD_FROM_BROW.items():
-        face_units[fore] += 0.4 * face_units[brows].mean(0)
+    """(V,2) px offsets of the emotion at intensity 0..1, from the neutralised photo (neutral = zeros)."""
+    units = face_units(_CONTEMPT, mirrored=False) if emotion == "contempt" else face_units(_EMOTIONS[emotion])
     offsets = np.zeros_like(mesh.source)
-    offsets[:N_FACE] = (np.outer(face_units[:, 0], mesh.u) + np.outer(face_units[:, 1], mesh.v)) * mesh.iod_px
+    offsets[:N_FACE] = (np.outer(units[:, 0], mesh.u) + np.outer(units[:, 1], mesh.v)) * mesh.iod_px
     return offsets * (EMOTION_GAIN * float(np.clip(intensity, 0.0, 1.0)))
-

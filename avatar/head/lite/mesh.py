@@ -15,19 +15,21 @@ import cv2
 import numpy as np
 
 from ..base import PreparedFace
-from .cavity import mouth_colours
-from .eyes import lid_colours
-from .topology import DEPTH, OPEN_DV, WIDTH_DU, N_FACE
+from .neutral import closed_lips, neutral_offsets
+from .topology import DEPTH, N_FACE, OPEN_DV, PRESS, ROUND, SPREAD, face_frame, face_units
 
 MAP_GRID_N = 128  # warp-map grid points per side (upsampled bilinearly: 2 px steps at 256, 4 px at 512)
-MAX_OPEN_IOD = 0.26  # jaw drop at full speech energy, in inter-ocular distances
+MAX_OPEN_IOD = 0.30  # jaw drop of a wide-open /a/, in inter-ocular distances
 N_RING = 20  # vertices on the ring around the head
 N_BORDER_PER_SIDE = 5  # fixed vertices per frame edge (corners included)
+MIN_AREA_RATIO = 0.02  # a triangle squeezed below this share of its area in the photo is not drawn
+RING_DEPTH = -0.8  # the ring around the head lies near the head's widest outline, far behind the face
 
 
 @dataclass
 class Mesh:
     source: np.ndarray  # (V,2) float32 vertices in crop pixels
+    rest: np.ndarray  # (V,2) float32: the vertices with the photo's own expression taken out (neutral.py)
     triangles: np.ndarray  # (T,3) int32
     head_weight: np.ndarray  # (V,) how much of the head's pose each vertex follows (border 0)
     depth: np.ndarray  # (V,) face units in front of the face plane
@@ -35,24 +37,10 @@ class Mesh:
     u: np.ndarray  # (2,) face x axis (towards the image-right eye)
     v: np.ndarray  # (2,) face y axis (down)
     iod_px: float  # inter-ocular distance
-    open_basis: np.ndarray  # (V,2) px per unit opening
-    width_basis: np.ndarray  # (V,2) px per unit width
-    source_gap_px: float  # the photo's own inner-lip gap
+    mouth_bases: dict[str, np.ndarray]  # (V,2) px per unit of "open" (jaw), "spread", "round", "press"
     rgb: np.ndarray  # (S,S,3) uint8: the crop
     alpha: np.ndarray | None  # (S,S) float32 matte of the crop, warped along when given
     grid: np.ndarray  # (G,G,2) float32 output-pixel coordinates of the map grid
-    teeth_rgb: np.ndarray  # (3,) float32
-    throat_rgb: np.ndarray  # (3,) float32
-    tongue_rgb: np.ndarray  # (3,) float32
-    lid_rgb: np.ndarray  # (2,3) float32: upper-lid skin of each eye
-
-
-def _face_frame(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    left_eye, right_eye = pts[36:42].mean(0), pts[42:48].mean(0)
-    axis = right_eye - left_eye
-    iod = float(np.linalg.norm(axis))
-    u = axis / max(iod, 1e-6)
-    return u.astype(np.float32), np.array([-u[1], u[0]], np.float32), max(iod, 1.0)
 
 
 def _extra_points(pts: np.ndarray, v: np.ndarray, iod: float) -> np.ndarray:
@@ -86,11 +74,16 @@ def _border(size: int) -> np.ndarray:
     return np.array(pts, np.float32)
 
 
-def _basis(spec: dict[int, float], direction: np.ndarray, scale_px: float, n_vertices: int) -> np.ndarray:
-    basis = np.zeros((n_vertices, 2), np.float32)
-    for index, amount in spec.items():
-        basis[index] = amount * scale_px * direction
-    return basis
+def _mouth_bases(u: np.ndarray, v: np.ndarray, iod: float, n_vertices: int) -> dict[str, np.ndarray]:
+    bases = {}
+    for name, spec in (("spread", SPREAD), ("round", ROUND), ("press", PRESS)):
+        units = face_units(spec)
+        bases[name] = np.zeros((n_vertices, 2), np.float32)
+        bases[name][:N_FACE] = (np.outer(units[:, 0], u) + np.outer(units[:, 1], v)) * iod
+    bases["open"] = np.zeros((n_vertices, 2), np.float32)
+    for index, amount in OPEN_DV.items():
+        bases["open"][index] = amount * MAX_OPEN_IOD * iod * v
+    return bases
 
 
 def _triangulate(vertices: np.ndarray, v: np.ndarray, iod: float) -> np.ndarray:
@@ -106,7 +99,7 @@ def _triangulate(vertices: np.ndarray, v: np.ndarray, iod: float) -> np.ndarray:
 def build_mesh(face: PreparedFace, alpha: np.ndarray | None = None) -> Mesh:
     crop, pts68 = face.crop, face.landmarks.astype(np.float32)
     size = crop.shape[0]
-    u, v, iod = _face_frame(pts68)
+    u, v, iod = face_frame(pts68)
     ring, ring_w = _ring(pts68, u, v, iod, size)
     border = _border(size)
     vertices = np.concatenate([pts68, _extra_points(pts68, v, iod), ring, border]).astype(np.float32)
@@ -115,49 +108,78 @@ def build_mesh(face: PreparedFace, alpha: np.ndarray | None = None) -> Mesh:
     depth = np.zeros(n_v, np.float32)
     for index, d in DEPTH.items():
         depth[index] = d
-    depth[N_FACE: N_FACE + N_RING] = -0.3
+    depth[N_FACE: N_FACE + N_RING] = RING_DEPTH
     grid_n = min(size, MAP_GRID_N)
     g = (np.arange(grid_n, dtype=np.float32) + 0.5) * (size / grid_n) - 0.5
-    gap = float(np.dot(pts68[66] - pts68[62], v))
-    teeth, throat, tongue = mouth_colours(crop, pts68, gap)
-    return Mesh(vertices, _triangulate(vertices, v, iod), weight, depth, pts68.mean(0), u, v, iod,
-                _basis(OPEN_DV, v, MAX_OPEN_IOD * iod, n_v), _basis(WIDTH_DU, u, iod, n_v), gap,
-                np.ascontiguousarray(crop), None if alpha is None else alpha.astype(np.float32),
-                np.stack(np.meshgrid(g, g), axis=-1), teeth, throat, tongue,
-                lid_colours(crop, pts68))
+    rest = vertices + neutral_offsets(pts68, n_v)
+    return Mesh(vertices, rest, _triangulate(vertices, v, iod), weight, depth, pts68.mean(0), u, v, iod,
+                _mouth_bases(u, v, iod, n_v), np.ascontiguousarray(closed_lips(crop, pts68)),
+                None if alpha is None else alpha.astype(np.float32), np.stack(np.meshgrid(g, g), axis=-1))
 
 
 def _target_to_source(target: np.ndarray, source: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-triangle (T,6) coefficients [a,b,c,d,e,f]: src_x = a x + b y + c, src_y = d x + e y + f; and which
-    triangles have area (degenerate ones are not rasterised). Closed form: M = [q1-q0, q2-q0] [p1-p0, p2-p0]^-1."""
+    triangles have area (degenerate ones are not rasterised). Closed form: M = [q1-q0, q2-q0] [p1-p0, p2-p0]^-1.
+
+    A triangle squeezed to a sliver (the inner mouth of a smiling photo once its lips are closed) is degenerate too:
+    its affine would fling its few pixels far across the photo (a sliver of 1/50 of its area samples up to 50x
+    away); so is one folded over. Its neighbours cover it instead."""
     p, q = target[tris].astype(np.float64), source[tris].astype(np.float64)
     e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
     det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    ok = np.abs(det) > 1e-3
+    f1, f2 = q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]
+    source_det = f1[:, 0] * f2[:, 1] - f1[:, 1] * f2[:, 0]
+    ok = (det * np.sign(source_det) > np.maximum(1e-3, MIN_AREA_RATIO * np.abs(source_det)))  # not folded over
     inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
     # inverse of the 2x2 matrix with columns e1, e2
     inv = np.stack([np.stack([e2[:, 1], -e2[:, 0]], 1), np.stack([-e1[:, 1], e1[:, 0]], 1)], 1) * inv_det[:, None, None]
-    f1, f2 = q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]
     m = np.stack([f1, f2], axis=2) @ inv  # (T,2,2): source edges = m @ target edges
     offset = q[:, 0] - np.einsum("tij,tj->ti", m, p[:, 0])
     coef = np.concatenate([m[:, 0], offset[:, :1], m[:, 1], offset[:, 1:]], axis=1)
     return coef.astype(np.float32), ok
 
 
-def warp_map(mesh: Mesh, target: np.ndarray) -> np.ndarray:
-    """(S,S,2) float32 remap map: for each output pixel, where to sample the source crop."""
+def _bounded(coef: np.ndarray, ok: np.ndarray, mesh: Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """coef plus the identity as a last row (for points in no triangle) and each row's source box: a point just
+    outside a thin triangle (rasterised on its boundary) must not extrapolate its steep affine far away."""
+    corners = mesh.source[mesh.triangles]
+    unbounded = np.full((1, 2), np.inf, np.float32)
+    identity = np.array([[1, 0, 0, 0, 1, 0]], np.float32)
+    return (np.concatenate([coef, identity]), np.concatenate([corners.min(1) - 1.0, -unbounded]),
+            np.concatenate([corners.max(1) + 1.0, unbounded]))
+
+
+def _evaluate(index: np.ndarray, coef: np.ndarray, low: np.ndarray, high: np.ndarray, gx: np.ndarray,
+              gy: np.ndarray) -> np.ndarray:
+    c = coef[index]
+    points = np.stack([c[..., 0] * gx + c[..., 1] * gy + c[..., 2], c[..., 3] * gx + c[..., 4] * gy + c[..., 5]], -1)
+    return np.clip(points, low[index], high[index])
+
+
+def _rasterise(index: np.ndarray, target_px: np.ndarray, mesh: Mesh, ok: np.ndarray) -> None:
+    """Writes each drawable triangle's number into index (target_px: vertices in index pixels)."""
+    corners = np.round(target_px * 16).astype(np.int32)  # 4 fractional bits
+    for k in np.flatnonzero(ok):
+        cv2.fillConvexPoly(index, corners[mesh.triangles[k]], int(k), cv2.LINE_8, 4)
+
+
+def warp_map(mesh: Mesh, target: np.ndarray, exact_box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """(S,S,2) float32 remap map: for each output pixel, where to sample the source crop. Evaluated on the coarse
+    grid and upsampled; inside exact_box (x0, y0, x1, y1: the mouth, where closed lips make the map jump) per pixel."""
     size = mesh.rgb.shape[0]
     grid_n = mesh.grid.shape[0]
     coef, ok = _target_to_source(target, mesh.source, mesh.triangles)
-    identity = np.array([[1, 0, 0, 0, 1, 0]], np.float32)
-    coef = np.concatenate([coef, identity])
+    coef, low, high = _bounded(coef, ok, mesh)
     index = np.full((grid_n, grid_n), len(mesh.triangles), np.int16)
     scale = grid_n / size
-    corners = np.round((target * scale - 0.5 * (1 - scale)) * 16).astype(np.int32)  # 4 fractional bits
-    for k in np.flatnonzero(ok):
-        cv2.fillConvexPoly(index, corners[mesh.triangles[k]], int(k), cv2.LINE_8, 4)
-    c = coef[index]  # (G,G,6)
-    gx, gy = mesh.grid[..., 0], mesh.grid[..., 1]
-    grid_map = np.stack([c[..., 0] * gx + c[..., 1] * gy + c[..., 2], c[..., 3] * gx + c[..., 4] * gy + c[..., 5]], -1)
-    return cv2.resize(grid_map, (size, size), interpolation=cv2.INTER_LINEAR)
-
+    _rasterise(index, target * scale - 0.5 * (1 - scale), mesh, ok)
+    grid_map = _evaluate(index, coef, low, high, mesh.grid[..., 0], mesh.grid[..., 1])
+    pixel_map = cv2.resize(grid_map, (size, size), interpolation=cv2.INTER_LINEAR)
+    if exact_box is not None:
+        x0, y0, x1, y1 = exact_box
+        index = np.full((y1 - y0, x1 - x0), len(mesh.triangles), np.int16)
+        _rasterise(index, target - (x0, y0), mesh, ok)
+        gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+        exact = _evaluate(index, coef, low, high, gx, gy)
+        pixel_map[y0:y1, x0:x1] = np.where((index < len(mesh.triangles))[..., None], exact, pixel_map[y0:y1, x0:x1])
+    return pixel_map

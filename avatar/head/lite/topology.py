@@ -28,11 +28,36 @@ OPEN_DV = {66: 1.0, 65: 0.85, 67: 0.85, 57: 0.95, 56: 0.85, 58: 0.85, 55: 0.5, 5
             60: 0.3, 64: 0.3, 61: -0.08, 62: -0.08, 63: -0.08, 49: -0.04, 50: -0.05, 51: -0.05, 52: -0.05,
             53: -0.04, 8: 0.85, 7: 0.75, 9: 0.75, 6: 0.55, 10: 0.55, 5: 0.35, 11: 0.35, 4: 0.18, 12: 0.18,
             3: 0.05, 13: 0.05, 70: 0.3, 71: 0.3}
-WIDTH_DU = {48: -0.05, 60: -0.05, 54: 0.05, 64: 0.05, 49: -0.025, 59: -0.025, 53: 0.025, 55: 0.025,
-             61: -0.015, 67: -0.015, 63: 0.015, 65: 0.015}
-BLINK_PAIRS = [(37, 41), (38, 40), (43, 47), (44, 46)]  # (upper lid, lower lid)
-BLINK_MESH_SHARE = 0.3  # part of a blink done by moving the lid vertices; the rest is a painted lid
-# per eye: upper lid, lower lid (corner to corner), brow
-EYES = [([36, 37, 38, 39], [36, 41, 40, 39], [17, 18, 19, 20, 21]),
-         ([42, 43, 44, 45], [42, 47, 46, 45], [22, 23, 24, 25, 26])]
+# lip shapes per unit, (du, dv) in face units for the image-left / centre points (mirrored onto the right):
+# spread (i, e, s): corners out and a little up, lips thinner
+SPREAD = {48: (-0.06, -0.01), 60: (-0.055, -0.005), 49: (-0.03, 0.0), 59: (-0.03, 0.0), 61: (-0.02, 0.0),
+          67: (-0.02, 0.0), 51: (0.0, 0.008), 57: (0.0, -0.008)}
+# rounded (o, u, w, sh): corners in, lips pushed forward (seen thicker), the opening rounder
+ROUND = {48: (0.10, 0.0), 60: (0.09, 0.0), 49: (0.05, -0.01), 59: (0.05, 0.01), 61: (0.04, -0.005),
+         67: (0.04, 0.005), 50: (0.02, -0.025), 51: (0.0, -0.03), 58: (0.02, 0.025), 57: (0.0, 0.03),
+         62: (0.0, -0.01), 66: (0.0, 0.01)}
+# pressed (p, b, m): the lips rolled in a little, corners in
+PRESS = {51: (0.0, 0.015), 57: (0.0, -0.015), 50: (0.0, 0.01), 58: (0.0, -0.01), 48: (0.01, 0.0), 60: (0.01, 0.0)}
 
+
+
+def face_units(spec: dict[int, tuple[float, float]], mirrored: bool = True) -> np.ndarray:
+    """(N_FACE, 2) offsets in face units from a table of image-left / centre points, mirrored onto the right side
+    (du negated) unless the table is one-sided; forehead points follow their brows by 40%."""
+    units = np.zeros((N_FACE, 2), np.float32)
+    for index, (du, dv) in spec.items():
+        units[index] += (du, dv)
+        if mirrored and MIRROR[index] != index:
+            units[MIRROR[index]] += (-du, dv)
+    for fore, brows in FOREHEAD_FROM_BROW.items():
+        units[fore] += 0.4 * units[brows].mean(0)
+    return units
+
+
+def face_frame(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(u, v, inter-ocular distance px) of 68 landmarks: u from the image-left eye's centre to the other's, v down."""
+    left_eye, right_eye = pts[36:42].mean(0), pts[42:48].mean(0)
+    axis = right_eye - left_eye
+    iod = float(np.linalg.norm(axis))
+    u = axis / max(iod, 1e-6)
+    return u.astype(np.float32), np.array([-u[1], u[0]], np.float32), max(iod, 1.0)
