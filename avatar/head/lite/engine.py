@@ -156,14 +156,17 @@ class LiteEngine:
         yield from self._batches(face, speech, emotion, pose, intensity, source_alpha)
 
     def frames_on_background(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence,
-                             source_alpha: np.ndarray, colour: tuple[int, int, int],
-                             intensity: float = 1.0) -> Iterator[np.ndarray]:
+                             source_alpha: np.ndarray, colour: tuple[int, int, int], intensity: float = 1.0,
+                             foreground: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """frames() on a solid colour, at the cost of frames(): the photo is composited on the colour once (with its
         matte) and that is what gets warped. Bilinear warping is linear, so this equals compositing each warped
-        frame with the warped matte (the painted mouth and lids lie inside the face, where the matte is 1)."""
+        frame with the warped matte (the painted mouth and lids lie inside the face, where the matte is 1).
+        foreground: the crop's colours with its soft edge cleaned of the old backdrop (matting's clean_edge), used
+        where the matte is not 1."""
         alpha = np.clip(source_alpha, 0, 1).astype(np.float32)[..., None]
-        on_colour = face.crop * alpha + np.float32(colour) * (1 - alpha)
         rig = self.rig(face)
+        photo = rig.mesh.rgb if foreground is None else np.where(alpha < 0.99, foreground, rig.mesh.rgb)
+        on_colour = photo * alpha + np.float32(colour) * (1 - alpha)
         composited = Mesh(**{**rig.mesh.__dict__, "rgb": np.clip(on_colour + 0.5, 0, 255).astype(np.uint8)})
         yield from (rgb for rgb, _ in self._batches(face, speech, emotion, pose, intensity, None,
                                                     Rig(composited, rig.mouth)))
