@@ -19,7 +19,7 @@ from .topology import INNER_LIP, LOWER_INNER, UPPER_INNER
 
 UPPER_TEETH_IOD = 0.085  # the most upper teeth shown (face units); at most UPPER_TEETH_SHARE of the opening
 UPPER_TEETH_SHARE = 0.42  # a slightly parted mouth shows its teeth nearly meeting; a wide one the throat between
-LOWER_TEETH_IOD = 0.035  # the lower lip hides most of the lower teeth
+LOWER_TEETH_IOD = 0.04  # the lower lip hides most of the lower teeth
 LOWER_TEETH_SHARE = 0.22
 TONGUE_SHARE = 0.45  # the tongue's dome rises this share of the opening above the lower lip
 INCISOR_IOD = 0.13  # width of a front tooth (face units)
@@ -53,7 +53,7 @@ def mouth_look(crop: np.ndarray, pts: np.ndarray) -> MouthLook:
         bright = shown[shown.sum(1) >= np.percentile(shown.sum(1), 70)]
         if bright.mean() > 120 and np.ptp(np.median(bright, 0)) < 60:  # light and not reddish: teeth
             teeth = np.median(bright, axis=0)
-    throat = lip_rgb * np.float32([0.38, 0.2, 0.19])
+    throat = lip_rgb * np.float32([0.5, 0.27, 0.26])
     tongue = lip_rgb * np.float32([0.88, 0.58, 0.58])
     return MouthLook(teeth.astype(np.float32), throat.astype(np.float32), tongue.astype(np.float32))
 
@@ -92,7 +92,7 @@ def _throat_and_tongue(look: MouthLook, m: MouthLayout) -> np.ndarray:
     """(h, w, 3): the throat, darker in the corners and up under the upper lip, and the tongue's dome on the floor."""
     opening = m.lower - m.upper
     depth = np.clip((m.ys - m.upper) / np.maximum(opening, 1.0), 0, 1)
-    shade = (0.5 + 0.5 * smoothstep(m.across / 0.7)) * (0.7 + 0.3 * depth)
+    shade = (0.55 + 0.45 * smoothstep(m.across / 0.7)) * (0.75 + 0.25 * depth)
     colour = look.throat_rgb * shade[..., None]
     tongue_top = m.lower - TONGUE_SHARE * opening * np.sqrt(m.across)
     cover = smoothstep((m.ys - tongue_top) / 1.5) * smoothstep(m.across / 0.3)
@@ -117,7 +117,7 @@ def _lower_teeth(look: MouthLook, m: MouthLayout, iod_px: float) -> tuple[np.nda
     """(colour, cover) of the lower teeth's edges showing above the lower lip (hidden while the mouth is barely
     open: the lower lip covers them)."""
     opening = m.lower - m.upper
-    central = smoothstep((m.across - 0.3) / 0.35)  # the lower arch is narrow: only the front teeth show
+    central = smoothstep((m.across - 0.2) / 0.35)  # the lower arch is narrow: only the front teeth show
     length = np.minimum(LOWER_TEETH_SHARE * opening, LOWER_TEETH_IOD * iod_px) * central
     length = length * smoothstep(opening / (0.12 * iod_px))
     cover = smoothstep((m.ys - (m.lower - length)) / 1.0) * (length > 0.3)

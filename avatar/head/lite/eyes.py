@@ -55,7 +55,7 @@ def gaze_track(n: int, seed: int, start_frame: int = 0) -> np.ndarray:
         gaze[t: t + hold] = current
         t += hold
         previous, current = current, np.clip(rng.normal(0, [0.5, 0.25]), -1, 1).astype(np.float32)
-        if rng.uniform() < 0.45:  # about half the saccades come back to the camera
+        if np.any(previous) and rng.uniform() < 0.45:  # about half the saccades away come back to the camera
             current = np.zeros(2, np.float32)
         if t < total:
             gaze[t] = 0.3 * previous + 0.7 * current

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -163,6 +164,12 @@ def _rasterise(index: np.ndarray, target_px: np.ndarray, mesh: Mesh, ok: np.ndar
         cv2.fillConvexPoly(index, corners[mesh.triangles[k]], int(k), cv2.LINE_8, 4)
 
 
+@functools.lru_cache(maxsize=2)
+def _pixel_coords(size: int) -> np.ndarray:
+    xs = np.arange(size, dtype=np.float32)
+    return np.stack(np.meshgrid(xs, xs), axis=-1)
+
+
 def warp_map(mesh: Mesh, target: np.ndarray, exact_box: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """(S,S,2) float32 remap map: for each output pixel, where to sample the source crop. Evaluated on the coarse
     grid and upsampled; inside exact_box (x0, y0, x1, y1: the mouth, where closed lips make the map jump) per pixel."""
@@ -174,7 +181,9 @@ def warp_map(mesh: Mesh, target: np.ndarray, exact_box: tuple[int, int, int, int
     scale = grid_n / size
     _rasterise(index, target * scale - 0.5 * (1 - scale), mesh, ok)
     grid_map = _evaluate(index, coef, low, high, mesh.grid[..., 0], mesh.grid[..., 1])
-    pixel_map = cv2.resize(grid_map, (size, size), interpolation=cv2.INTER_LINEAR)
+    # upsample the displacement, not the map: beyond the outermost grid points resize repeats their values, which
+    # for the map would shift the frame's edge pixels by half a grid step; the displacement there is 0
+    pixel_map = cv2.resize(grid_map - mesh.grid, (size, size), interpolation=cv2.INTER_LINEAR) + _pixel_coords(size)
     if exact_box is not None:
         x0, y0, x1, y1 = exact_box
         index = np.full((y1 - y0, x1 - x0), len(mesh.triangles), np.int16)

@@ -27,6 +27,7 @@ WINDOW = 256  # samples at LPC_RATE
 FORMANT_RANGE_HZ = (200.0, 4000.0)
 MAX_BANDWIDTH_HZ = 400.0  # wider resonances are not formants
 DIP_REACH = 3  # frames either side in which a loudness dip is measured
+WIDTH_GAIN = 2.0  # a regression's answers shrink towards the mean (r ~ 0.3 on unheard voices): lips need contrast
 DIP_CLOSED = (0.2, 0.2)  # a dip this deep (loudness, 0..1) starts to press the lips, fully this much deeper
 WIDTH_FEATURES = ("f2", "f1", "f2^2", "f1^2", "f1*f2", "voiced", "1")
 
@@ -117,6 +118,6 @@ def lip_shape(samples_16k: np.ndarray, loudness: np.ndarray) -> tuple[np.ndarray
     """(width -1..1, press 0..1) per frame from 16 kHz speech and its loudness track."""
     named = features(samples_16k, loudness)
     model = _width_model()
-    width = np.tanh(4.0 * named["f2"]) if model is None else design(named, WIDTH_FEATURES) @ model
+    width = np.tanh(4.0 * named["f2"]) if model is None else WIDTH_GAIN * (design(named, WIDTH_FEATURES) @ model)
     press = np.clip((named["dip"] - DIP_CLOSED[0]) / DIP_CLOSED[1], 0, 1)
     return np.clip(width, -1, 1), press

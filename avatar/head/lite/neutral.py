@@ -30,7 +30,6 @@ SMILE_RANGE = (-1.0, 2.5)  # the most smile (or frown, < 0) that is taken out
 NARROW_SHARE = 0.6  # a smile widens the mouth less than the happy offsets do: only this share is narrowed back
 UPPER_SHARE = 0.35  # closing the lips: the upper lip comes down this share of the gap, the lower lip up the rest
 LIP_PAIRS = [(61, 67, 50, 58), (62, 66, 51, 57), (63, 65, 52, 56)]  # inner upper, inner lower, outer upper, outer lower
-CHIN_SHARE = {7: 0.12, 8: 0.15, 9: 0.12}  # the chin follows the lower lip a little (share of the centre gap)
 
 
 @dataclass(frozen=True)
@@ -50,14 +49,17 @@ def measure(pts: np.ndarray) -> PhotoExpression:
 
 
 def _smile_units(left: float, right: float) -> np.ndarray:
-    """The smile direction with each side scaled by its own amount (a lopsided smile is taken out as it is)."""
-    one_side = face_units(SMILE_UNITS, mirrored=False)
-    other_side = face_units({MIRROR[i]: (-du, dv) for i, (du, dv) in SMILE_UNITS.items()}, mirrored=False)
+    """The smile direction below the brows, each side scaled by its own amount (a lopsided smile is taken out as it
+    is). The brows stay: they barely move with a smile, and moving them would drag the forehead and hair along."""
+    lower_face = {i: shift for i, shift in SMILE_UNITS.items() if not 17 <= i <= 26}
+    one_side = face_units(lower_face, mirrored=False)
+    other_side = face_units({MIRROR[i]: (-du, dv) for i, (du, dv) in lower_face.items()}, mirrored=False)
     return left * one_side + right * other_side
 
 
 def _lip_closing(pts: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """(N_FACE,) px along v that close each inner-lip pair, the outer lips and the chin following."""
+    """(N_FACE,) px along v that close each inner-lip pair, the outer lips following (the chin stays: closing a
+    smile's lips is the lips' work)."""
     dv = np.zeros(N_FACE)
     for upper, lower, outer_upper, outer_lower in LIP_PAIRS:
         gap = max(0.0, float(np.dot(pts[lower] - pts[upper], v)))
@@ -65,9 +67,6 @@ def _lip_closing(pts: np.ndarray, v: np.ndarray) -> np.ndarray:
         dv[outer_upper] += 0.5 * UPPER_SHARE * gap
         dv[lower] -= (1 - UPPER_SHARE) * gap
         dv[outer_lower] -= 0.85 * (1 - UPPER_SHARE) * gap
-    centre_gap = max(0.0, float(np.dot(pts[66] - pts[62], v)))
-    for index, share in CHIN_SHARE.items():
-        dv[index] -= share * centre_gap
     return dv
 
 
