@@ -140,21 +140,20 @@ def _target_to_source(target: np.ndarray, source: np.ndarray, tris: np.ndarray) 
     return coef.astype(np.float32), ok
 
 
-def _bounded(coef: np.ndarray, ok: np.ndarray, mesh: Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """coef plus the identity as a last row (for points in no triangle) and each row's source box: a point just
-    outside a thin triangle (rasterised on its boundary) must not extrapolate its steep affine far away."""
+def _bounded(coef: np.ndarray, mesh: Mesh) -> np.ndarray:
+    """(T+1, 10): each triangle's affine (6) and its source box (low x, y, high x, y); the last row is the identity
+    for points in no triangle. The box matters for a point just outside a thin triangle (rasterised on its
+    boundary): it must not extrapolate the triangle's steep affine far away."""
     corners = mesh.source[mesh.triangles]
-    unbounded = np.full((1, 2), np.inf, np.float32)
-    identity = np.array([[1, 0, 0, 0, 1, 0]], np.float32)
-    return (np.concatenate([coef, identity]), np.concatenate([corners.min(1) - 1.0, -unbounded]),
-            np.concatenate([corners.max(1) + 1.0, unbounded]))
+    rows = np.concatenate([coef, corners.min(1) - 1.0, corners.max(1) + 1.0], axis=1)
+    identity = np.array([[1, 0, 0, 0, 1, 0, -np.inf, -np.inf, np.inf, np.inf]], np.float32)
+    return np.concatenate([rows, identity]).astype(np.float32)
 
 
-def _evaluate(index: np.ndarray, coef: np.ndarray, low: np.ndarray, high: np.ndarray, gx: np.ndarray,
-              gy: np.ndarray) -> np.ndarray:
-    c = coef[index]
+def _evaluate(index: np.ndarray, table: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    c = table[index]
     points = np.stack([c[..., 0] * gx + c[..., 1] * gy + c[..., 2], c[..., 3] * gx + c[..., 4] * gy + c[..., 5]], -1)
-    return np.clip(points, low[index], high[index])
+    return np.clip(points, c[..., 6:8], c[..., 8:10])
 
 
 def _rasterise(index: np.ndarray, target_px: np.ndarray, mesh: Mesh, ok: np.ndarray) -> None:
@@ -176,19 +175,22 @@ def warp_map(mesh: Mesh, target: np.ndarray, exact_box: tuple[int, int, int, int
     size = mesh.rgb.shape[0]
     grid_n = mesh.grid.shape[0]
     coef, ok = _target_to_source(target, mesh.source, mesh.triangles)
-    coef, low, high = _bounded(coef, ok, mesh)
+    table = _bounded(coef, mesh)
     index = np.full((grid_n, grid_n), len(mesh.triangles), np.int16)
     scale = grid_n / size
     _rasterise(index, target * scale - 0.5 * (1 - scale), mesh, ok)
-    grid_map = _evaluate(index, coef, low, high, mesh.grid[..., 0], mesh.grid[..., 1])
+    grid_map = _evaluate(index, table, mesh.grid[..., 0], mesh.grid[..., 1])
     # upsample the displacement, not the map: beyond the outermost grid points resize repeats their values, which
     # for the map would shift the frame's edge pixels by half a grid step; the displacement there is 0
     pixel_map = cv2.resize(grid_map - mesh.grid, (size, size), interpolation=cv2.INTER_LINEAR) + _pixel_coords(size)
     if exact_box is not None:
         x0, y0, x1, y1 = exact_box
         index = np.full((y1 - y0, x1 - x0), len(mesh.triangles), np.int16)
-        _rasterise(index, target - (x0, y0), mesh, ok)
+        corners = target[mesh.triangles]
+        inside = (corners[..., 0].max(1) >= x0) & (corners[..., 0].min(1) < x1) & (corners[..., 1].max(1) >= y0) & (
+            corners[..., 1].min(1) < y1)
+        _rasterise(index, target - (x0, y0), mesh, ok & inside)
         gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-        exact = _evaluate(index, coef, low, high, gx, gy)
+        exact = _evaluate(index, table, gx, gy)
         pixel_map[y0:y1, x0:x1] = np.where((index < len(mesh.triangles))[..., None], exact, pixel_map[y0:y1, x0:x1])
     return pixel_map
