@@ -390,6 +390,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also create a public Gradio share link")
     p.add_argument("--auth", default=None, help="user:pass required to open the app")
     p.add_argument("--device", default=None)
+    p.add_argument("--ray", action="store_true",
+                   help="run the heavy stages as Ray Serve deployments ([cluster] mode = \"ray\"; see README)")
     args = p.parse_args(argv)
     if args.auth is not None and not re.fullmatch(r"[^:]+:.+", args.auth, re.S):
         p.error("--auth must look like user:pass (a user name, a colon, a password)")  # before any model loads
@@ -400,7 +402,10 @@ def launch(system: AvatarSystem, host: str | None = None, port: int | None = Non
            auth: str | None = None, block: bool = True):
     cfg = system.config
     demo = AvatarApp(system).build()
-    demo.queue(default_concurrency_limit=1, max_size=32)
+    # local: the stages share one device, one request at a time; ray: the deployments take every session at once
+    # (their replicas batch the frames) and the in-process chat model serialises itself
+    sessions = 1 if cfg.cluster.mode == "local" else max(4, 4 * cfg.cluster.render_replicas)
+    demo.queue(default_concurrency_limit=sessions, max_size=32)
     credentials = tuple(auth.split(":", 1)) if auth else None
     if auth and len(credentials) != 2:
         raise SystemExit("--auth must look like user:pass")
@@ -418,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = AvatarConfig.load(args.config)
         if args.device:
             cfg = cfg.replace(device=args.device)
+        if args.ray:
+            cfg = cfg.replace(**{"cluster.mode": "ray"})
         system = AvatarSystem.load(cfg)
         system.config_path = args.config
         launch(system, args.host, args.port, args.share, args.auth)

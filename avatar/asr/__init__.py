@@ -1,11 +1,6 @@
-"""Speech recognition stage: Whisper (faster-whisper, packaged Whisper base) by default, FunASR Paraformer when its
-local folders are configured and present.
-
-    asr = Asr.load(cfg)
-    asr.transcribe(load_audio("question.wav"), language="auto") -> Transcript(text, language, duration_s, backend)
-
-Backends: whisper.py (always loaded: it also detects the language) and funasr.py (used for the languages whose
-Paraformer folder is present when asr.backend is auto or funasr).
+"""Speech recognition stage (`Asr`): speech -> text, Chinese or English. Backends: whisper.py (faster-whisper over
+the packaged Whisper base; always loaded, it also detects the language) and funasr.py (FunASR Paraformer from local
+folders). asr.backend "auto" or "funasr" takes Paraformer for each language whose folder is present, else Whisper.
 """
 from __future__ import annotations
 
@@ -37,7 +32,11 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- the stage
 class Asr:
-    """The ASR stage. Build with Asr.load(cfg); call transcribe(audio, language)."""
+    """The ASR stage. Build with Asr.load(cfg); call transcribe(audio, language).
+
+        asr = Asr.load(cfg)
+        asr.transcribe(load_audio("question.wav"), language="auto") -> Transcript(text, language, duration_s, backend)
+    """
 
     def __init__(self, cfg: AvatarConfig, backend: str, device: str, whisper: WhisperBackend,
                  funasr: FunAsrBackend | None, fallback_reason: str | None, load_s: float) -> None:

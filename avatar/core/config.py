@@ -131,6 +131,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    mode: str = "local"  # local: every stage in this process | ray: heavy stages as Ray Serve deployments
+    address: str = ""  # ray: "" starts Ray here; "auto" joins the `ray start` of this machine; "ray://host:10001"
+    num_cpus: int = 0  # ray, started here: CPUs Ray may use (0 = all)
+    render_replicas: int = 1  # talking head + matting + enhancement workers (one per GPU, or per GPU share)
+    render_num_gpus: float = 0.0  # GPUs per render worker; fractions share a card (0.5 = two workers on one GPU)
+    render_num_cpus: float = 1.0
+    speech_replicas: int = 1  # ASR + TTS workers
+    speech_num_gpus: float = 0.0
+    speech_num_cpus: float = 0.5
+    max_batch_size: int = 8  # frame batches (from any sessions) a render worker enhances in one network call
+    batch_wait_ms: float = 10.0  # how long a render worker waits to fill such a batch
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
@@ -150,6 +165,7 @@ class AvatarConfig:
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def weights_path(self, relative: str) -> Path:
         """A path from a config field: absolute as given, else under weights_dir."""
@@ -243,6 +259,7 @@ CHOICES: dict[str, tuple] = {
     "enhance.backend": ("auto", "off", "gfpgan"),
     "enhance.engine": ("auto", "torch", "onnx", "tensorrt"),
     "enhance.dtype": _DTYPES,
+    "cluster.mode": ("local", "ray"),
 }
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?", re.I)  # the names devices.resolve_device understands
 

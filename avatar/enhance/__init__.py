@@ -1,15 +1,6 @@
-"""Face enhancement stage: GFPGAN v1.4 with a torch, ONNX Runtime or TensorRT engine.
-
-    enhancer = Enhancer.load(config)           # backend "gfpgan" or "off" (+ fallback_reason)
-    enhancer.enhance_faces(crops)              # aligned crops uint8 (B,H,W,3) RGB -> uint8 (B,512,512,3)
-    enhancer.enhance_image(photo)              # any photo: detect 5 points, align, enhance, paste back
-    enhancer.enhance_video(path, out_path)     # the same per frame, streamed in batches
-
-Every engine is a callable (B,3,512,512) float tensor in [-1,1] -> raw output tensor (gfpgan.py: the torch network,
-or engines/ for ONNX Runtime and TensorRT; enhance.engine "auto" takes tensorrt > onnx > torch by the files present);
-gfpgan.py also does the uint8 conversion and the 256 -> 512 resize, and this module the batching, so the three
-engines share one `enhance_faces`. base.py finds, aligns and pastes back the faces of a photo. torch is imported only
-when GFPGAN's weights are there.
+"""Face enhancement stage (`Enhancer`): GFPGAN v1.4 restores the faces of aligned crops, a photo or a video.
+One backend, gfpgan.py, on an engine: torch, ONNX Runtime or TensorRT (engines/); enhance.engine "auto" takes
+tensorrt > onnx > torch by the files present. Without GFPGAN's weights the stage is "off" (`fallback_reason`).
 """
 from __future__ import annotations
 
@@ -35,9 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Enhancer", "select_engine", "FACE_SIZE"]
 
 log = logging.getLogger("avatar.enhance")
-
-
-# ---------------------------------------------------------------------------------------------------- weights
 
 
 # ---------------------------------------------------------------------------------------------------- engines
@@ -66,16 +54,21 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-# ---------------------------------------------------------------------------------------------------- 5 points
-
-
-# ---------------------------------------------------------------------------------------------------- align / paste
-
-
 # ---------------------------------------------------------------------------------------------------- the stage
 @dataclass
 class Enhancer:
-    """The face-enhancement stage. backend "off" means no weights (see fallback_reason); its methods then raise."""
+    """The face-enhancement stage. backend "off" means no weights (see fallback_reason); its methods then raise.
+
+        enhancer = Enhancer.load(config)           # backend "gfpgan" or "off" (+ fallback_reason)
+        enhancer.enhance_faces(crops)              # aligned crops uint8 (B,H,W,3) RGB -> uint8 (B,512,512,3)
+        enhancer.enhance_image(photo)              # any photo: detect 5 points, align, enhance, paste back
+        enhancer.enhance_video(path, out_path)     # the same per frame, streamed in batches
+
+    Every engine is a callable (B,3,512,512) float tensor in [-1,1] -> raw output tensor (gfpgan.py: the torch
+    network, or engines/ for ONNX Runtime and TensorRT); gfpgan.py also does the uint8 conversion and the 256 -> 512
+    resize, and this class the batching, so the three engines share one `enhance_faces`. base.py finds, aligns and
+    pastes back the faces of a photo. torch is imported only when GFPGAN's weights are there.
+    """
 
     backend: str  # "gfpgan" | "off"
     engine: str = "none"  # torch | onnx | tensorrt

@@ -1,8 +1,7 @@
-"""The talking-head stage: a portrait photo + speech + emotion + head pose -> frames at 25 fps.
-
-Engines: "lite" (lite.py: a landmark-driven warp of the photo, CPU, always available) and "eat" (eat/: the EAT
-networks on official checkpoints). head.backend "auto" picks eat when all its weights are present, else lite.
-face.py prepares a photo (detection, landmarks, crop) for both; poses.py holds the head-pose presets.
+"""The talking-head stage (`load_head`): a portrait photo + speech + emotion + head pose -> frames at 25 fps. Engines:
+"lite" (lite.py: a landmark-driven warp of the photo, CPU, always available) and "eat" (eat/: the EAT networks on
+official checkpoints); head.backend "auto" picks eat when all its weights are present, else lite. face.py prepares a
+photo (detection, landmarks, crop) for both, poses.py holds the head-pose presets and base.py their interface.
 """
 from __future__ import annotations
 

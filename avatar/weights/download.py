@@ -1,4 +1,4 @@
-"""Downloads the original design's weights listed in avatar/models.toml: resumable, verified, licence-aware.
+"""Downloads the original design's weights listed in avatar/weights/models.toml: resumable, verified, licence-aware.
 
     python -m avatar download [NAMES...] [--yes] [--weights-dir D] [--list]     (NAMES: models, stages or "all")
     python scripts/download_models.py --help                                     (same, plus mirror/verify flags)

@@ -1,7 +1,7 @@
-"""What the original design's backends need: avatar/models.toml, loaded once, as small frozen dataclasses.
+"""What the original design's backends need: avatar/weights/models.toml, loaded once, as small frozen dataclasses.
 
 The doctor and the downloader ask this module ("which files, where, what size"). Stage loaders only check that
-their files exist (eat_runtime.missing_eat_files, ...) and then load them strictly, so weights of other sizes (a
+their files exist (head/eat/runtime.missing_eat_files, ...) and then load them strictly, so weights of other sizes (a
 fine-tune, the tests' synthetic checkpoints) still load; tests/weights/test_manifest.py keeps both file lists equal:
 
     from avatar.weights import manifest

@@ -1,7 +1,7 @@
 """EAT (Efficient Emotional Adaptation for audio-driven talking heads, ICCV 2023) networks.
 
 Own PyTorch definitions whose state_dict keys/shapes equal the official checkpoints (manifest:
-shared/reference/eat.tsv). Pure nn.Modules, tensors in/out; loading lives in avatar/eat_runtime.py.
+shared/reference/eat.tsv). Pure nn.Modules, tensors in/out; loading lives in avatar/head/eat/runtime.py.
 """
 from .audio2kp import Audio2kpConfig, Audio2kpTransformer
 from .dense_motion import DenseMotionConfig, DenseMotionNetwork

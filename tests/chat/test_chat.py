@@ -151,7 +151,7 @@ def test_bench_reports_latency_and_speed(chat):
 
 def test_auto_picks_chatglm2_from_its_folder(tmp_path):
     """A ChatGLM2 folder (tiny config, the real tokenizer, seeded weights) under weights_dir -> backend chatglm2,
-    driven through the same ChatModel interface (avatar/chatglm2.py does the generation)."""
+    driven through the same ChatModel interface (avatar/chat/chatglm2.py does the generation)."""
     import sys
     from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""avatar/models.toml: every entry is complete and points at real config fields; readiness follows the files."""
+"""avatar/weights/models.toml: every entry is complete and points at real config fields; readiness follows the files."""
 from __future__ import annotations
 
 import hashlib

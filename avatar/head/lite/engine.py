@@ -66,7 +66,7 @@ class LiteEngine:
         self.size, self.batch_size, self.seed = size, max(1, batch_size), seed
         self.limits = limits or LimitsConfig()
         self.template68 = template68
-        self.fallback_reason: str | None = None  # set by talking_head.load_head when EAT was wanted
+        self.fallback_reason: str | None = None  # set by avatar.head.load_head when EAT was wanted
 
     @classmethod
     def load(cls, cfg: AvatarConfig) -> "LiteEngine":
