@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import inspect
 import json
 import logging
-import re
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +21,9 @@ import gradio as gr
 from avatar.core import media
 from avatar.core.config import AvatarConfig
 from avatar.core.errors import AvatarError
-from avatar.system import AvatarSystem
 from avatar.core.types import EMOTIONS
+from avatar.server import LoginGuard, SessionFolders, UploadLimiter, chat_text, load_credentials
+from avatar.system import AvatarSystem
 
 log = logging.getLogger("avatar.app")
 
@@ -32,7 +32,7 @@ EMOTION_LABELS = {"angry": "生气 angry", "contempt": "轻蔑 contempt", "disgu
                   "surprised": "惊讶 surprised"}
 LANGUAGE_CHOICES = [("自动 auto", "auto"), ("中文 zh", "zh"), ("English en", "en")]
 SIZE_CHOICES = [("256 px", 256), ("512 px", 512)]
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what Gradio's own session hashes look like
+UNEXPECTED = "something went wrong on the server (reference {ref}); the details are in its log"
 
 
 @dataclass
@@ -44,15 +44,78 @@ class Session:
     turns: int = 0
 
 
+class Photo(gr.Image):
+    """An image input (made with type="filepath", so the app decodes it, with its pixel cap before decoding): an
+    upload Gradio cannot take as an image is refused with a sentence."""
+
+    def get_block_name(self) -> str:  # the browser draws Gradio's own image component
+        return "image"
+
+    def get_block_class(self) -> str:
+        return "image"
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - Gradio's own message says nothing a user can act on
+            name = getattr(payload, "orig_name", None) or (payload or {}).get("orig_name", "the file") \
+                if isinstance(payload, dict) else getattr(payload, "orig_name", None) or "the file"
+            raise gr.Error(f"{name} is not an image we can read (use PNG or JPEG)") from None
+
+
+class Choice(gr.Radio):
+    """A radio whose refusal of an unknown value (from API clients) is a sentence, not Gradio's
+    "Value: 'x' (type: <class 'str'>) is not in the list of choices"."""
+
+    def get_block_name(self) -> str:  # the browser draws Gradio's own radio component
+        return "radio"
+
+    def get_block_class(self) -> str:
+        return "radio"
+
+    def preprocess(self, payload):
+        allowed = [v for _, v in self.choices]
+        if payload is not None and payload not in allowed:
+            shown = "".join(c if c.isprintable() else "?" for c in str(payload))[:40]
+            raise gr.Error(f"{shown!r} is not a choice for {self.label or 'this setting'}; use one of: "
+                           f"{', '.join(map(str, allowed))}")
+        return super().preprocess(payload)
+
+
+class IntRadio(Choice):
+    """Int choices that API clients see as an int (Gradio's Radio advertises Literal['256', '512'] for int choices,
+    then refuses the strings) and may also send as text."""
+
+    def api_info(self) -> dict:
+        return {"type": "integer", "title": self.label or "value",
+                "description": " or ".join(str(v) for _, v in self.choices)}
+
+    def preprocess(self, payload):
+        if isinstance(payload, str) and payload.strip().isdigit():
+            payload = int(payload.strip())
+        return super().preprocess(payload)
+
+
 def user_errors(fn):
-    """Turns domain errors into gr.Error (the message a user understands); the session survives."""
+    """Domain errors become gr.Error (the sentence a user understands) and one log line; anything else is a fault:
+    its traceback goes to the log under a reference the user is shown, never its text (paths, library internals)."""
+    def refuse(e: Exception):
+        if isinstance(e, gr.Error):
+            return e
+        if isinstance(e, AvatarError):
+            log.info("refused %s: %s", fn.__name__, e)
+            return gr.Error(str(e))
+        ref = uuid.uuid4().hex[:8]
+        log.exception("fault in %s (reference %s)", fn.__name__, ref)
+        return gr.Error(UNEXPECTED.format(ref=ref))
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except AvatarError as e:
-                raise gr.Error(str(e)) from None
+            except Exception as e:  # noqa: BLE001 - turned into a sentence, details logged
+                raise refuse(e) from None
 
         return gen_wrapper
 
@@ -60,8 +123,8 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except AvatarError as e:
-            raise gr.Error(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - turned into a sentence, details logged
+            raise refuse(e) from None
 
     return wrapper
 
@@ -70,6 +133,7 @@ class AvatarApp:
     def __init__(self, system: AvatarSystem) -> None:
         self.system = system
         self.poses = self._pose_names()
+        self.folders = SessionFolders(system.output_dir)
 
     @staticmethod
     def _pose_names() -> list[str]:
@@ -83,10 +147,7 @@ class AvatarApp:
     # ------------------------------------------------------------ session state
     def session_folder(self, request: gr.Request | None) -> Path:
         """Each browser session writes its files into its own folder (cleaned up by the TTL like the rest)."""
-        sid = getattr(request, "session_hash", None) or "anonymous"
-        if not SESSION_ID.fullmatch(sid):  # the client chooses it: never let it name a path (../, /abs)
-            sid = hashlib.sha1(sid.encode("utf-8", "replace")).hexdigest()[:16]
-        return self.system.output_dir / "sessions" / sid
+        return self.folders.folder(getattr(request, "session_hash", None))
 
     def session(self, state: Session | None, request: gr.Request | None) -> Session:
         if state is None:
@@ -99,7 +160,7 @@ class AvatarApp:
     def history_messages(state: Session) -> list[dict]:
         msgs: list[dict] = []
         for user, assistant in getattr(state.conversation, "rounds", []) or []:
-            msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+            msgs += [{"role": "user", "content": chat_text(user)}, {"role": "assistant", "content": chat_text(assistant)}]
         return msgs
 
     # ------------------------------------------------------------ handlers
@@ -119,14 +180,16 @@ class AvatarApp:
         state = self.session(state, request)
         if state.conversation is None:
             raise gr.Error("no chat model is loaded (see the System tab)")
-        msgs = self.history_messages(state) + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        msgs = self.history_messages(state) + [{"role": "user", "content": chat_text(text)},
+                                               {"role": "assistant", "content": ""}]
         reply, stream = "", self.system.chat(state.conversation, text)
         for delta in stream:
             reply += delta
-            msgs[-1]["content"] = reply
+            msgs[-1]["content"] = chat_text(reply)
             yield msgs, state, ""
         yield (msgs if stream.notice else self.history_messages(state)), state, ""  # a notice is not in the history
 
+    @user_errors
     def clear(self, state: Session | None, request: gr.Request):
         state = self.session(state, request)
         if state.conversation is not None:
@@ -198,29 +261,30 @@ class AvatarApp:
                                      text=user_text or None, language=language, emotion=emotion, pose=pose,
                                      background=background if use_background else None, size=int(size),
                                      enhance=bool(enhance), voice=voice or None, chunk_dir=chunk_dir)
-        shown = msgs + [{"role": "user", "content": user_text}, {"role": "assistant", "content": "…"}]
+        shown = msgs + [{"role": "user", "content": chat_text(user_text)}, {"role": "assistant", "content": "…"}]
         for ev in events:
             video = gr.skip()
             if ev.kind == "transcript":
                 transcript = ev.text
-                shown[-2]["content"] = ev.text
+                shown[-2]["content"] = chat_text(ev.text)
             elif ev.kind == "mood":
                 user_mood = mood = f"user mood: **{ev.text}**"
             elif ev.kind == "text":
-                shown[-1]["content"] = ev.text or "…"
+                shown[-1]["content"] = chat_text(ev.text) or "…"
             elif ev.kind == "chunk" and ev.path is not None:
                 chunks.append(ev.path)
                 video = str(ev.path)
                 mood = f"{user_mood} · avatar emotion: **{ev.emotion}**"
             elif ev.kind == "done":
                 if ev.data.get("notice"):  # a fixed notice does not join the history: keep it on screen
-                    shown[-1]["content"] = ev.text
+                    shown[-1]["content"] = chat_text(ev.text)
                 else:
                     shown = self.history_messages(state)
             yield shown, video, transcript or user_text, mood, gr.skip(), state
         full = media.concat_mp4(chunks, chunk_dir / "reply.mp4") if chunks else None
         yield shown, gr.skip(), transcript or user_text, mood, str(full) if full else None, state
 
+    @user_errors
     def system_report(self) -> tuple[str, dict]:
         report = self.system.doctor()
         rows = ["| stage | backend | device | load s | note |", "|---|---|---|---|---|"]
@@ -237,31 +301,32 @@ class AvatarApp:
         poses = self.poses or ["talking"]
         voices = self.system.voices()
         enh_ok = self.system.enhancer is not None
-        with gr.Blocks(title="Avatar · 数字人对话", delete_cache=(600, self.system.config.server.output_ttl_s)) as demo:
+        # uploads and Gradio's cached copies go after 15 minutes (an upload is used at once); outputs by their own TTL
+        with gr.Blocks(title="Avatar · 数字人对话", delete_cache=(300, 900)) as demo:
             state = gr.State(None)
             gr.Markdown("# Avatar · 数字人对话\nTalk to a portrait: speak, and it answers with a voice and a face. "
                         "说话，头像用声音和表情回答你。")
             with gr.Tab("对话 Talk", id="talk"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        t_photo = gr.Image(label="头像 Portrait", sources=["upload", "webcam"], type="numpy",
+                        t_photo = Photo(label="头像 Portrait", sources=["upload", "webcam"], type="filepath",
                                            webcam_options=gr.WebcamOptions(mirror=True), elem_id="talk-photo")
                         t_audio = gr.Audio(label="语音 Speech (record or upload)", sources=["microphone", "upload"],
                                            type="filepath", editable=True, elem_id="talk-audio")
                         t_text = gr.Textbox(label="或输入文字 Or type", lines=2, elem_id="talk-text")
                         with gr.Row():
                             t_check = gr.Button("查看识别 Check transcript", size="sm")
-                            t_lang = gr.Radio(LANGUAGE_CHOICES, value="auto", label="语言 Language")
+                            t_lang = Choice(LANGUAGE_CHOICES, value="auto", label="语言 Language")
                         t_transcript = gr.Textbox(label="识别结果 Transcript", interactive=False, elem_id="talk-transcript")
                     with gr.Column(scale=1):
-                        t_pose = gr.Radio(poses, value=self.system.config.head.pose if self.system.config.head.pose in poses else poses[0],
+                        t_pose = Choice(poses, value=self.system.config.head.pose if self.system.config.head.pose in poses else poses[0],
                                           label="头部动作 Head pose")
-                        t_emotion = gr.Radio([("自动 auto", "auto")] + emotions, value="auto", label="表情 Emotion")
+                        t_emotion = Choice([("自动 auto", "auto")] + emotions, value="auto", label="表情 Emotion")
                         with gr.Row():
                             t_use_bg = gr.Checkbox(label="纯色背景 Solid background", value=False)
                             t_bg = gr.ColorPicker(value="#2f6f4f", label="背景色 Colour")
                         with gr.Row():
-                            t_size = gr.Radio(SIZE_CHOICES, value=self.system.config.head.size, label="尺寸 Size")
+                            t_size = IntRadio(SIZE_CHOICES, value=self.system.config.head.size, label="尺寸 Size")
                             t_enh = gr.Checkbox(label="人脸增强 Enhance face", value=False, interactive=enh_ok,
                                                 info=None if enh_ok else "GFPGAN weights not found (see System)")
                         t_voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="声音 Voice",
@@ -287,15 +352,15 @@ class AvatarApp:
             with gr.Tab("语音生成视频 Video from audio", id="render"):
                 with gr.Row():
                     with gr.Column():
-                        r_photo = gr.Image(label="头像 Portrait", sources=["upload", "webcam"], type="numpy")
+                        r_photo = Photo(label="头像 Portrait", sources=["upload", "webcam"], type="filepath")
                         r_audio = gr.Audio(label="语音 Speech", sources=["microphone", "upload"], type="filepath")
-                        r_pose = gr.Radio(poses, value=poses[min(2, len(poses) - 1)], label="头部动作 Head pose")
-                        r_emotion = gr.Radio(emotions, value="neutral", label="表情 Emotion")
+                        r_pose = Choice(poses, value=poses[min(2, len(poses) - 1)], label="头部动作 Head pose")
+                        r_emotion = Choice(emotions, value="neutral", label="表情 Emotion")
                         with gr.Row():
                             r_use_bg = gr.Checkbox(label="纯色背景 Solid background", value=False)
                             r_bg = gr.ColorPicker(value="#2f6f4f", label="背景色 Colour")
                         with gr.Row():
-                            r_size = gr.Radio(SIZE_CHOICES, value=self.system.config.head.size, label="尺寸 Size")
+                            r_size = IntRadio(SIZE_CHOICES, value=self.system.config.head.size, label="尺寸 Size")
                             r_enh = gr.Checkbox(label="人脸增强 Enhance face", value=False, interactive=enh_ok)
                         r_go = gr.Button("生成 Render", variant="primary")
                     r_video = gr.Video(label="视频 Video")
@@ -315,7 +380,7 @@ class AvatarApp:
 
             with gr.Tab("语音识别 ASR", id="asr"):
                 a_audio = gr.Audio(label="语音 Speech", sources=["microphone", "upload"], type="filepath")
-                a_lang = gr.Radio(LANGUAGE_CHOICES, value="auto", label="语言 Language")
+                a_lang = Choice(LANGUAGE_CHOICES, value="auto", label="语言 Language")
                 a_go = gr.Button("识别 Transcribe", variant="primary")
                 a_text = gr.Textbox(label="文字 Text", interactive=False)
                 a_go.click(self.transcribe, [a_audio, a_lang], a_text, api_name="transcribe", concurrency_id="gpu")
@@ -323,7 +388,7 @@ class AvatarApp:
             with gr.Tab("语音合成 TTS", id="tts"):
                 s_text = gr.Textbox(label="文字 Text", lines=3, value="Hello! 你好！")
                 with gr.Row():
-                    s_lang = gr.Radio(LANGUAGE_CHOICES, value="auto", label="语言 Language")
+                    s_lang = Choice(LANGUAGE_CHOICES, value="auto", label="语言 Language")
                     s_voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="声音 Voice",
                                           visible=len(voices) > 1)
                 s_go = gr.Button("合成 Speak", variant="primary")
@@ -333,7 +398,7 @@ class AvatarApp:
             with gr.Tab("抠图 Matting", id="matting"):
                 with gr.Row():
                     with gr.Column():
-                        m_photo = gr.Image(label="照片 Photo", sources=["upload", "webcam"], type="numpy",
+                        m_photo = Photo(label="照片 Photo", sources=["upload", "webcam"], type="filepath",
                                            elem_id="matte-photo")
                         m_bg = gr.ColorPicker(value="#ffffff", label="背景色 Background colour")
                         m_go = gr.Button("抠图 Remove background", variant="primary", elem_id="matte-go")
@@ -350,7 +415,7 @@ class AvatarApp:
                                 f"`{self.system.config.weights_path(self.system.config.enhance.gfpgan_path)}`) and "
                                 "restart. " + (f"({note.note})" if note and note.note else ""))
                 with gr.Row():
-                    e_photo = gr.Image(label="照片 Photo", type="numpy")
+                    e_photo = Photo(label="照片 Photo", type="filepath")
                     e_photo_out = gr.Image(label="结果 Result", type="filepath", format="png")
                 e_go = gr.Button("增强照片 Enhance photo", interactive=enh_ok)
                 with gr.Row():
@@ -388,31 +453,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default=None, help="default 127.0.0.1 (use 0.0.0.0 to serve the network)")
     p.add_argument("--port", type=int, default=None, help="default 7860")
     p.add_argument("--share", action="store_true", help="also create a public Gradio share link")
-    p.add_argument("--auth", default=None, help="user:pass required to open the app")
+    p.add_argument("--auth-file", default=None, help="a file of user:pass lines required to open the app "
+                   "(or set AVATAR_AUTH=user:pass)")
+    p.add_argument("--auth", default=None, help=argparse.SUPPRESS)  # kept for old scripts: shows the password in ps
     p.add_argument("--device", default=None)
     p.add_argument("--ray", action="store_true",
                    help="run the heavy stages as Ray Serve deployments ([cluster] mode = \"ray\"; see README)")
     args = p.parse_args(argv)
-    if args.auth is not None and not re.fullmatch(r"[^:]+:.+", args.auth, re.S):
-        p.error("--auth must look like user:pass (a user name, a colon, a password)")  # before any model loads
+    try:
+        args.credentials = load_credentials(args.auth_file, args.auth)  # before any model loads
+    except AvatarError as e:
+        p.error(str(e))
     return args
 
 
 def launch(system: AvatarSystem, host: str | None = None, port: int | None = None, share: bool = False,
-           auth: str | None = None, block: bool = True):
+           credentials: dict[str, str] | None = None, block: bool = True):
     cfg = system.config
     demo = AvatarApp(system).build()
     # local: the stages share one device, one request at a time; ray: the deployments take every session at once
     # (their replicas batch the frames) and the in-process chat model serialises itself
     sessions = 1 if cfg.cluster.mode == "local" else max(4, 4 * cfg.cluster.render_replicas)
     demo.queue(default_concurrency_limit=sessions, max_size=32)
-    credentials = tuple(auth.split(":", 1)) if auth else None
-    if auth and len(credentials) != 2:
-        raise SystemExit("--auth must look like user:pass")
     start_cleanup(system)
+    from starlette.middleware import Middleware
+
+    uploads = Middleware(UploadLimiter, max_files=cfg.limits.uploads_per_10min,
+                         max_mb=cfg.limits.upload_mb_per_10min)
     demo.launch(server_name=host or cfg.server.host, server_port=port or cfg.server.port, share=share,
-                auth=credentials, max_file_size=f"{cfg.limits.upload_max_mb}mb",
-                allowed_paths=[str(system.output_dir)], prevent_thread_lock=not block, show_error=True)
+                auth=LoginGuard(credentials) if credentials else None, max_file_size=f"{cfg.limits.upload_max_mb}mb",
+                allowed_paths=[str(system.output_dir)], prevent_thread_lock=not block, show_error=False,
+                app_kwargs={"middleware": [uploads]})
     return demo
 
 
@@ -427,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = cfg.replace(**{"cluster.mode": "ray"})
         system = AvatarSystem.load(cfg)
         system.config_path = args.config
-        launch(system, args.host, args.port, args.share, args.auth)
+        launch(system, args.host, args.port, args.share, args.credentials)
     except AvatarError as e:  # a bad config file or a stage that cannot start: the message, not a traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args)
         if getattr(args, "out", None):
             args.out = str(Path(args.out).expanduser())  # "--out=~/x.wav": the shell leaves that ~ alone
-            _make_out_folder(Path(args.out))
+            _check_out(Path(args.out))
+        check_arguments(args, cfg)  # every argument and input file, before any model loads
         return COMMANDS[args.command](args, cfg)
     except AvatarError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -110,12 +111,55 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _make_out_folder(out: Path) -> None:
-    """Before any model work: a missing --out folder would otherwise fail only after it."""
+def _check_out(out: Path) -> None:
+    """Before any model work: --out must name a file whose folder exists or can be made."""
+    if out.is_dir():
+        raise AvatarError(f"--out {out} is a folder; give a file name in it, e.g. {out / ('out' + _SUFFIX)}")
     try:
         out.expanduser().parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AvatarError(f"cannot create the folder for --out {out}: {e.strerror}") from None
+
+
+_SUFFIX = ".wav"
+
+
+def check_arguments(args: argparse.Namespace, cfg: AvatarConfig) -> None:
+    """The checks a command's stages would make after loading (5-8 s), made first: files readable and of the right
+    kind, text, colour, numbers, device. Raises AvatarError with the sentence."""
+    from avatar.core import media, validate
+    from avatar.core.devices import resolve_device
+    from avatar.core.text import check_text
+
+    from avatar.core.types import check_language
+
+    resolve_device(cfg.device)
+    lim = cfg.limits
+    if getattr(args, "lang", None):
+        check_language(args.lang)
+    for name in ("file", "audio"):
+        if getattr(args, name, None):
+            media.load_audio(getattr(args, name), 16000, lim.max_render_audio_s)
+    for name in ("photo", "input"):
+        path = getattr(args, name, None)
+        if path and not (name == "input" and _is_video(path)):
+            validate.check_photo(media.load_image(path, lim.max_image_megapixels), lim.min_image_side)
+    if getattr(args, "text", None) is not None and args.command in ("say", "render", "chat"):
+        check_text(args.text, lim.max_text_chars)
+    if getattr(args, "background", None) is not None:
+        validate.parse_colour(args.background)
+    if getattr(args, "intensity", None) is not None:
+        validate.finite_number(args.intensity, "--intensity", 0.0, 1.0)
+    if getattr(args, "pose", None):
+        from avatar.head.poses import load_pose
+
+        load_pose(args.pose, 1)
+
+
+def _is_video(path: str) -> bool:
+    from avatar.core import media
+
+    return Path(path).is_file() and media.probe(path, decode=False).is_video
 
 
 def _system(cfg: AvatarConfig, *stages: str):

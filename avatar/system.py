@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 import threading
 import time
 import uuid
@@ -21,9 +22,10 @@ import numpy as np
 from avatar.core import media
 from avatar.core.config import AvatarConfig
 from avatar.core.devices import resolve_device
-from avatar.core.errors import AvatarError, BackendUnavailable
+from avatar.core.errors import BackendUnavailable
 from avatar.core.text import check_text, detect_language, split_sentences
 from avatar.core.types import Audio, check_emotion, check_language
+from avatar.core.validate import finite_number, parse_colour, video_size
 
 log = logging.getLogger("avatar")
 
@@ -51,23 +53,13 @@ class TurnEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+CLEANUP_EVERY = 20  # new output files between two cleanups of the output folder (TTL and size cap)
 VIDEO_AUDIO_RATE = 44100  # sample rate for audio files muxed into rendered videos
 
 
-def parse_colour(background: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:
-    """'#RRGGBB', 'none' or an (r,g,b) tuple -> (r,g,b) or None (keep the photo's background)."""
-    if background is None or isinstance(background, tuple):
-        return background
-    text = background.strip().lower()
-    if text in ("", "none", "original"):
-        return None
-    if text.startswith("rgb"):  # Gradio's ColorPicker may give "rgba(r, g, b, a)"
-        parts = [float(p) for p in text[text.index("(") + 1:text.index(")")].split(",")[:3]]
-        return tuple(int(round(p)) for p in parts)  # type: ignore[return-value]
-    text = text.lstrip("#")
-    if len(text) != 6 or any(c not in "0123456789abcdef" for c in text):
-        raise AvatarError(f"background must be '#RRGGBB' or 'none', not {background!r}")
-    return tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+def _without_paths(text: str) -> str:
+    """A note for a client: the server's folders stay in its log and System tab ('/srv/w/gfpgan/x.pth' -> 'x.pth')."""
+    return re.sub(r"(?:[A-Za-z]:)?[/\\][^\s:,;()]+", lambda m: Path(m.group()).name, text)
 
 
 class AvatarSystem:
@@ -81,6 +73,7 @@ class AvatarSystem:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.asr = self.tts = self.chat_model = self.head = self.matting = self.enhancer = None
         self._faces: dict[tuple[str, int], Any] = {}  # prepared photos, keyed by content hash and size
+        self._outputs_made = 0
         self.remote = None  # ray mode: the render deployment (cluster.serve.RemoteRender) behind head/matting/enhance
         self._lock = threading.Lock()
 
@@ -172,8 +165,9 @@ class AvatarSystem:
                "matting": self.matting, "enhance": self.enhancer}[stage]
         if obj is None:
             st = self.status.get(stage)
-            why = f": {st.note}" if st and st.note else ""
-            raise BackendUnavailable(f"the {stage} stage is not loaded{why}")
+            why = f": {_without_paths(st.note)}" if st and st.note else ""
+            raise BackendUnavailable(f"the {stage} stage is not available{why} (the System tab and `python -m "
+                                     "avatar doctor` say what is missing)")
         return obj
 
     # ------------------------------------------------------------ single stages
@@ -184,8 +178,12 @@ class AvatarSystem:
         if isinstance(source, Audio):
             return media.resample(source, sample_rate)
         if isinstance(source, tuple):
-            rate, array = source
-            return media.resample(media.audio_from_array(array, rate), sample_rate)
+            if len(source) != 2:
+                raise media.BadAudio("expected audio as (sample_rate, samples)")
+            audio = media.audio_from_array(source[1], source[0])
+            if max_s is not None and audio.duration_s > max_s:
+                raise media.AudioTooLong(f"the audio is {audio.duration_s:.0f} s long; the maximum is {max_s:g} s")
+            return media.resample(audio, sample_rate)
         if source is None or str(source) == "":
             raise media.BadAudio("no audio given: record or upload a clip")
         return media.load_audio(source, sample_rate, max_s)
@@ -227,7 +225,10 @@ class AvatarSystem:
 
         if isinstance(photo, PreparedFace) or type(photo).__name__ == "RemoteFace":
             return photo
-        image = media.load_image(photo)
+        from avatar.core.validate import check_photo
+
+        lim = self.config.limits
+        image = check_photo(media.load_image(photo, lim.max_image_megapixels), lim.min_image_side)
         if self.remote is not None:
             return self._remote_face(image)
         head = self._require("head")
@@ -254,9 +255,12 @@ class AvatarSystem:
         return face
 
     def new_output_path(self, suffix: str, folder: Path | None = None) -> Path:
+        self._outputs_made += 1
+        if self._outputs_made % CLEANUP_EVERY == 0:  # besides the app's timer: a burst of renders stays bounded too
+            self.cleanup_outputs()
         folder = folder or self.output_dir
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}{suffix}"
+        return folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex}{suffix}"  # 122 random bits: unguessable
 
     def render(self, photo, speech, emotion: str = "neutral", pose: str | None = None,
                background: str | tuple | None = None, size: int | None = None, enhance: bool = False,
@@ -268,6 +272,8 @@ class AvatarSystem:
         continue from there). cancel (ray mode): anything with is_set(); the remote clip stops when it is set."""
         from .render import render_clip
 
+        intensity, size, colour = self.check_video_options(intensity, size, background, enhance)
+        emotion = check_emotion(emotion)
         lim = self.config.limits
         audio = speech if isinstance(speech, Audio) else self.load_audio(speech, VIDEO_AUDIO_RATE,
                                                                            lim.max_render_audio_s)
@@ -275,20 +281,28 @@ class AvatarSystem:
         face = self.prepare_photo(photo)
         out = Path(out_path) if out_path else self.new_output_path(".mp4")
         t0 = time.perf_counter()
-        intensity = self.config.head.intensity if intensity is None else intensity
         if self.remote is not None:
             from .cluster.jobs import RenderJob
 
-            job = RenderJob(face, audio, emotion, pose or self.config.head.pose, parse_colour(background),
-                            size or self.config.head.size, enhance, intensity, start_frame)
+            job = RenderJob(face, audio, emotion, pose or self.config.head.pose, colour, size, enhance, intensity,
+                            start_frame)
             self.remote.render(job, out, progress, cancel)
         else:
             render_clip(self._require("head"), face, audio, emotion, pose or self.config.head.pose,
-                        background=parse_colour(background), size=size or self.config.head.size,
-                        matting=self.matting, out_path=out, enhancer=self._enhance_fn() if enhance else None,
+                        background=colour, size=size, matting=self.matting, out_path=out, enhancer=self._enhance_fn() if enhance else None,
                         intensity=intensity, progress=progress, start_frame=start_frame)
         self.last_timings["render_s"] = time.perf_counter() - t0
         return out
+
+    def check_video_options(self, intensity, size, background, enhance: bool) -> tuple[float, int, tuple | None]:
+        """The cheap checks of a render's options, done before any audio is decoded or model runs (a turn does them
+        before ASR and chat): (intensity, size, colour) or a domain error saying what to change."""
+        intensity = finite_number(self.config.head.intensity if intensity is None else intensity,
+                                  "the emotion intensity", 0.0, 1.0)
+        size, colour = video_size(size, self.config.head.size), parse_colour(background)
+        if enhance:
+            self._require("enhance")
+        return intensity, size, colour
 
     def _enhance_fn(self):
         enhancer = self._require("enhance")
@@ -299,7 +313,7 @@ class AvatarSystem:
         (transparent background, for a PNG). Photos beyond limits.max_image_side are downscaled first."""
         from avatar.head.face import load_photo
 
-        image = load_photo(photo, self.config.limits.max_image_side)
+        image = load_photo(photo, self.config.limits.max_image_side, self.config.limits)
         colour = parse_colour(background)
         if self.remote is not None:
             return self.remote.matte(image, colour)
@@ -325,7 +339,7 @@ class AvatarSystem:
                                          "render with enhancement on")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
             return enhancer.enhance_video(source, out, lim.max_render_audio_s)  # also without a duration header
-        return enhancer.enhance_image(load_photo(source, lim.max_image_side))
+        return enhancer.enhance_image(load_photo(source, lim.max_image_side, lim))
 
     # ------------------------------------------------------------ a conversation turn
     def respond(self, conversation, photo=None, audio=None, text: str | None = None, language: str = "auto",
@@ -342,6 +356,8 @@ class AvatarSystem:
 
         if emotion != "auto":
             check_emotion(emotion)
+        if photo is not None:
+            self.check_video_options(None, size, background, enhance)  # before ASR and chat run
         timings: dict[str, float] = {}
         if photo is not None:
             photo = self.prepare_photo(photo)  # fail early on a bad photo; every sentence reuses the prepared face
@@ -419,14 +435,18 @@ class AvatarSystem:
         report["device"] = self.device
         return report
 
-    def cleanup_outputs(self, max_age_s: float | None = None) -> int:
-        """Deletes generated files older than max_age_s (default: config.server.output_ttl_s). Returns the count."""
+    def cleanup_outputs(self, max_age_s: float | None = None, max_mb: float | None = None) -> int:
+        """Deletes generated files older than max_age_s (default: config.server.output_ttl_s), then the oldest ones
+        until the folder holds at most max_mb megabytes (default: config.server.max_output_mb). Returns the count."""
         ttl = self.config.server.output_ttl_s if max_age_s is None else max_age_s
-        cutoff, removed = time.time() - ttl, 0
-        for p in self.output_dir.rglob("*"):
-            if p.is_file() and p.stat().st_mtime < cutoff:
-                p.unlink(missing_ok=True)
-                removed += 1
+        cap = self.config.server.max_output_mb if max_mb is None else max_mb
+        files = sorted((p.stat().st_mtime, p.stat().st_size, p) for p in self.output_dir.rglob("*") if p.is_file())
+        cutoff, total, removed = time.time() - ttl, sum(size for _, size, _ in files), 0
+        for mtime, size, path in files:  # oldest first
+            if mtime >= cutoff and total <= cap * 1e6:
+                break
+            path.unlink(missing_ok=True)
+            total, removed = total - size, removed + 1
         for d in sorted(self.output_dir.rglob("*"), reverse=True):
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()

@@ -82,7 +82,7 @@ def test_matting_tab_in_browser(browser, app_url, astronaut_png, artifacts):
 
 def _send_chat(page, text: str, n_messages: int) -> tuple[str, str]:
     """Types a message on the Chat tab; returns (the whole visible conversation, the last reply)."""
-    box = page.get_by_label("消息 Message")
+    box = page.get_by_placeholder("Say hello · 打个招呼")
     box.fill(text)
     box.press("Enter")
     tab = page.locator(".tabitem:visible")
@@ -117,3 +117,40 @@ def test_two_browser_sessions_keep_separate_histories(browser, app_url, artifact
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_chat_markup_never_makes_the_browser_fetch(browser, app_url, artifacts):
+    """A chat message with an <img> tag and a markdown image: the browser fetched http://127.0.0.1:9/track.png
+    before (an exfiltration channel once a chat model can be steered); now both show as text and nothing is
+    requested from the server they name."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Trap(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    trap = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trap)
+    threading.Thread(target=trap.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{trap.server_address[1]}"
+    ctx, page = _open(browser, app_url, "聊天 Chat")
+    try:
+        box = page.get_by_placeholder("Say hello · 打个招呼")
+        box.fill(f'Look: <img src="{url}/tag.png"> and ![x]({url}/markdown.png)')
+        box.press("Enter")
+        page.wait_for_function("() => document.body.innerText.includes('tag.png')", timeout=120_000)
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(artifacts / "chat_markup.png"))
+        shown = page.locator(".message").first.inner_text()
+    finally:
+        ctx.close()
+        trap.shutdown()
+    assert not hits, f"the browser fetched {hits}"
+    assert "<img" in shown  # the tag shows as the text that was typed; the markdown image at most as a link

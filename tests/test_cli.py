@@ -132,5 +132,5 @@ def test_app_auth_format_is_checked_with_the_arguments(auth, capsys):
 
     with pytest.raises(SystemExit) as exit_:
         parse_args(["--auth", auth])
-    assert exit_.value.code == 2 and "--auth must look like user:pass" in capsys.readouterr().err
-    assert parse_args(["--auth", "alice:s3cr:et"]).auth == "alice:s3cr:et"  # the password may hold a colon
+    assert exit_.value.code == 2 and "must look like user:pass" in capsys.readouterr().err
+    assert parse_args(["--auth", "alice:s3cr:et"]).credentials == {"alice": "s3cr:et"}  # a password may hold ":"

@@ -126,8 +126,12 @@ class LimitsConfig:
     max_render_audio_s: float = 600.0  # "video from audio"
     max_text_chars: int = 500
     max_image_side: int = 4096  # larger photos are downscaled
+    min_image_side: int = 16  # smaller photos are refused (no face fits)
+    max_image_megapixels: float = 40.0  # larger images are refused before they are decoded (decompression bombs)
     min_face_px: int = 64  # smallest face (box side, px) we accept
-    upload_max_mb: int = 50
+    upload_max_mb: int = 50  # one uploaded file
+    uploads_per_10min: int = 120  # files one client may upload per 10 minutes (more: HTTP 429)
+    upload_mb_per_10min: float = 500.0  # megabytes one client may upload per 10 minutes
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     output_ttl_s: int = 3600  # generated files older than this are deleted
+    max_output_mb: float = 2000.0  # and the oldest ones beyond this total (checked every 10 minutes)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,20 @@ def resolve_device(device: str | None) -> str:
     name = (device or "auto").strip().lower()
     if name == "auto":
         return "cuda" if cuda_available() else "cpu"
+    _check_cuda_index(name)
     return name
+
+
+def _check_cuda_index(name: str) -> None:
+    """'cuda:N' beyond the GPUs this machine has -> a sentence (torch would fail later with a traceback)."""
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or not index or not cuda_available():
+        return  # plain 'cuda' / no GPU: the stages fall back to the CPU with a warning
+    import torch
+
+    count = torch.cuda.device_count()
+    if not index.isdigit() or int(index) >= count:
+        raise AvatarError(f"there is no GPU {name!r} on this machine; it has {count} (cuda:0 to cuda:{count - 1})")
 
 
 def resolve_dtype(dtype: str | None, device, gpu_default: str = "bfloat16"):

@@ -63,3 +63,7 @@ class BackendError(AvatarError):
 
 class WeightsError(AvatarError):
     """A checkpoint file is missing, truncated, or does not match the network (missing/unexpected keys)."""
+
+
+class Cancelled(AvatarError):
+    """The work was stopped on purpose (Stop, a new turn, an interruption); not a fault."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,8 +16,21 @@ import numpy as np
 from .errors import AudioTooLong, AudioTooShort, BadAudio, BadImage, NoSpeech
 from .types import FPS, Audio, check_frames
 
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 384000  # Hz: what a microphone or an audio file can have
 SILENCE_DBFS = -55.0  # absolute 20 ms frame RMS below this everywhere = "no speech heard" (a quiet take of clear
 # speech peaking near -40 dBFS has frames around -45 dBFS: Whisper reads it; a muted microphone stays below -70)
+
+
+# ffmpeg reads what users upload only through these demuxers and only from local files: no playlists (hls, concat,
+# m3u8 pointing at file:///etc/... or http://), no network protocols, no image sequences
+AUDIO_DEMUXERS = ("wav", "w64", "mp3", "flac", "ogg", "matroska", "webm", "mov", "mp4", "m4a", "3gp", "aac", "aiff",
+                  "caf", "au", "amr", "avi", "mpegts")
+IMAGE_DEMUXERS = ("png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif", "apng")
+
+
+def input_guard(demuxers: tuple[str, ...] = AUDIO_DEMUXERS) -> list[str]:
+    """ffmpeg input options (before -i) that confine it to local files of the listed formats."""
+    return ["-protocol_whitelist", "file,pipe", "-format_whitelist", ",".join(demuxers)]
 
 
 def ffmpeg_exe() -> str:
@@ -36,7 +50,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, max_s: float | None =
     if p.stat().st_size == 0:
         raise BadAudio("the audio file is empty (0 bytes)")
     limit = [] if max_s is None else ["-t", f"{max_s + 1.0:.3f}"]
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(p), "-vn", "-ac", "1", "-ar", str(sample_rate),
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", *input_guard(), "-i", str(p), "-vn", "-ac", "1", "-ar", str(sample_rate),
            *limit, "-f", "f32le", "-"]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
@@ -54,11 +68,19 @@ def audio_from_array(samples: np.ndarray, sample_rate: int) -> Audio:
     x = np.asarray(samples)
     if x.size == 0:
         raise BadAudio("the audio is empty")
+    if x.ndim not in (1, 2) or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise BadAudio(f"expected audio samples (one channel, or several as columns), not a {x.ndim}-D {x.dtype} array")
+    rate = sample_rate if isinstance(sample_rate, (int, np.integer)) else None
+    if rate is None or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise BadAudio(f"the audio's sample rate {sample_rate!r} is not one we can use "
+                       f"({MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
     if np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
     x = x.astype(np.float32)
     if x.ndim == 2:
         x = x.mean(axis=1 if x.shape[1] <= 8 else 0)
+    if not np.isfinite(x).all():
+        raise BadAudio("the audio has invalid samples (NaN or infinity): it is damaged; record or export it again")
     return Audio(np.clip(x, -1.0, 1.0).astype(np.float32), int(sample_rate))
 
 
@@ -105,19 +127,28 @@ def check_not_silent(audio: Audio) -> Audio:
 
 
 # ---------------------------------------------------------------- images
-def load_image(source: str | Path | np.ndarray) -> np.ndarray:
+MAX_IMAGE_MEGAPIXELS = 40.0  # default cap (config: limits.max_image_megapixels)
+
+
+def load_image(source: str | Path | np.ndarray, max_megapixels: float = MAX_IMAGE_MEGAPIXELS) -> np.ndarray:
     """A path or an array in any common mode (gray, RGBA, CMYK, palette, 16-bit) -> uint8 HxWx3 RGB. Files are turned
     upright by their EXIF orientation (phone photos are stored sideways with a rotation tag); transparent pixels are
-    composited on white, files and arrays alike."""
+    composited on white, files and arrays alike. A file of more than max_megapixels is refused from its header,
+    before it is decoded (a 0.5 MB PNG can hold 13000x13000 pixels: 4.8 GB once decoded)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(source, np.ndarray):
+        _check_pixels(source.shape[1] if source.ndim > 1 else 0, source.shape[0], max_megapixels)
         return array_to_rgb(source)
     p = Path(source)
     if not p.is_file():
         raise BadImage(f"image file not found: {p.name}")
     try:
-        with Image.open(p) as opened:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap comes first
+            opened = Image.open(p)
+        with opened:
+            _check_pixels(*opened.size, max_megapixels)
             opened.load()
             im = ImageOps.exif_transpose(opened)
             if im.mode in ("I;16", "I;16B", "I", "F"):
@@ -127,8 +158,14 @@ def load_image(source: str | Path | np.ndarray) -> np.ndarray:
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 return array_to_rgb(np.asarray(im.convert("RGBA"), dtype=np.uint8))
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise BadImage(f"{p.name} is not an image we can read (use PNG or JPEG)") from None
+
+
+def _check_pixels(width: int, height: int, max_megapixels: float) -> None:
+    if width * height > max_megapixels * 1e6:
+        raise BadImage(f"the image is {width}x{height} px ({width * height / 1e6:.0f} megapixels); the limit is "
+                       f"{max_megapixels:g} megapixels: use a smaller photo")
 
 
 def array_to_rgb(arr: np.ndarray) -> np.ndarray:
@@ -138,6 +175,8 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "ui" and a.dtype.itemsize > 1 and a.max() > 255:  # 16-bit (or wider) samples
         top = 65535.0 if a.max() <= 65535 else float(a.max())  # 16-bit data in any integer type, else its range
         a = np.clip(np.round(a.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise BadImage("the image has NaN or infinite pixel values")
     if a.dtype != np.uint8:
         a = np.clip(a * 255.0 if a.dtype.kind == "f" and a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
     if a.ndim == 2:
@@ -250,7 +289,7 @@ def read_video(path: str | Path, batch: int = 16) -> Iterator[np.ndarray]:
     """Yields uint8 (B,H,W,3) RGB batches of a video file's frames."""
     import imageio_ffmpeg
 
-    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", input_params=input_guard())
     meta = next(gen)
     width, height = meta["size"]
     buf: list[np.ndarray] = []
@@ -287,7 +326,8 @@ class MediaInfo:
 def probe(path: str | Path, decode: bool = True) -> MediaInfo:
     """Streams, codecs, size and fps from the headers; with decode, also the frame count and per-stream durations
     (decoded, not from headers: a full read of the file; decode=False leaves them 0)."""
-    err = subprocess.run([ffmpeg_exe(), "-nostdin", "-i", str(path)], capture_output=True).stderr.decode(errors="replace")
+    cmd = [ffmpeg_exe(), "-nostdin", *input_guard(AUDIO_DEMUXERS + IMAGE_DEMUXERS), "-i", str(path)]
+    err = subprocess.run(cmd, capture_output=True).stderr.decode(errors="replace")
     video = re.search(r"Stream #\S+.*?: Video: (\w+).*?, (\d+)x(\d+)[^\n]*?, ([\d.]+) fps", err)
     audio = re.search(r"Stream #\S+.*?: Audio: (\w+)", err)
     n_frames = 0

@@ -217,9 +217,17 @@ def char_error_rate(reference: str, hypothesis: str) -> float:
     return edit_distance(ref, hyp) / max(1, len(ref))
 
 
+# control characters (NUL, escapes, ...) and the bidirectional overrides that can disguise text; newlines and tabs stay
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def strip_control(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
 def check_text(text: str | None, max_chars: int) -> str:
     """The one input check for typed or generated text: stripped, not empty, at most max_chars characters."""
-    clean = (text or "").strip()
+    clean = strip_control(text or "").strip()
     if not clean:
         raise EmptyText("the text is empty (no text to say or speak): type or say something")
     if len(clean) > max_chars:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import BadImage, UnknownEmotion, UnknownLanguage
+from .errors import BadAudio, BadImage, UnknownEmotion, UnknownLanguage
 
 if TYPE_CHECKING:
     from .config import ChatConfig
@@ -59,6 +59,10 @@ class Audio:
         s = self.samples
         assert isinstance(s, np.ndarray) and s.dtype == np.float32 and s.ndim == 1, "audio must be float32 mono (n,)"
         assert self.sample_rate > 0
+        if not np.isfinite(s).all():  # NaN or infinity would reach native code (warps, CTranslate2, ffmpeg)
+            bad = int(np.count_nonzero(~np.isfinite(s)))
+            raise BadAudio(f"the audio has {bad} invalid samples (NaN or infinity): it is damaged; record or "
+                           "export it again")
 
     @property
     def duration_s(self) -> float:

@@ -25,6 +25,7 @@ from avatar.core.config import LimitsConfig
 from avatar.core.errors import BadImage, FaceTooSmall, NoFaceFound
 from avatar.core.media import load_image
 from avatar.core.types import check_rgb
+from avatar.core.validate import check_photo
 
 from .base import PreparedFace
 
@@ -170,17 +171,21 @@ def align_crop(image: np.ndarray, landmarks: np.ndarray, size: int,
     return crop, matrix, crop_pts.astype(np.float32)
 
 
-def load_photo(image: np.ndarray | str | Path, max_side: int) -> np.ndarray:
-    """Any photo (array in any mode, or a file) -> uint8 RGB, downscaled so its long side is at most max_side."""
-    return downscale_to_limit(load_image(image), max_side)
+def load_photo(image: np.ndarray | str | Path, max_side: int, limits: LimitsConfig | None = None) -> np.ndarray:
+    """Any photo (array in any mode, or a file) -> uint8 RGB, downscaled so its long side is at most max_side.
+    Images over limits.max_image_megapixels are refused before decoding, thinner than limits.min_image_side after."""
+    limits = limits or LimitsConfig()
+    rgb = check_photo(load_image(image, limits.max_image_megapixels), limits.min_image_side)
+    return downscale_to_limit(rgb, max_side)
 
 
 def downscale_to_limit(image: np.ndarray, max_side: int) -> np.ndarray:
-    long_side = max(image.shape[:2])
-    if long_side <= max_side:
+    height, width = image.shape[:2]
+    if max(height, width) <= max_side:
         return image
-    factor = max_side / long_side
-    return cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    factor = max_side / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))  # a thin strip keeps >= 1 px
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def prepare_face(image: np.ndarray | str | Path, size: int = 256, limits: LimitsConfig | None = None,
@@ -191,7 +196,7 @@ def prepare_face(image: np.ndarray | str | Path, size: int = 256, limits: Limits
     the largest is used and a warning is returned. cache holds 'transform' (3x3 photo->crop) and 'photo_landmarks'.
     """
     limits = limits or LimitsConfig()
-    rgb = load_photo(image, limits.max_image_side)
+    rgb = load_photo(image, limits.max_image_side, limits)
     if min(rgb.shape[:2]) < 8:
         raise BadImage(f"the image is too small ({rgb.shape[1]}x{rgb.shape[0]} px)")
     boxes = detect_faces(rgb, limits.min_face_px)
