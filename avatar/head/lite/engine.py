@@ -10,6 +10,7 @@ import numpy as np
 
 from avatar.core.config import AvatarConfig, LimitsConfig
 from avatar.core.types import Audio, PoseSequence, check_emotion, check_rgb
+from avatar.core.validate import BadValue, finite_number
 
 from ..base import PreparedFace, n_frames
 from ..face import prepare_face
@@ -93,13 +94,15 @@ class LiteEngine:
 
     def plan(self, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence, intensity: float) -> ClipPlan:
         emotion = check_emotion(emotion)
+        k = finite_number(intensity, "intensity", 0.0, 1.0)  # no NaN may reach the warp (native code: a crash)
+        if not np.isfinite(pose.angles_deg).all() or not np.isfinite(pose.translation).all():
+            raise BadValue("the head pose has NaN or infinite values")
         n = n_frames(speech.duration_s)
         rows = np.concatenate([pose.angles_deg, pose.translation], axis=1)[ping_pong_indices(len(pose), n)]
         rows = rows.astype(np.float32)
         mouth = mouth_track(speech, n)
         rows[:, 1] += speech_nods(mouth.opening, float(np.ptp(pose.angles_deg[:, 1])) if len(pose) else 0.0)
         scale, bias, width = MOUTH_STYLE[emotion]
-        k = float(np.clip(intensity, 0, 1))
         return ClipPlan(mouth, blink_track(n, self.seed, pose.start_frame),
                         gaze_track(n, self.seed, pose.start_frame), emotion_offsets(self.mesh(face), emotion, k),
                         1 + (scale - 1) * k, bias * k, width * k, rows)
