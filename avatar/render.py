@@ -15,7 +15,7 @@ from avatar.core.types import FPS, Audio, PoseSequence, check_emotion
 from avatar.head.poses import load_pose
 
 from .head import PreparedFace, TalkingHead, n_frames
-from .matting import AlphaSmoother, Matting, with_face_prior
+from .matting import AlphaSmoother, Matting, clean_edge, with_face_prior
 
 log = logging.getLogger("avatar")
 
@@ -33,6 +33,16 @@ def source_matte(face: PreparedFace, matting: Matting) -> np.ndarray:
     return face.cache[key]
 
 
+def source_cutout(face: PreparedFace, matting: Matting) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground colours, matte) of the photo crop with the edge cleaned of its old backdrop (no pale fringe
+    around hair on the new colour), computed once per face and backend."""
+    key = ("cutout", matting.backend)
+    if key not in face.cache:
+        foreground, matte = clean_edge(face.crop, source_matte(face, matting))
+        face.cache[key] = (foreground, with_face_prior(matte, face.landmarks))
+    return face.cache[key]
+
+
 def composited_frames(engine: TalkingHead, face: PreparedFace, speech: Audio, emotion: str, pose: PoseSequence,
                       background: tuple[int, int, int] | None, matting: Matting | None,
                       intensity: float = 1.0) -> Iterator[np.ndarray]:
@@ -44,7 +54,8 @@ def composited_frames(engine: TalkingHead, face: PreparedFace, speech: Audio, em
         return
     on_background = getattr(engine, "frames_on_background", None)
     if on_background is not None:  # the engine warps the photo's matte itself (lite): no per-frame matting
-        yield from on_background(face, speech, emotion, pose, source_matte(face, matting), background, intensity)
+        foreground, matte = source_cutout(face, matting)
+        yield from on_background(face, speech, emotion, pose, matte, background, intensity, foreground=foreground)
         return
     # per-frame matting, smoothed over time
     yield from matting.clip(engine.frames(face, speech, emotion, pose, intensity), background)

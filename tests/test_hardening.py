@@ -284,3 +284,26 @@ def test_refusals_log_one_line_and_faults_a_reference(caplog):
     ref = message.split("reference ")[1].split(")")[0]
     assert any(r.exc_info and ref in r.getMessage() for r in caplog.records)
     json.dumps(message)
+
+
+# ---------------------------------------------------------------- engines guard their own numbers
+def test_the_lite_engine_refuses_nan_intensity_and_pose_itself(astronaut):
+    """The system checks intensity at its entry; the engine checks again, so no other caller can feed NaN into the
+    warp (a native crash before)."""
+    import dataclasses
+
+    from avatar.core.validate import BadValue
+    from avatar.head.lite import LiteEngine
+    from avatar.head.poses import load_pose
+
+    engine = LiteEngine(size=256)
+    face = engine.prepare(astronaut)
+    speech = Audio(np.zeros(8000, np.float32), 16000)
+    pose = load_pose("still", 13)
+    with pytest.raises(BadValue, match="intensity"):
+        engine.plan(face, speech, "happy", pose, float("nan"))
+    angles = pose.angles_deg.copy()
+    angles[3, 0] = np.nan
+    bad = dataclasses.replace(pose, angles_deg=angles)
+    with pytest.raises(BadValue, match="pose"):
+        engine.plan(face, speech, "happy", bad, 0.5)

@@ -91,7 +91,7 @@ def resample(audio: Audio, sample_rate: int) -> Audio:
 
     ratio = Fraction(sample_rate, audio.sample_rate)
     y = resample_poly(audio.samples, ratio.numerator, ratio.denominator).astype(np.float32)
-    return Audio(np.clip(y, -1.0, 1.0), sample_rate)
+    return Audio(np.clip(y, -1.0, 1.0), sample_rate, audio.visemes)  # times in s: the same at any rate
 
 
 def save_wav(audio: Audio, path: str | Path) -> Path:

@@ -18,10 +18,42 @@ LANGUAGES: tuple[str, ...] = ("auto", "zh", "en")
 FPS = 25
 
 
+VISEMES: tuple[str, ...] = ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou")
+"""Mouth shapes of speech (the MPEG-4 / Oculus set): silence; p b m; f v; th; t d; k g; ch sh; s z; n l; r;
+and the vowels a, e, i, o, u."""
+
+
+@dataclass(frozen=True)
+class Visemes:
+    """What the mouth says when: one viseme (VISEMES) per time span of the speech, from the TTS that made it
+    (it knows the phonemes it spoke and their durations). Spans are ascending and do not overlap."""
+
+    start_s: np.ndarray  # (k,) float64
+    end_s: np.ndarray  # (k,) float64
+    labels: tuple[str, ...]  # (k,) each one of VISEMES
+
+    def __post_init__(self) -> None:
+        assert len(self.start_s) == len(self.end_s) == len(self.labels), "one start and end per viseme"
+        assert all(label in VISEMES for label in self.labels), f"visemes must be among {VISEMES}"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def join(cls, parts: "list[tuple[Visemes | None, float]]") -> "Visemes | None":
+        """Visemes of speech made of pieces: (the piece's visemes, where the piece starts in s); None when a piece
+        with sound has none (its mouth would go unexplained)."""
+        if not parts or any(v is None for v, _ in parts):
+            return None
+        return cls(np.concatenate([v.start_s + t for v, t in parts]), np.concatenate([v.end_s + t for v, t in parts]),
+                   tuple(label for v, _ in parts for label in v.labels))
+
+
 @dataclass(frozen=True)
 class Audio:
     samples: np.ndarray  # float32 mono in [-1, 1], shape (n,)
     sample_rate: int  # Hz
+    visemes: Visemes | None = None  # the mouth shapes over time, when the TTS that made this speech knows them
 
     def __post_init__(self) -> None:
         s = self.samples

@@ -14,9 +14,9 @@ from avatar.core.config import CHOICES, AvatarConfig
 from avatar.core.errors import BackendUnavailable
 from avatar.core.types import check_frames
 
-from .base import AlphaSmoother, composite, with_face_prior
+from .base import AlphaSmoother, clean_edge, composite, with_face_prior
 
-__all__ = ["Matting", "AlphaSmoother", "composite", "with_face_prior"]
+__all__ = ["Matting", "AlphaSmoother", "clean_edge", "composite", "with_face_prior"]
 
 log = logging.getLogger("avatar")
 

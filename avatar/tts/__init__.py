@@ -16,7 +16,7 @@ from avatar.core.errors import AvatarError, BackendError, BackendUnavailable, Em
 from avatar.core.media import resample
 from avatar.core.text import check_text, detect_language, is_speakable, split_by_language, split_sentences
 from avatar.core.timing import best_of
-from avatar.core.types import Audio, check_language
+from avatar.core.types import Audio, Visemes, check_language
 
 from .base import BUILTIN_SAMPLE_RATE, BUILTIN_VOICES
 
@@ -50,13 +50,18 @@ class BuiltinEngine:
         """
         return split_by_language(sentence, default=detect_language(sentence) if language == "auto" else language)
 
-    def synthesize(self, sentence: str, language: str, voice: str) -> np.ndarray:
-        parts = []
+    def synthesize(self, sentence: str, language: str, voice: str) -> tuple[np.ndarray, Visemes | None]:
+        """-> (samples, the visemes spoken: both engines know their phonemes and durations)."""
+        parts: list[np.ndarray] = []
+        timed: list[tuple[Visemes | None, float]] = []
         for text, lang in self.plan(sentence, language):
             engine = self.engines[lang]
-            audio = Audio(engine.synthesize(text), engine.sample_rate)
-            parts.append(resample(audio, self.sample_rate).samples)
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+            samples, visemes = engine.synthesize(text)
+            timed.append((visemes, sum(len(p) for p in parts) / self.sample_rate))
+            parts.append(resample(Audio(samples, engine.sample_rate), self.sample_rate).samples)
+        if not parts:
+            return np.zeros(0, np.float32), None
+        return np.concatenate(parts), Visemes.join(timed)
 
 
 # ---------------------------------------------------------------- the stage
@@ -117,17 +122,21 @@ class Tts:
         for sentence in split_sentences(clean):
             if not is_speakable(sentence):
                 continue
-            samples = self._engine.synthesize(sentence, lang, chosen)
+            spoken = self._engine.synthesize(sentence, lang, chosen)
+            # the built-in engines know what they said: (samples, visemes); GPT-SoVITS gives samples only
+            samples, visemes = spoken if isinstance(spoken, tuple) else (spoken, None)
             if samples.size == 0:
                 raise BackendError(f"the {self.backend} voice produced no audio for {sentence!r}")
-            yield sentence, Audio(np.clip(samples, -1.0, 1.0).astype(np.float32), self.sample_rate)
+            yield sentence, Audio(np.clip(samples, -1.0, 1.0).astype(np.float32), self.sample_rate, visemes)
 
     def synthesize(self, text: str, language: str = "auto", voice: str | None = None) -> Audio:
         gap = np.zeros(int(SENTENCE_GAP_S * self.sample_rate), np.float32)
         parts: list[np.ndarray] = []
+        timed: list[tuple[Visemes | None, float]] = []
         for _, audio in self.stream(text, language, voice):
+            timed.append((audio.visemes, sum(len(p) for p in parts) / self.sample_rate))
             parts += [audio.samples, gap]
-        return Audio(np.concatenate(parts[:-1]), self.sample_rate)
+        return Audio(np.concatenate(parts[:-1]), self.sample_rate, Visemes.join(timed))
 
     def plan(self, text: str, language: str = "auto") -> list[tuple[str, str]]:
         """Which engine speaks which run (built-in backend): [(text, "zh"|"en"), ...] over all sentences."""

@@ -1,4 +1,5 @@
-"""Piper backend (English): the packaged voice en_US-joe-medium on onnxruntime, with noise seeded by the text."""
+"""Piper backend (English): the packaged voice en_US-joe-medium on onnxruntime, with noise seeded by the text; the
+graph also puts out each phoneme's duration (piper's alignment output), so the speech comes with its visemes."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from avatar.core.errors import BackendUnavailable
+from avatar.core.types import Visemes
+from avatar.core.visemes import from_ipa
 
 from .base import PEAK
 
@@ -26,6 +29,7 @@ class PiperEnglish:
         model, config = _piper_voice_files()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         graph, noise_inputs = seeded_model(model)  # the same text gives the same speech
+        graph = _with_durations(graph)
         session = SeededSession(onnxruntime.InferenceSession(graph, sess_options=_ort_options(), providers=providers),
                                 noise_inputs)
         self.voice = PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(config.read_text("utf-8"))))
@@ -33,10 +37,38 @@ class PiperEnglish:
         self._syn = SynthesisConfig(length_scale=length_scale, volume=PEAK)
         self._lock = threading.Lock()
 
-    def synthesize(self, text: str) -> np.ndarray:
+    def synthesize(self, text: str) -> tuple[np.ndarray, Visemes | None]:
+        """-> (samples, the visemes spoken; None when piper could not align its phonemes)."""
         with self._lock:
-            chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=self._syn)]
-        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+            chunks = list(self.voice.synthesize(text, syn_config=self._syn, include_alignments=True))
+        if not chunks:
+            return np.zeros(0, np.float32), None
+        parts, t = [], 0.0
+        for chunk in chunks:
+            parts.append((_chunk_visemes(chunk, self.sample_rate), t))
+            t += len(chunk.audio_float_array) / self.sample_rate
+        samples = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        return samples, Visemes.join(parts)
+
+
+def _chunk_visemes(chunk, sample_rate: int) -> Visemes | None:
+    if not chunk.phoneme_alignments:
+        return None
+    phonemes = [a.phoneme for a in chunk.phoneme_alignments]
+    return from_ipa(phonemes, [a.num_samples / sample_rate for a in chunk.phoneme_alignments])
+
+
+def _with_durations(graph: bytes) -> bytes:
+    """The voice graph with its per-phoneme sample counts (the Ceil of the duration predictor) as a second output."""
+    import onnx
+    from piper.patch_voice_with_alignment import add_alignment_output
+
+    model = onnx.load_from_string(graph)
+    try:
+        add_alignment_output(model)
+    except ValueError:  # no single Ceil tensor (another voice layout): speech without visemes
+        return graph
+    return model.SerializeToString()
 
 
 def _ort_options():

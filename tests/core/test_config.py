@@ -8,7 +8,7 @@ from avatar.core.errors import AvatarError
 
 def test_defaults_are_embedded_backends():
     cfg = AvatarConfig()
-    assert cfg.weights_dir == "checkpoints" and cfg.asr.backend == "auto" and cfg.head.size == 256
+    assert cfg.weights_dir == "checkpoints" and cfg.asr.backend == "auto" and cfg.head.size == 512
     assert cfg.weights_path("eat") == Path("checkpoints/eat")
     assert cfg.weights_path("/abs/x") == Path("/abs/x")
 
@@ -37,7 +37,7 @@ def test_unknown_keys_and_bad_files_are_clear(tmp_path):
 
 def test_replace_dotted():
     cfg = AvatarConfig().replace(**{"head.backend": "lite", "device": "cpu"})
-    assert cfg.head.backend == "lite" and cfg.device == "cpu" and cfg.head.size == 256
+    assert cfg.head.backend == "lite" and cfg.device == "cpu" and cfg.head.size == 512
 
 
 @pytest.mark.parametrize("toml,message", [

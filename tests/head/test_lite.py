@@ -104,7 +104,7 @@ def test_load_from_config_and_sizes():
     eng = LiteEngine.load(AvatarConfig().replace(**{"head.size": 512}))
     assert eng.name == "lite" and eng.size == 512 and eng.device == "cpu"
     prepared = eng.prepare(data.astronaut())
-    assert prepared.crop.shape == (512, 512, 3) and "lite_mesh" in prepared.cache
+    assert prepared.crop.shape == (512, 512, 3) and "lite_rig" in prepared.cache
     frames = next(eng.frames(prepared, silence(0.2), "neutral", still_pose(5)))
     assert frames.shape == (5, 512, 512, 3)
     with pytest.raises(ValueError):
@@ -129,10 +129,12 @@ def test_lip_motion_follows_speech_and_closes_in_silence(engine, face, jfk):
     r = np.corrcoef(opening, energy_envelope_db(samples, len(frames)))[0, 1]
     print(f"lip sync: Pearson r = {r:.3f}")
     assert r >= 0.6, f"mouth opening vs energy envelope: Pearson r = {r:.3f}"
-    own = float(mouth_opening(track(face.crop[None]))[0])
+    rest = float(mouth_opening(track(render(engine, face, silence(0.2))[:1]))[0])  # the photo's lips closed
     quiet = opening[5 * 25 + 5: int((5 + gap_s) * 25) - 2]  # the inserted silence, after a 200 ms release
-    assert quiet.max() < own + 0.03, f"mouth open in silence: {quiet.max():.3f} vs the photo's {own:.3f}"
-    assert opening.max() > own + 0.15  # and it really opens when speaking
+    print(f"mouth opening: at rest {rest:.3f}, in the pause up to {quiet.max():.3f} (limit {rest + 0.03:.3f}), "
+          f"speaking up to {opening.max():.3f} (limit > {rest + 0.15:.3f})")
+    assert quiet.max() < rest + 0.03, f"mouth open in silence: {quiet.max():.3f} vs {rest:.3f} at rest"
+    assert opening.max() > rest + 0.15  # and it really opens when speaking
 
 
 def test_mouth_track_gates_silence_and_is_bounded(jfk):
@@ -235,7 +237,16 @@ def test_intensity_scales_the_expression(engine, face, emotion_tracks, emotion_s
 
 
 # ---------------------------------------------------------------- head pose, blinks, identity
-def test_head_follows_the_pose_sequence(engine, face):
+def _fit(design: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares coefficients and the correlation of the fit with the values."""
+    coef = np.linalg.lstsq(design, values, rcond=None)[0]
+    return coef, float(np.corrcoef(design @ coef, values)[0, 1])
+
+
+def test_head_follows_the_pose_sequence_by_degrees(engine, face):
+    """The re-detected face follows the pose: roll as roll, yaw and pitch turn it about the neck (the upper face
+    moves sideways by about an inter-ocular distance per radian of yaw: a turn of degrees, not a slide of pixels),
+    translation as translation."""
     n = 200
     pose = load_pose("lively", n)
     points = track(render(engine, face, silence(n / 25), "neutral", pose))
@@ -243,11 +254,31 @@ def test_head_follows_the_pose_sequence(engine, face):
     roll_deg = np.degrees(np.arctan2(right[:, 1] - left[:, 1], right[:, 0] - left[:, 0]))
     upper_face = points[:, 17:48].mean(1)  # brows, nose, eyes: no mouth or jaw motion in it
     r_roll = np.corrcoef(roll_deg, pose.angles_deg[:, 2])[0, 1]
-    r_x = np.corrcoef(upper_face[:, 0], pose.translation[:, 0])[0, 1]
-    r_y = np.corrcoef(upper_face[:, 1], pose.translation[:, 1])[0, 1]
-    print(f"pose follows the sequence: roll r = {r_roll:.3f}, x r = {r_x:.3f}, y r = {r_y:.3f}")
+    yaw, pitch = np.radians(pose.angles_deg[:, 0]), np.radians(pose.angles_deg[:, 1])
+    half, ones = face.crop.shape[0] / 2, np.ones(n)
+    (turn_x, shift_x, _), r_x = _fit(np.column_stack([np.sin(yaw), pose.translation[:, 0] * half, ones]),
+                                      upper_face[:, 0])
+    (turn_y, shift_y, _), r_y = _fit(np.column_stack([-np.sin(pitch), pose.translation[:, 1] * half, ones]),
+                                      upper_face[:, 1])
+    iod_px = float(np.nanmean(iod(points)))
+    print(f"pose follows the sequence: roll r = {r_roll:.3f}, x r = {r_x:.3f}, y r = {r_y:.3f} (limits 0.8); "
+          f"yaw moves the upper face {turn_x / iod_px:.2f} IOD per radian, pitch {turn_y / iod_px:.2f} (limits "
+          f"0.7..2.0); translation x {shift_x:.2f}, y {shift_y:.2f} (limits 0.6..1.4)")
     assert r_roll >= 0.8 and r_x >= 0.8 and r_y >= 0.8
+    assert 0.7 <= turn_x / iod_px <= 2.0 and 0.7 <= turn_y / iod_px <= 2.0
+    assert 0.6 <= shift_x <= 1.4 and 0.6 <= shift_y <= 1.4
     assert np.ptp(roll_deg) > 4.0  # degrees: clearly visible motion
+
+
+def test_speech_nods_the_head(engine, face, jfk):
+    """While speaking, the head dips on stressed syllables (on top of the pose), and not in silence."""
+    from avatar.head.lite.motion import speech_nods
+
+    opening = mouth_track(jfk, n_frames(jfk.duration_s)).opening
+    nods = speech_nods(opening, pitch_range_deg=4.7)  # the talking pose's pitch range
+    quiet = speech_nods(np.zeros(100, np.float32), 4.7)
+    print(f"speech nods: {nods.min():.2f}..{nods.max():.2f} degrees, {int((nods < -0.5).sum())} frames below -0.5")
+    assert nods.max() <= 0 and nods.min() < -1.0 and (nods < -0.5).sum() >= 10 and not quiet.any()
 
 
 def test_blinks_every_two_to_six_seconds(engine, face):
@@ -258,30 +289,113 @@ def test_blinks_every_two_to_six_seconds(engine, face):
     assert not np.array_equal(closure, blink_track(30 * 25, seed=1))  # seeded
     continued = np.concatenate([blink_track(70, seed=0), blink_track(30 * 25 - 70, seed=0, start_frame=70)])
     assert np.array_equal(continued, closure)  # a later sentence continues the schedule, no repeat at its start
+
+
+def test_a_blink_is_a_lid_closing_over_the_eye(engine, face):
+    """At the blink's peak the iris is covered by lid skin (as bright as the skin around the eye), not squashed."""
     frames = render(engine, face, silence(4.0))
     peak = int(np.argmax(blink_track(len(frames), engine.seed)))
-    dark = [dark_eye_share(frames[i], face.landmarks) for i in (0, peak)]
-    assert dark[0] > 0.2 and dark[1] < 0.4 * dark[0], f"eyes not closed at the blink peak: dark share {dark}"
+    eyes = track(frames[:1])[0]  # the open eyes' outlines, re-detected
+    open_dark, open_light = eye_upper_part(frames[0], eyes)
+    shut_dark, shut_light = eye_upper_part(frames[peak], eyes)
+    print(f"blink: dark share of the eyes' upper half {open_dark:.2f} open, {shut_dark:.2f} shut (limit "
+          f"{0.3 * open_dark:.2f}); brightness vs skin {open_light:.2f} open, {shut_light:.2f} shut (limit 0.65)")
+    assert open_dark > 0.5 and shut_dark < 0.3 * open_dark
+    assert shut_light > 0.65 and shut_light > open_light + 0.2
 
 
-def dark_eye_share(frame: np.ndarray, landmarks: np.ndarray) -> float:
-    """Share of the (open) eye outlines' pixels that are dark (iris, pupil, lashes) rather than skin. dlib's
-    landmark model barely follows closed eyes (a shape prior), so a blink is measured on the pixels instead."""
+def eye_upper_part(frame: np.ndarray, landmarks: np.ndarray) -> tuple[float, float]:
+    """Over the upper half of both eye outlines (the iris; the closed lid's lashes lie lower): the share of dark
+    pixels (iris, pupil) and the mean brightness, both relative to the skin of the nose bridge. dlib's landmark
+    model barely follows closed eyes (a shape prior), so a blink is measured on the pixels instead."""
     import cv2
 
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
     mask = np.zeros(grey.shape, np.uint8)
     for eye in (landmarks[36:42], landmarks[42:48]):
         cv2.fillPoly(mask, [np.round(eye).astype(np.int32)], 1)
-    skin = np.median(grey[int(landmarks[29, 1]) - 3: int(landmarks[29, 1]) + 3, int(landmarks[29, 0]) - 3:
-                          int(landmarks[29, 0]) + 3])
-    return float((grey[mask > 0] < 0.6 * skin).mean())
+        low = eye[[1, 2]].min(0)[1] + 0.5 * (eye[[4, 5]].max(0)[1] - eye[[1, 2]].min(0)[1])
+        mask[int(np.ceil(low)):, int(eye[:, 0].min()):int(eye[:, 0].max()) + 1] = 0
+    bridge = np.round(landmarks[28]).astype(int)
+    skin = np.median(grey[bridge[1] - 3: bridge[1] + 3, bridge[0] - 3: bridge[0] + 3])
+    values = grey[mask > 0]
+    return float((values < 0.6 * skin).mean()), float(values.mean() / skin)
 
 
-def test_identity_is_kept_when_nothing_drives_the_face(engine, face):
-    frames = render(engine, face, silence(0.4), "neutral")  # still head, silence, neutral, no blink yet
+def test_gaze_moves_the_irises_and_saccades_come_and_go(engine, face):
+    from avatar.head.lite.eyes import gaze_track
+
+    gaze = gaze_track(30 * 25, seed=0)
+    jumps = np.flatnonzero(np.abs(np.diff(gaze, axis=0)).max(1) > 0.05)
+    holds_s = np.diff(jumps) / 25
+    print(f"gaze: {len(jumps)} saccade frames in 30 s, |gaze| <= {np.abs(gaze).max():.2f}")
+    assert 10 <= len(jumps) <= 60 and np.abs(gaze).max() <= 1.0 and holds_s.max() <= 3.0
+    assert np.array_equal(np.concatenate([gaze_track(40, 0), gaze_track(710, 0, start_frame=40)]), gaze)
+    rig = engine.rig(face)
+    looks = {}
+    for side in (-1.0, 1.0):
+        frame = np.empty_like(face.crop)
+        engine.render_frame(rig, rig.mesh.rest.copy(), frame, gaze=np.array([side, 0.0], np.float32))
+        looks[side] = iris_centres(frame, face.landmarks)
+    shift = (looks[1.0] - looks[-1.0])[:, 0]
+    print(f"gaze right minus left: iris centres move {shift.round(2)} px (limit > 1.5)")
+    assert np.all(shift > 1.5)
+
+
+def iris_centres(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(2, 2) centroid of each eye's dark pixels (the iris) inside its outline."""
+    import cv2
+
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    centres = []
+    for eye in (landmarks[36:42], landmarks[42:48]):
+        mask = np.zeros(grey.shape, np.uint8)
+        cv2.fillPoly(mask, [np.round(eye).astype(np.int32)], 1)
+        ys, xs = np.nonzero(mask)
+        dark = grey[ys, xs] < np.percentile(grey[ys, xs], 35)
+        centres.append([xs[dark].mean(), ys[dark].mean()])
+    return np.array(centres)
+
+
+def test_idle_frames_keep_the_photo_outside_the_face(engine, face):
+    """Nothing driving the face (still head, silence, neutral, no blink yet): outside the face (beyond its landmarks'
+    hull grown by a fifth of the eye distance) the frames are the photo; inside, only its expression is taken out
+    (a small change on average)."""
+    import cv2
+
+    frames = render(engine, face, silence(0.4), "neutral")
     diff = np.abs(frames.astype(np.int16) - face.crop.astype(np.int16))
-    assert diff.mean() < 1.0 and np.percentile(diff, 99.9) <= 6
+    hull = np.zeros(face.crop.shape[:2], np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(face.landmarks).astype(np.int32)), 1)
+    grow = int(round(0.2 * float(iod(face.landmarks))))
+    outside = cv2.dilate(hull, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) == 0
+    print(f"idle frames: mean difference {diff.mean():.2f} levels (limit 2.5), outside the face 99.9th percentile "
+          f"{np.percentile(diff[:, outside], 99.9):.0f} (limit 2)")
+    assert diff.mean() < 2.5 and np.percentile(diff[:, outside], 99.9) <= 2
+
+
+def lip_corner_lift(points: np.ndarray) -> np.ndarray:
+    """(T,) how far the mouth corners sit above the middle of the inner lip line, in inter-ocular distances
+    (> 0: a smile; a relaxed mouth is about 0)."""
+    middle = points[..., [62, 66], 1].mean(-1)
+    return (middle - points[..., [48, 54], 1].mean(-1)) / iod(points)
+
+
+def test_the_photos_smile_is_taken_out(engine, face, emotion_tracks):
+    """The astronaut smiles with her teeth showing: her neutral frames close the mouth and take out most of the
+    smile (dlib still reads some of it from her cheeks' creases, which stay), and her sad frames turn the corners
+    further down (a smiling photo can look sad, not like a worried smile)."""
+    photo = track(face.crop[None])[0]
+    neutral, sad = emotion_tracks["neutral"], emotion_tracks["sad"]
+    lift = {"photo": float(lip_corner_lift(photo)), "neutral": float(np.nanmean(lip_corner_lift(neutral))),
+            "sad": float(np.nanmean(lip_corner_lift(sad)))}
+    gaps = {"photo": float(mouth_opening(photo)), "neutral": float(np.nanmean(mouth_opening(neutral)))}
+    noise = abs(float(np.nanmean(lip_corner_lift(neutral[0::2])) - np.nanmean(lip_corner_lift(neutral[1::2]))))
+    print(f"mouth corners above the lip line (IOD): photo {lift['photo']:.3f}, neutral {lift['neutral']:.3f} "
+          f"(limit {0.5 * lift['photo']:.3f}), sad {lift['sad']:.3f} (limit {lift['neutral'] - 0.03:.3f}), noise "
+          f"{noise:.3f}; lip gap photo {gaps['photo']:.3f}, neutral {gaps['neutral']:.3f} (limit 0.03)")
+    assert lift["photo"] > 0.1 and lift["neutral"] < 0.5 * lift["photo"] and lift["sad"] < lift["neutral"] - 0.03
+    assert gaps["photo"] > 0.1 and gaps["neutral"] < 0.03
 
 
 def test_background_outside_the_head_is_preserved(engine, face, jfk):
@@ -290,18 +404,6 @@ def test_background_outside_the_head_is_preserved(engine, face, jfk):
     band[:12], band[-12:], band[:, :12], band[:, -12:] = True, True, True, True
     diff = np.abs(frames[:, band].astype(np.int16) - face.crop[band].astype(np.int16))
     assert diff.mean() < 2.5, f"border band changed by {diff.mean():.2f} levels"
-
-
-def test_contact_sheet(engine, face, jfk, artifacts):
-    """Saves emotions (rows) x time (columns) frames for a human look: test-artifacts/test_lite/test_contact_sheet/."""
-    times = [0, 25, 60, 100, 140, 180, 220, 260]
-    rows = []
-    for emotion in EMOTIONS:
-        frames = render(engine, face, jfk, emotion, load_pose("talking", 275))
-        rows.append(np.concatenate([frames[t] for t in times], axis=1))
-    sheet = np.concatenate(rows, axis=0)
-    path = save_png(sheet, artifacts / "contact_sheet.png")
-    assert path.stat().st_size > 100_000 and sheet.shape == (8 * 256, 8 * 256, 3)
 
 
 # ---------------------------------------------------------------- long audio
@@ -332,21 +434,112 @@ def test_ten_minute_audio_streams_in_constant_memory(face, jfk):
     assert grown_rss < 30, f"RSS grew by {grown_rss:.1f} MB over 320 frames"
 
 
-def test_open_mouth_is_a_dark_cavity_with_teeth_not_a_smeared_lip(engine, face):
-    """With a closed-mouth photo (the astronaut's own gap set to 0), a fully open jaw shows synthetic upper teeth
-    right under the upper lip and a dark throat below them."""
+def mouth_inside(frame: np.ndarray, points: np.ndarray) -> dict[str, float]:
+    """Inside the re-detected inner lips, relative to the skin of the nose: the share of very dark pixels (a hole),
+    of teeth (bright, unsaturated), of tongue (red, mid-bright) in the lower 40%, and the count of teeth pixels
+    there (the lower teeth)."""
     import cv2
 
-    from avatar.head.lite import Mesh
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mask = np.zeros(grey.shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(points[60:68]).astype(np.int32)], 1)
+    ys, xs = np.nonzero(mask)
+    rgb = frame[ys, xs].astype(np.float32)
+    nose = np.round(points[29]).astype(int)
+    level = grey[ys, xs] / np.median(grey[nose[1] - 3: nose[1] + 3, nose[0] - 3: nose[0] + 3])
+    saturation = (rgb.max(1) - rgb.min(1)) / np.maximum(rgb.max(1), 1)
+    teeth = (level > 0.7) & (saturation < 0.35)
+    top, bottom = points[[61, 62, 63], 1].mean(), points[[65, 66, 67], 1].mean()
+    lower = ys > top + 0.6 * (bottom - top)
+    tongue = (level > 0.3) & (level < 0.75) & (rgb[:, 0] > 1.4 * rgb[:, 1])
+    return {"dark": float((level < 0.25).mean()), "teeth": float(teeth.mean()),
+            "lower_teeth_px": float((teeth & lower).sum()), "tongue": float((tongue & lower).mean())}
 
-    mesh = Mesh(**{**engine.mesh(face).__dict__, "source_gap_px": 0.0})
-    target = mesh.source + mesh.open_basis
-    frame = np.empty_like(face.crop)
-    engine.render_frame(mesh, target, frame)
-    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(float)
-    x = int(round(target[62, 0])) + 2  # beside the incisors' gap
-    upper, lower = target[62, 1], target[66, 1]
-    teeth = grey[int(upper + 0.12 * (lower - upper)), x]
-    throat = grey[int(upper + 0.65 * (lower - upper)), x]
-    skin = grey[int(target[29, 1]), int(target[29, 0])]
-    assert teeth > 0.85 * skin and throat < 0.4 * skin, (teeth, throat, skin)
+
+def test_open_mouth_has_teeth_and_tongue_not_a_dark_hole(engine, face, jfk):
+    """Every frame of jfk's speech whose lips are re-detected at least 0.15 IOD apart: no dark hole (under 30% of the
+    opening very dark), teeth showing (over 10%), tongue in its lower part (over 5%); opened 0.2 IOD, the lower
+    teeth show too. (The engine before this mouth: 37% very dark at its widest, no lower teeth in some frames.)"""
+    frames = render(engine, face, jfk)
+    points = track(frames)
+    opening = mouth_opening(points)
+    wide = np.flatnonzero(opening >= 0.15)
+    inside = [mouth_inside(frames[i], points[i]) for i in wide]
+    worst = {key: (max if key == "dark" else min)(m[key] for m in inside) for key in inside[0]}
+    lower_teeth = min(m["lower_teeth_px"] for m, i in zip(inside, wide) if opening[i] >= 0.2)
+    print(f"open mouth over {len(wide)} frames: very dark share up to {worst['dark']:.2f} (limit 0.30), teeth at "
+          f"least {worst['teeth']:.2f} (limit 0.10), tongue at least {worst['tongue']:.2f} (limit 0.05), lower "
+          f"teeth at least {lower_teeth:.0f} px when opened 0.2 (limit 3)")
+    assert len(wide) >= 40
+    assert worst["dark"] < 0.3 and worst["teeth"] > 0.1 and worst["tongue"] > 0.05 and lower_teeth >= 3
+
+
+def viseme_speech(label: str, seconds: float) -> Audio:
+    """A voiced buzz (180 Hz and harmonics) labelled with one viseme throughout, as our TTS would label it."""
+    from avatar.core.types import Visemes
+
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    buzz = sum(np.sin(2 * np.pi * 180 * k * t) / k for k in range(1, 6)).astype(np.float32) * 0.2
+    return Audio(buzz, SAMPLE_RATE, Visemes(np.array([0.0]), np.array([seconds]), (label,)))
+
+
+def mouth_width(points: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(points[..., 54, :] - points[..., 48, :], axis=-1) / iod(points)
+
+
+def test_visemes_a_i_u_m_are_distinct_mouths(engine, face):
+    """/a/ opens widest, /i/ spreads, /u/ rounds (narrowest), /m/ closes: re-detected opening and width (IOD)."""
+    shapes, noise = {}, {}
+    for label in ("aa", "ih", "ou", "PP"):
+        points = track(render(engine, face, viseme_speech(label, JITTER_FRAMES / 25), "neutral", jitter_pose()))
+        both = np.stack([mouth_opening(points), mouth_width(points)], 1)
+        shapes[label] = np.nanmean(both, 0)
+        noise[label] = np.linalg.norm(np.nanmean(both[0::2], 0) - np.nanmean(both[1::2], 0))
+    limit = max(0.04, 3 * max(noise.values()))
+    pairs = {(a, b): float(np.linalg.norm(shapes[a] - shapes[b])) for a in shapes for b in shapes if a < b}
+    print("visemes (opening, width):", ", ".join(f"{k} {v.round(3)}" for k, v in shapes.items()),
+          "| closest:", ", ".join(f"{a}-{b} {d:.3f}" for (a, b), d in sorted(pairs.items(), key=lambda x: x[1])[:3]),
+          f"(limit {limit:.3f}, noise {max(noise.values()):.3f})")
+    assert all(d > limit for d in pairs.values())
+    opening, width = {k: v[0] for k, v in shapes.items()}, {k: v[1] for k, v in shapes.items()}
+    assert opening["aa"] > max(opening["ih"], opening["ou"]) + 0.08 and opening["PP"] < 0.03
+    assert width["ih"] > width["aa"] > width["ou"] and width["ih"] - width["ou"] > 0.05
+
+
+def test_visemes_come_through_the_audio_and_drive_the_mouth(jfk):
+    """With visemes the mouth follows them (a /m/ closes it in full speech); without them, jfk still moves it."""
+    from avatar.head.lite.mouth import viseme_track
+
+    speech = viseme_speech("aa", 1.0)
+    half = Audio(speech.samples, SAMPLE_RATE, type(speech.visemes)(np.array([0.0, 0.5]), np.array([0.5, 1.0]),
+                                                                   ("aa", "PP")))
+    track_ = mouth_track(half, 25)
+    assert track_.opening[:8].min() > 0.6 and track_.press[17:23].min() > 0.9 and track_.opening[17:23].max() < 0.05
+    assert np.array_equal(viseme_track(half.visemes, 25, np.ones(25)).press, mouth_track(half, 25).press)
+    plain = mouth_track(jfk, 275)
+    print(f"jfk without visemes: opening up to {plain.opening.max():.2f}, width {plain.width.min():.2f}.."
+          f"{plain.width.max():.2f}, pressed frames {(plain.press > 0.5).sum()}")
+    assert plain.opening.max() > 0.8 and plain.width.min() < -0.1 and plain.width.max() > 0.1
+    assert 3 <= (plain.press > 0.5).sum() <= 40  # some closures (the loudness dips), not every quiet frame
+
+
+def test_contact_sheet(engine, face, jfk, artifacts):
+    """Saves emotions (rows) x time (columns) frames for a human look: test-artifacts/test_lite/test_contact_sheet/;
+    and at 512 px: the photo, then visemes a e i o u m f s (top), emotions while speaking (bottom)."""
+    times = [0, 25, 60, 100, 140, 180, 220, 260]
+    rows = []
+    for emotion in EMOTIONS:
+        frames = render(engine, face, jfk, emotion, load_pose("talking", 275))
+        rows.append(np.concatenate([frames[t] for t in times], axis=1))
+    sheet = np.concatenate(rows, axis=0)
+    path = save_png(sheet, artifacts / "contact_sheet.png")
+    assert path.stat().st_size > 100_000 and sheet.shape == (8 * 256, 8 * 256, 3)
+    big = LiteEngine(size=512)
+    photo = big.prepare(data.astronaut())
+    mouths = [np.concatenate(list(big.frames(photo, viseme_speech(label, 0.6), "neutral", still_pose(15))))[7]
+              for label in ("aa", "E", "ih", "oh", "ou", "PP", "FF")]
+    moods = [render(big, photo, jfk, emotion, load_pose("talking", 275))[60] for emotion in
+             ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")]
+    grid = np.concatenate([np.concatenate([photo.crop] + mouths, 1), np.concatenate(moods, 1)], 0)
+    path = save_png(grid, artifacts / "contact_sheet_512.png")
+    assert grid.shape == (1024, 4096, 3) and path.stat().st_size > 500_000

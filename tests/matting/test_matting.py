@@ -18,16 +18,18 @@ def matting(tmp_path_factory) -> Matting:
     return Matting.load(AvatarConfig(weights_dir=str(weights)))
 
 
-def face_region(frame: np.ndarray) -> tuple[np.ndarray, FaceBox]:
-    """The detected face: the convex hull of its 68 landmarks (brows to chin), pulled 2 px inside the jaw line (which
-    is the silhouette's edge, where any matte is soft), as a bool mask; and its dlib box. dlib's square box reaches
-    past the jaw into the backdrop at its lower corners, so the alpha checks use the hull and the box's centre."""
+def face_region(frame: np.ndarray, inset_px: int = 2) -> tuple[np.ndarray, FaceBox]:
+    """The detected face: the convex hull of its 68 landmarks (brows to chin), pulled inset_px inside the jaw line
+    (which is the silhouette's edge, where any matte is soft), as a bool mask; and its dlib box. dlib's square box
+    reaches past the jaw into the backdrop at its lower corners, so the alpha checks use the hull and the box's
+    centre."""
     import cv2
 
     box = detect_faces(frame)[0]
     mask = np.zeros(frame.shape[:2], np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(landmarks68(frame, box)).astype(np.int32)), 1)
-    return cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0, box
+    side = 2 * inset_px + 1
+    return cv2.erode(mask, np.ones((side, side), np.uint8)) > 0, box
 
 
 def central(alpha: np.ndarray, box: FaceBox, inset: float = 0.15) -> np.ndarray:
@@ -102,7 +104,9 @@ def test_lite_frames_carry_a_solid_face_matte(matting):
     batches = engine.frames_with_alpha(face, speech, "surprised", load_pose("lively", 25), source_matte(face, matting))
     for frames, alpha in batches:
         for frame, a in zip(frames, alpha):
-            hull, _ = face_region(frame)  # (a turned head's box corners reach the backdrop beside the neck)
+            # a head turned by several degrees: dlib's jaw line on it lies up to 3 px off the photo's own (whose
+            # matte is warped along), and a turned head's box corners reach the backdrop beside the neck
+            hull, _ = face_region(frame, inset_px=3)
             assert a[hull].min() > 0.9
 
 
@@ -122,3 +126,67 @@ def test_lite_background_shortcut_equals_compositing_each_frame(matting):
     diff = np.abs(fast.astype(int) - slow)
     assert fast.shape == slow.shape == (12, 256, 256, 3)  # n_frames(0.5 s)
     assert diff.mean() < 0.5 and np.percentile(diff, 99.9) < 12
+
+
+def _fuzzy_disc(size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(photo, true matte, a segmenter-like matte): dark 'hair' on a pale, slightly noisy backdrop with a soft edge;
+    the segmenter's matte is the truth blurred and spilling 4 px over the backdrop, as segmentation edges do."""
+    import cv2
+
+    yy, xx = np.mgrid[:size, :size]
+    radius = np.hypot(yy - size / 2, xx - size / 2)
+    truth = np.clip((size * 0.3 - radius) / 4 + 0.5, 0, 1).astype(np.float32)
+    rng = np.random.default_rng(0)
+    backdrop = np.array([222, 214, 208], np.float32) + rng.normal(0, 3, (size, size, 3))
+    hair = np.array([96, 74, 46], np.float32) + rng.normal(0, 8, (size, size, 3))
+    photo = np.clip(truth[..., None] * hair + (1 - truth[..., None]) * backdrop, 0, 255).astype(np.uint8)
+    spilled = np.clip((size * 0.3 + 4 - radius) / 6 + 0.5, 0, 1).astype(np.float32)
+    return photo, truth, cv2.GaussianBlur(spilled, (0, 0), 1.5)
+
+
+def _fringe(photo: np.ndarray, matte: np.ndarray, truth: np.ndarray, colour=(20, 40, 30)) -> float:
+    """Mean brightness above the new colour on the pixels that are backdrop in truth but not in the matte."""
+    from avatar.matting import composite
+
+    out = composite(photo[None], matte[None], colour)[0].astype(np.float32)
+    band = (truth < 0.02) & (matte > 0.05)
+    return float((out[band].mean(1) - np.mean(colour)).mean())
+
+
+def test_clean_edge_removes_the_pale_fringe_of_the_old_backdrop():
+    from avatar.matting import clean_edge
+
+    photo, truth, matte = _fuzzy_disc()
+    before = _fringe(photo, matte, truth)
+    colours, cleaned = clean_edge(photo, matte)
+    after = _fringe(colours, cleaned, truth)
+    print(f"fringe over the new colour: {before:.1f} levels before, {after:.1f} after (limit 8)")
+    assert before > 40 and after < 8
+    inside = truth > 0.99
+    assert np.abs(cleaned[inside] - matte[inside]).max() < 0.02  # the solid part keeps its matte
+    assert np.abs(colours[inside].astype(int) - photo[inside]).max() == 0
+
+
+def test_lite_cutout_has_no_pale_rim_around_the_hair(matting):
+    """On the astronaut (fair hair, pale backdrop) over a dark colour: the ring just outside the hair is not lifted
+    towards the old backdrop's brightness."""
+    import cv2
+
+    from avatar.head.lite import LiteEngine
+    from avatar.render import source_cutout
+
+    face = LiteEngine(size=256).prepare(data.astronaut())
+    raw = source_matte(face, matting)
+    colours, cleaned = source_cutout(face, matting)
+    dark = (20, 40, 30)
+    ring = (cv2.dilate((raw > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & (raw < 0.5)
+    ring[200:] = False  # the hair, not the suit
+
+    def lift(photo, matte):
+        from avatar.matting import composite
+
+        return float(composite(photo[None], matte[None], dark)[0][ring].mean() - np.mean(dark))
+
+    before, after = lift(face.crop, raw), lift(colours, cleaned)
+    print(f"rim around the hair over a dark colour: {before:.1f} levels before, {after:.1f} after")
+    assert after < 0.6 * before

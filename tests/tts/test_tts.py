@@ -148,6 +148,45 @@ def test_synthesize_joins_sentences_with_a_gap(tts):
     assert two.duration_s > one.duration_s + 1.0
 
 
+# ---------------------------------------------------------------- visemes (what the mouth says when)
+def _shut_vs_open_db(audio, visemes, shift_s: float = 0.0) -> float:
+    """How much louder (dB) the audio is where the visemes say a wide-open /a/ than where they say shut lips (p, b),
+    with the visemes moved by shift_s."""
+    def energy(label: str) -> float:
+        parts = [audio.samples[max(0, int((s + shift_s) * audio.sample_rate)):
+                               max(0, int((e + shift_s) * audio.sample_rate))]
+                 for s, e, lab in zip(visemes.start_s, visemes.end_s, visemes.labels) if lab == label]
+        return 10 * np.log10(np.mean(np.concatenate(parts).astype(np.float64) ** 2) + 1e-12)
+
+    return energy("aa") - energy("PP")
+
+
+@pytest.mark.parametrize("text, language", [("Bob, pop the bubble by the big barn.", "en"),
+                                            ("爸爸不怕，伯伯跑步。", "zh")])
+def test_speech_comes_with_visemes_that_fit_its_sound(tts, text, language):
+    """Each built-in voice knows its phonemes' durations: the visemes cover the speech, in order, and fit it: the
+    stops' shut lips (p, b) fall where the sound is quiet, clearly better than with the visemes moved 80 or 150 ms."""
+    audio = tts.synthesize(text, language)
+    v = audio.visemes
+    assert v is not None and len(v) > 8
+    assert np.all(np.diff(v.start_s) > 0) and np.all(v.end_s >= v.start_s)
+    assert np.all(v.start_s[1:] >= v.end_s[:-1] - 1e-9)
+    assert 0 <= v.start_s[0] < 0.2 and audio.duration_s - 0.4 < v.end_s[-1] <= audio.duration_s + 0.01
+    aligned = _shut_vs_open_db(audio, v)
+    moved = max(_shut_vs_open_db(audio, v, shift) for shift in (-0.15, -0.08, 0.08, 0.15))
+    print(f"{language}: {len(v)} visemes over {audio.duration_s:.2f} s; /a/ louder than shut lips by {aligned:.1f} dB "
+          f"as aligned, at most {moved:.1f} dB moved (limit: 3 dB better aligned)")
+    assert aligned >= moved + 3.0
+
+
+def test_mixed_speech_visemes_span_both_voices_and_the_gap(tts):
+    one = tts.synthesize("Good morning. 早上好。")
+    first = tts.synthesize("Good morning.")
+    v = one.visemes
+    assert v is not None and v.end_s[-1] > first.duration_s + 0.12  # the Chinese sentence after the gap
+    assert {"PP", "ou", "oh"} <= set(v.labels)  # "morning" m, "good" u / "好" ao
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
 def test_empty_text(tts, text):

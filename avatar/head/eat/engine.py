@@ -33,6 +33,7 @@ from avatar.core import devices
 from avatar.core.config import AvatarConfig
 from avatar.core.media import resample
 from avatar.core.types import EMOTIONS, Audio, PoseSequence, check_emotion
+from avatar.core.validate import finite_number
 
 from ..base import PreparedFace, n_frames
 from ..face import prepare_face
@@ -131,7 +132,7 @@ class EatEngine:
         both linearly towards the neutral prompts (0 = neutral)."""
         z = seeded_z(self.cfg.head.seed)
         emoprompt, deepprompt = self.renderer.emotion_prompts(EMOTIONS.index(emotion), z)
-        w = float(np.clip(intensity, 0.0, 1.0))
+        w = finite_number(intensity, "intensity", 0.0, 1.0)  # NaN would spread through every frame
         if w < 1.0 and emotion != "neutral":
             neutral = self.renderer.emotion_prompts(EMOTIONS.index("neutral"), z)
             emoprompt = torch.lerp(neutral[0], emoprompt, w)
