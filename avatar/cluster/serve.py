@@ -173,10 +173,10 @@ class RemoteRender:
         raise AvatarError("the render worker ended without a clip")
 
     def matte(self, image: np.ndarray, colour) -> np.ndarray:
-        return _result(self.handle.matte.remote(image, colour))
+        return np.array(_result(self.handle.matte.remote(image, colour)))  # Ray returns read-only arrays
 
     def enhance_image(self, image: np.ndarray) -> np.ndarray:
-        return _result(self.handle.enhance_image.remote(image))
+        return np.array(_result(self.handle.enhance_image.remote(image)))
 
     def status(self) -> dict:
         return _result(self.handle.status.remote())
@@ -247,17 +247,40 @@ def _connect(cfg: AvatarConfig):
                                                                         os.environ.get("PYTHONPATH")])),
                             "RAY_USAGE_STATS_ENABLED": "0"}}
         c = cfg.cluster
-        kwargs: dict = {"address": c.address} if c.address else {"num_cpus": c.num_cpus or None,
+        # "local" starts a private instance even when `ray start` runs on this machine (joined only when asked)
+        kwargs: dict = {"address": c.address} if c.address else {"address": "local", "num_cpus": c.num_cpus or None,
                                                                   "include_dashboard": False}
         ray.init(runtime_env=env, log_to_driver=False, **kwargs)
+    serve.start(proxy_location="Disabled")  # handles only: no HTTP proxy actor on port 8000
     return serve
 
 
 def _deploy(serve, cls, name: str, cfg: AvatarConfig, replicas: int, num_cpus: float, num_gpus: float,
             ongoing: int):
     deployment = serve.deployment(cls, name=name, num_replicas=max(1, replicas), max_ongoing_requests=ongoing,
+                                  health_check_period_s=2.0,  # a dead replica is replaced in ~3 s, not ~6
                                   ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus})
-    return serve.run(deployment.bind(to_dict(cfg)), name=name, route_prefix=None)
+    serve._run(deployment.bind(to_dict(cfg)), name=name, route_prefix=None, _blocking=False)
+    _wait_running(serve, name, replicas, num_cpus, num_gpus, cfg.cluster.deploy_timeout_s)
+    return serve.get_app_handle(name)
+
+
+def _wait_running(serve, name: str, replicas: int, num_cpus: float, num_gpus: float, timeout_s: float) -> None:
+    """serve.run waits forever when the replicas do not fit the cluster's CPUs/GPUs; this says so instead."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while (status := serve.status().applications[name].status.value) != "RUNNING":
+        if status == "DEPLOY_FAILED":
+            raise BackendUnavailable(f"cluster: the {name} workers failed to start: "
+                                     f"{serve.status().applications[name].message}")
+        if time.monotonic() > deadline:
+            serve.delete(name)
+            raise BackendUnavailable(
+                f"cluster: {max(1, replicas)} {name} worker(s) of {num_cpus:g} CPU and {num_gpus:g} GPU each did not "
+                f"fit in {timeout_s:.0f} s; free now: {ray.available_resources()} (lower the replicas, CPUs or "
+                f"GPUs per worker in [cluster], or add machines)")
+        time.sleep(0.2)
 
 
 def shutdown() -> None:

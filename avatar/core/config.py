@@ -147,6 +147,7 @@ class ClusterConfig:
     speech_num_cpus: float = 0.5
     max_batch_size: int = 8  # frame batches (from any sessions) a render worker enhances in one network call
     batch_wait_ms: float = 10.0  # how long a render worker waits to fill such a batch
+    deploy_timeout_s: float = 120.0  # workers not placed by then do not fit the cluster: start-up fails with a note
 
 
 @dataclass(frozen=True)

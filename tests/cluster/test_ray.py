@@ -116,3 +116,16 @@ def test_cancelling_a_clip_frees_its_place(ray_system, astronaut, jfk_path, tmp_
     short = Audio(speech.samples[: 44100].copy(), 44100)
     assert ray_system.render(astronaut, short, "neutral", "still", None, 256, out_path=tmp_path / "next.mp4").is_file()
     print(f"cancelled clip left the worker {freed_s * 1000:.0f} ms after the cancel returned")
+
+
+def test_workers_that_do_not_fit_fail_with_a_note_instead_of_hanging(ray_system):
+    """serve.run waits forever for replicas the cluster cannot place; start-up now gives up with a sentence."""
+    from ray import serve
+
+    from avatar.cluster.serve import SpeechReplica, _deploy
+    from avatar.core.errors import BackendUnavailable
+
+    cfg = ray_system.config.replace(**{"cluster.deploy_timeout_s": 3.0})
+    with pytest.raises(BackendUnavailable, match="did not fit"):
+        _deploy(serve, SpeechReplica, "avatar-too-big", cfg, 1, 64.0, 0.0, 1)
+    assert "avatar-too-big" not in serve.status().applications  # nothing left waiting for CPUs
