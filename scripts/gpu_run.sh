@@ -38,6 +38,11 @@ for job in "$@"; do
     gfp-c128)   run gfp-c128 300 $py scripts/bench_enhance.py --device cuda --batch 128 --what gfpgan --compile default --no-e2e ;;
     gfp-c96)    run gfp-c96 300 $py scripts/bench_enhance.py --device cuda --batch 96 --what gfpgan --compile default --no-e2e ;;
     gfp-maxa)   run gfp-maxa ${MAXA_S:-560} $py scripts/bench_enhance.py --device cuda --batch 64 --what both --compile max-autotune-no-cudagraphs --no-e2e ;;
+    gemv-test)  run gemv-test 300 $py -m pytest -q -s -x -m gpu tests/chat/test_gemv.py -p no:cacheprovider ;;
+    gemv-bench) run gemv-bench 200 $py scripts/bench_gemv.py --dtype float16 ;;
+    glm-gemv)   run glm-gemv 240 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --gemv ;;
+    glm-cgemv)  run glm-cgemv 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile --gemv ;;
+    glm-int8)   run glm-int8 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --int8 --agreement 10 ;;
     *) echo "unknown job $job" ;;
   esac
 done
