@@ -22,6 +22,7 @@ from avatar.core.text import check_text, detect_language
 from avatar.core.types import EMOTIONS, GenerationParams
 
 from .base import ChatBackend, ChatRequest
+from .budget import SentenceBudget
 
 __all__ = ["ChatModel", "Conversation", "ChatRequest", "ReplyStream", "bench"]
 
@@ -193,15 +194,21 @@ class ChatModel:
         stream.finished = True
 
     def _generate(self, conversation: Conversation, request: ChatRequest, stream: ReplyStream) -> Iterator[str]:
-        tags = TagFilter()
-        for delta in self._backend.stream(request):
-            shown = tags.feed(delta)
+        tags, budget = TagFilter(), SentenceBudget(self.cfg.chat.max_sentences)
+        deltas = self._backend.stream(request)
+        for delta in deltas:
+            shown = budget.feed(tags.feed(delta))
             stream.emotion_tag = tags.tag  # known as soon as the tag is complete, for per-sentence "auto" emotion
             if shown:
                 yield shown
-        tail, clean, tag = tags.finish()
+            if budget.full:
+                getattr(deltas, "close", lambda: None)()  # enough sentences: stop generating
+                break
+        tail, _, tag = tags.finish()
+        tail = budget.feed(tail) + budget.finish()
         if tail:
             yield tail
+        clean = budget.text.strip()
         if not clean:
             raise BackendError(f"the chat model ({self.backend}) gave an empty reply")
         stream.text, stream.emotion_tag, stream.finished = clean, tag, True

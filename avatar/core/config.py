@@ -71,6 +71,7 @@ class ChatConfig:
     persona: str = "default"  # assets/templates/persona_<name>.txt
     system_prompt: str = ""  # overrides the persona file when set
     max_new_tokens: int = 160
+    max_sentences: int = 3  # a reply stops after this many sentences and never ends mid-sentence (0: no limit)
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1
