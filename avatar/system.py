@@ -73,6 +73,7 @@ class AvatarSystem:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.asr = self.tts = self.chat_model = self.head = self.matting = self.enhancer = None
         self._faces: dict[tuple[str, int], Any] = {}  # prepared photos, keyed by content hash and size
+        self._idle = None  # IdleLoops, made on first use
         self._outputs_made = 0
         self.remote = None  # ray mode: the render deployment (cluster.serve.RemoteRender) behind head/matting/enhance
         self._lock = threading.Lock()
@@ -451,3 +452,20 @@ class AvatarSystem:
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
         return removed
+
+    # ------------------------------------------------------------ the avatar at rest
+    def default_portrait(self) -> Path | None:
+        """The portrait shown before the user picks one (config head.default_portrait), as a file."""
+        from .portrait import default_portrait
+
+        return default_portrait(self.config)
+
+    def idle_clip(self, photo, size: int | None = None, background: str | tuple | None = None) -> Path:
+        """A short MP4 of the portrait at rest (breathing, blinks, glances), cached per photo, size and colour: what
+        the Talk tab shows while a reply is being made."""
+        from .portrait import IdleLoops
+
+        with self._lock:
+            if self._idle is None:
+                self._idle = IdleLoops(self)
+        return self._idle.clip(photo, size, background)

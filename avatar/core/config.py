@@ -98,6 +98,10 @@ class HeadConfig:
     seed: int = 0  # z_trg seed: same inputs + seed = same video
     intensity: float = 1.0  # emotion intensity 0..1 (lite engine)
     pose: str = "talking"  # default pose sequence name (assets/poses)
+    default_portrait: str = "astronaut"  # the Talk tab's portrait until one is uploaded: "astronaut" (public-domain
+    # NASA photo shipped with scikit-image), a path to a photo, or "" for none
+    idle_s: float = 6.0  # length of the idle loop (breathing, blinks, glances; forwards then backwards, so it loops
+    # without a jump) shown while a reply is being made
 
 
 @dataclass(frozen=True)
