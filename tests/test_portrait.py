@@ -28,8 +28,11 @@ def test_idle_loop_moves_a_little_and_is_cached(system, astronaut):
           f"loop seam {np.abs(frames[-1] - frames[0]).mean():.2f} levels")
     assert moved.max() > 100  # blinks and glances: not a still image
     assert moved.max() < 0.1 * 256 * 256  # but the head stays at rest (no talking)
-    steps = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
-    assert np.abs(frames[-1] - frames[0]).mean() <= steps.max()  # the loop's seam is no bigger than a frame step
+    blocks = frames.reshape(len(frames), 32, 8, 32, 8, 3).mean(axis=(2, 4))  # 8x8 means: codec noise averages out
+    drift = np.abs(blocks - blocks[0]).mean(axis=(1, 2, 3)).max()  # how far the resting head wanders
+    seam = np.abs(blocks[-1] - blocks[0]).mean()
+    print(f"head drift {drift:.2f}, loop seam {seam:.2f} (block means)")
+    assert seam < 0.5 * drift  # it loops without a jump: played one way only, the seam was the whole drift
     assert system.idle_clip(astronaut, 256) == clip  # cached: one render per portrait
 
 
