@@ -198,10 +198,11 @@ class AvatarSystem:
         self.last_timings["asr_s"] = time.perf_counter() - t0
         return result
 
-    def speak(self, text: str, language: str = "auto", voice: str | None = None) -> Audio:
-        """Raises EmptyText/TextTooLong/UnknownLanguage (checked by the stage)."""
+    def speak(self, text: str, language: str = "auto", voice: str | None = None,
+              speed: float | None = None) -> Audio:
+        """Raises EmptyText/TextTooLong/UnknownLanguage (checked by the stage). speed: 1 normal (None: config)."""
         t0 = time.perf_counter()
-        audio = self._require("tts").synthesize(text, language=language, voice=voice)
+        audio = self._require("tts").synthesize(text, language=language, voice=voice, speed=speed)
         self.last_timings["tts_s"] = time.perf_counter() - t0
         return audio
 

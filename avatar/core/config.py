@@ -61,7 +61,8 @@ class TtsConfig:
     gpt_sovits_python: str = ""  # interpreter of GPT-SoVITS's own environment for api_v2.py; empty = this Python
     timeout_s: float = 60.0
     voices: tuple[VoiceConfig, ...] = ()
-    length_scale: float = 1.0  # Piper speaking rate (>1 slower)
+    length_scale: float = 1.0  # Piper's base length scale (>1 slower), the voice's own pace
+    speed: float = 1.0  # speaking speed of every voice: 1 normal, 0.5 (slower) to 2 (faster)
 
 
 @dataclass(frozen=True)
