@@ -110,7 +110,7 @@ def test_mixed_text_is_split_and_voiced_by_the_right_engine(tts, monkeypatch):
     calls: list[tuple[str, str]] = []
     for lang, engine in tts._engine.engines.items():  # observe the real engines (no stand-ins)
         real = engine.synthesize
-        monkeypatch.setattr(engine, "synthesize", lambda text, _l=lang, _r=real: calls.append((_l, text)) or _r(text))
+        monkeypatch.setattr(engine, "synthesize", lambda text, speed=1.0, _l=lang, _r=real: calls.append((_l, text)) or _r(text, speed))
     chunks = list(tts.stream("我喜欢用Python编程。The weather is lovely today."))
     assert [s for s, _ in chunks] == ["我喜欢用Python编程。", "The weather is lovely today."]
     assert calls == [("zh", "我喜欢用"), ("en", "Python"), ("zh", "编程。"), ("en", "The weather is lovely today.")]
