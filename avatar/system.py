@@ -470,3 +470,18 @@ class AvatarSystem:
             if self._idle is None:
                 self._idle = IdleLoops(self)
         return self._idle.clip(photo, size, background)
+
+    # ------------------------------------------------------------ keeping a conversation
+    def export_markdown(self, rounds: list[tuple[str, str]], folder: Path | None = None) -> Path:
+        """The conversation's exchanges (the caller's full list, oldest first) as a Markdown file."""
+        from .export import conversation_markdown
+
+        out = self.new_output_path(".md", folder)
+        out.write_text(conversation_markdown(rounds), encoding="utf-8")
+        return out
+
+    def export_video(self, videos: list[Path], folder: Path | None = None) -> Path:
+        """The session's reply videos, in order, joined into one MP4."""
+        from .export import join_replies
+
+        return join_replies(videos, self.new_output_path(".mp4", folder))
