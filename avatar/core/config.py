@@ -69,6 +69,8 @@ class TtsConfig:
 class ChatConfig:
     backend: str = "auto"  # auto | smollm2 | chatglm2 | transformers | openai
     model_dir: str = "chatglm2-6b"  # chatglm2 / transformers: a local model folder
+    small_dir: str = "qwen2.5-0.5b-instruct"  # the bilingual CPU upgrade (`python -m avatar download chat-small`):
+    # picked by backend "auto" when model_dir holds no model and this folder does
     persona: str = "default"  # assets/templates/persona_<name>.txt
     system_prompt: str = ""  # overrides the persona file when set
     max_new_tokens: int = 160

@@ -172,16 +172,15 @@ def _choose(configured: str, rule: StageRule, blockers: list[str]) -> tuple[str,
 
 def _chat_choice(cfg: AvatarConfig, chatglm2_blockers: list[str], probe_servers: bool) -> tuple[str, str]:
     """(backend, why): the one chat.load_backend ends up with, decided by the stage's own chat.planned_backend."""
-    from avatar.chat import planned_backend
+    from avatar.chat import planned_chat
 
     c = cfg.chat
     if c.backend == "smollm2":
         return "smollm2", "smollm2 chosen in the config"
     try:
-        backend = planned_backend(cfg)
+        backend, folder = planned_chat(cfg)
     except BackendUnavailable as e:
         return "smollm2", str(e)
-    folder = cfg.weights_path(c.model_dir)
     auto = " (auto)" if c.backend == "auto" else ""
     if backend == "openai":
         if probe_servers and not _port_open(c.openai_base_url):
