@@ -1,0 +1,63 @@
+"""Cuts a streamed reply into the chunks that are spoken one after another.
+
+The first chunk may end at a clause boundary (，、；：, ; :) once it holds a few words, so the avatar starts speaking
+before the first sentence is finished; later chunks are whole sentences (avatar.core.text.split_sentences), which
+sound more natural and give the talking head longer clips.
+"""
+from __future__ import annotations
+
+import re
+
+from avatar.core.text import is_speakable, speech_units, split_sentences
+
+FULL_WIDTH_CLAUSE_ENDS = "，、；：—"  # always a clause end
+ASCII_CLAUSE_ENDS = ",;:"  # a clause end only before a space: "1,000" and "3:30" are not
+FIRST_CHUNK_MIN_UNITS = 4  # words / Chinese characters before the first clause may be cut off
+
+
+class ChunkSplitter:
+    """feed(delta) -> the chunks completed by it; finish() -> the rest. Chunks keep their punctuation."""
+
+    def __init__(self, first_min_units: int = FIRST_CHUNK_MIN_UNITS, clause_first: bool = True) -> None:
+        self.first_min_units = first_min_units
+        self.clause_first = clause_first
+        self.pending = ""
+        self.emitted = 0
+
+    def feed(self, delta: str) -> list[str]:
+        self.pending += delta
+        out: list[str] = []
+        if self.emitted == 0 and self.clause_first:
+            out += self._first_clause()
+        sentences = split_sentences(self.pending)
+        if len(sentences) > 1:  # the last piece may still grow: only the completed ones go
+            out += sentences[:-1]
+            self.pending = self._tail(sentences[-1])
+        return self._count(out)
+
+    def finish(self) -> list[str]:
+        rest, self.pending = self.pending, ""
+        return self._count(split_sentences(rest))
+
+    def _first_clause(self) -> list[str]:
+        for match in _CLAUSE_END.finditer(self.pending):
+            head = self.pending[:match.end()].strip()
+            if speech_units(head) >= self.first_min_units:
+                self.pending = self.pending[match.end():]
+                return [head]
+        return []
+
+    def _tail(self, last: str) -> str:
+        """The still-growing last sentence as it stands in pending, with its spaces ("How " + "are" stays two
+        words); split_sentences strips pieces and may re-join a short one with a single space."""
+        pos = self.pending.rfind(last)
+        return self.pending[pos:] if pos >= 0 else last + self.pending[len(self.pending.rstrip()):]
+
+    def _count(self, chunks: list[str]) -> list[str]:
+        chunks = [c for c in chunks if is_speakable(c)]
+        self.emitted += len(chunks)
+        return chunks
+
+
+# a clause end with something after it: a full-width mark, or an ASCII one followed by white space
+_CLAUSE_END = re.compile(f"[{FULL_WIDTH_CLAUSE_ENDS}](?=.)|[{re.escape(ASCII_CLAUSE_ENDS)}](?=\\s)", re.S)
