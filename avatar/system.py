@@ -24,7 +24,7 @@ from avatar.core import media
 from avatar.core.cancel import NEVER, CancelToken
 from avatar.core.config import AvatarConfig
 from avatar.core.devices import resolve_device
-from avatar.core.errors import BackendUnavailable
+from avatar.core.errors import BackendUnavailable, Cancelled
 from avatar.core.text import check_text, detect_language
 from avatar.core.types import Audio, check_emotion, check_language
 from avatar.core.validate import finite_number, parse_colour, video_size
@@ -73,6 +73,7 @@ class TurnOptions:
     media: str = "mp4"
     intensity: float = 1.0
     colour: tuple | None = None
+    mood: str | None = None  # the user's mood, from their words
 
 
 @dataclass
@@ -390,17 +391,16 @@ class AvatarSystem:
         cancelled turn leaves the history as it was (see interrupted() for the part of a reply that was heard).
         """
         opts = TurnOptions(language, emotion, pose, background, size, enhance, voice, chunk_dir, media)
+        self._asked.pop(conversation, None)  # interrupted() must never touch an earlier turn's round
         face = self._check_turn(opts, photo)  # cheap checks and the photo before any model work
         t0 = time.perf_counter()
-        text, language = yield from self._hear(audio, text, opts.language, cancel)
-        opts.language = language
-        from avatar.core.emotion import analyze_text
-
-        mood = analyze_text(text, language)
-        yield TurnEvent("mood", mood.label, data={"confidence": mood.confidence})
-        cancel.check()
+        try:
+            text = yield from self._hear(audio, text, opts, cancel)
+        except Cancelled:
+            yield TurnEvent("interrupted", "", data={"reason": cancel.reason, "freed_s": 0.0})
+            return
         self._asked[conversation] = _Asked(text)
-        stream = self.chat(conversation, text, language, mood=mood.label, keep=False)
+        stream = self.chat(conversation, text, opts.language, mood=opts.mood, keep=False)
         pipeline = TurnPipeline(self._turn_stages(opts, face), cancel, self._splitter(), self.config.turn.queue_chunks)
         yield from pipeline.run(stream)
         if pipeline.result.cancelled:
@@ -425,15 +425,23 @@ class AvatarSystem:
                                                                            opts.enhance)
         return self.prepare_photo(photo)
 
-    def _hear(self, audio, text: str | None, language: str, cancel: CancelToken):
-        """(text, language) of the user's turn: typed text, or the transcript of the audio (yielded as an event)."""
+    def _hear(self, audio, text: str | None, opts: "TurnOptions", cancel: CancelToken):
+        """The user's words: typed text, or the transcript of the audio (yielded as an event); then their mood.
+        Sets opts.language (detected when "auto") and opts.mood. Raises Cancelled when the turn was stopped."""
+        from avatar.core.emotion import analyze_text
+
         if audio is not None and not (text or "").strip():
-            transcript = self.transcribe(audio, language)
+            transcript = self.transcribe(audio, opts.language)
             cancel.check()
-            text, language = transcript.text, transcript.language
-            yield TurnEvent("transcript", text, data={"language": language})
+            text, opts.language = transcript.text, transcript.language
+            yield TurnEvent("transcript", text, data={"language": opts.language})
         text = check_text(text, self.config.limits.max_text_chars)  # before any model work
-        return text, detect_language(text) if language == "auto" else language
+        opts.language = detect_language(text) if opts.language == "auto" else opts.language
+        mood = analyze_text(text, opts.language)
+        opts.mood = mood.label
+        yield TurnEvent("mood", mood.label, data={"confidence": mood.confidence})
+        cancel.check()
+        return text
 
     def _splitter(self):
         from .turn import ChunkSplitter
