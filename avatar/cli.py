@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, choices=(256, 512), help="with --sessions: output size (default: config)")
     s.add_argument("--enhance", action="store_true", help="with --sessions: GFPGAN on every frame")
     s.add_argument("--modes", default="local,ray", help="with --sessions: local, ray or both")
+    s.add_argument("--turns", type=int, default=0, metavar="N",
+                   help="instead: N spoken turns through the pipeline: end of speech -> first audio / video, p50/p95")
+    s.add_argument("--media", default="raw,mp4",
+                   help="with --turns: raw (frames, as the hands-free mode streams them), mp4 (chunks) or both")
+    s.add_argument("--photo", default=None, help="with --turns: the portrait (default: a test image)")
 
     s = sub.add_parser("download", help="download and verify the original design's weights")
     s.add_argument("names", nargs="*", help="model names (default: all); see `doctor`")
@@ -248,6 +253,8 @@ def cmd_doctor(args, cfg) -> int:
 
 
 def cmd_bench(args, cfg) -> int:
+    if args.turns:
+        return _bench_turns(args, cfg)
     if args.sessions:
         if args.sessions < 1 or args.clip_s <= 0:
             raise AvatarError("--sessions and --clip-s must be positive")
@@ -263,6 +270,20 @@ def cmd_bench(args, cfg) -> int:
 
     result = run_bench(cfg, [s.strip() for s in args.stages.split(",") if s.strip()])
     print(json.dumps(result, indent=2 if not args.json else None, ensure_ascii=False))
+    return 0
+
+
+def _bench_turns(args, cfg) -> int:
+    import tempfile
+
+    from .bench_turn import run_turn_bench
+
+    media = tuple(m.strip() for m in args.media.split(",") if m.strip())
+    if args.turns < 1 or not media or set(media) - {"raw", "mp4"}:
+        raise AvatarError(f"--turns must be positive and --media raw, mp4 or raw,mp4 (not {args.media!r})")
+    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as folder:
+        result = run_turn_bench(cfg, args.turns, media, Path(folder), args.photo)
+    print(json.dumps(result, indent=2 if not args.json else None, ensure_ascii=False, default=str))
     return 0
 
 

@@ -446,7 +446,8 @@ class AvatarSystem:
     def _splitter(self):
         from .turn import ChunkSplitter
 
-        return ChunkSplitter(self.config.turn.first_chunk_min_units, self.config.turn.clause_first)
+        turn = self.config.turn
+        return ChunkSplitter(turn.first_chunk_min_units, turn.clause_first, turn.first_chunk_max_units)
 
     def _turn_stages(self, opts: "TurnOptions", face) -> TurnStages:
         """The turn's stages as callables over the loaded stages (avatar/turn sees nothing else)."""

@@ -155,6 +155,7 @@ class TurnConfig:
     """The pipelined conversation turn (avatar/turn)."""
     clause_first: bool = True  # the first chunk may end at a clause (，、；: , ;) so the avatar starts speaking sooner
     first_chunk_min_units: int = 4  # words / Chinese characters the first chunk needs before a clause may end it
+    first_chunk_max_units: int = 14  # a first clause with no punctuation yet is cut after this many words
     queue_chunks: int = 2  # chunks waiting between two stages (small: little work is lost on cancel)
     max_jobs_per_session: int = 4  # queued or running requests of one browser session / API client; more are refused
 

@@ -13,13 +13,16 @@ from avatar.core.text import is_speakable, speech_units, split_sentences
 FULL_WIDTH_CLAUSE_ENDS = "，、；：—"  # always a clause end
 ASCII_CLAUSE_ENDS = ",;:"  # a clause end only before a space: "1,000" and "3:30" are not
 FIRST_CHUNK_MIN_UNITS = 4  # words / Chinese characters before the first clause may be cut off
+FIRST_CHUNK_MAX_UNITS = 14  # a first clause still without any end after this many is cut at a word boundary
 
 
 class ChunkSplitter:
     """feed(delta) -> the chunks completed by it; finish() -> the rest. Chunks keep their punctuation."""
 
-    def __init__(self, first_min_units: int = FIRST_CHUNK_MIN_UNITS, clause_first: bool = True) -> None:
+    def __init__(self, first_min_units: int = FIRST_CHUNK_MIN_UNITS, clause_first: bool = True,
+                 first_max_units: int = FIRST_CHUNK_MAX_UNITS) -> None:
         self.first_min_units = first_min_units
+        self.first_max_units = first_max_units
         self.clause_first = clause_first
         self.pending = ""
         self.emitted = 0
@@ -45,7 +48,17 @@ class ChunkSplitter:
             if speech_units(head) >= self.first_min_units:
                 self.pending = self.pending[match.end():]
                 return [head]
-        return []
+        return self._first_words()
+
+    def _first_words(self) -> list[str]:
+        """A run-on first clause (no punctuation yet after first_max_units words) is cut after that many words, once
+        the next one has begun: the avatar does not wait for a long sentence's end to start speaking."""
+        units = list(_UNIT.finditer(self.pending))
+        if len(units) <= self.first_max_units:
+            return []
+        cut = units[self.first_max_units - 1].end()
+        head, self.pending = self.pending[:cut].strip(), self.pending[cut:]
+        return [head]
 
     def _tail(self, last: str) -> str:
         """The still-growing last sentence as it stands in pending, with its spaces ("How " + "are" stays two
@@ -59,5 +72,6 @@ class ChunkSplitter:
         return chunks
 
 
+_UNIT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[A-Za-z\u00c0-\u024f]+(?:['’][A-Za-z]+)*|\d+")
 # a clause end with something after it: a full-width mark, or an ASCII one followed by white space
 _CLAUSE_END = re.compile(f"[{FULL_WIDTH_CLAUSE_ENDS}](?=.)|[{re.escape(ASCII_CLAUSE_ENDS)}](?=\\s)", re.S)

@@ -52,3 +52,11 @@ def test_spaces_between_deltas_survive(step):
 
 def test_nothing_unspeakable_becomes_a_chunk():
     assert _stream("... !!! ,,, ") == []
+
+
+def test_a_run_on_first_clause_is_cut_after_a_few_words_at_a_word_boundary():
+    text = "the quick brown fox jumps over the lazy dog and then it runs far away into the deep dark wood. Yes."
+    chunks = _stream(text, ChunkSplitter(first_max_units=6))
+    assert chunks[0] == "the quick brown fox jumps over"  # "over" was complete: " the" had begun
+    assert " ".join(chunks) == text
+    assert _stream("我们今天一起去公园散步然后吃饭", ChunkSplitter(first_max_units=5))[0] == "我们今天一"
