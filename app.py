@@ -24,6 +24,7 @@ from avatar.core.errors import AvatarError
 from avatar.core.types import EMOTIONS
 from avatar.server import JobCap, LoginGuard, SessionFolders, UploadLimiter, chat_text, load_credentials
 from avatar.system import AvatarSystem
+from avatar.turn.background import run_cancellable
 from avatar.turn.running import RunningTurns
 
 log = logging.getLogger("avatar.app")
@@ -175,8 +176,10 @@ class AvatarApp:
 
     # ------------------------------------------------------------ handlers
     @user_errors
-    def transcribe(self, audio: str | None, language: str) -> str:
-        return self.system.transcribe(audio, language).text
+    def transcribe(self, audio: str | None, language: str):
+        """A generator, so that a cancelled request stops the transcription (see run_cancellable)."""
+        for result in run_cancellable(lambda cancel: self.system.transcribe(audio, language, cancel=cancel)):
+            yield gr.skip() if result is None else result.text
 
     @user_errors
     def speak(self, text: str, language: str, voice: str | None, request: gr.Request) -> str:

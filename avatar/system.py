@@ -223,12 +223,12 @@ class AvatarSystem:
             raise media.BadAudio("no audio given: record or upload a clip")
         return media.load_audio(source, sample_rate, max_s)
 
-    def transcribe(self, audio: str | Path | Audio | tuple, language: str = "auto"):
+    def transcribe(self, audio: str | Path | Audio | tuple, language: str = "auto", cancel: CancelToken = NEVER):
         """-> avatar.asr.Transcript. Raises AudioTooShort/AudioTooLong/NoSpeech/BadAudio/UnknownLanguage (the stage
-        checks language, duration and silence)."""
+        checks language, duration and silence), Cancelled when cancel was cancelled (checked between segments)."""
         speech = self.load_audio(audio, max_s=self.config.limits.max_audio_s)
         t0 = time.perf_counter()
-        result = self._require("asr").transcribe(speech, language=language)
+        result = self._require("asr").transcribe(speech, language=language, cancel=cancel)
         self.last_timings["asr_s"] = time.perf_counter() - t0
         return result
 
@@ -431,8 +431,7 @@ class AvatarSystem:
         from avatar.core.emotion import analyze_text
 
         if audio is not None and not (text or "").strip():
-            transcript = self.transcribe(audio, opts.language)
-            cancel.check()
+            transcript = self.transcribe(audio, opts.language, cancel)
             text, opts.language = transcript.text, transcript.language
             yield TurnEvent("transcript", text, data={"language": opts.language})
         text = check_text(text, self.config.limits.max_text_chars)  # before any model work

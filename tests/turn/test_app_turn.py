@@ -137,3 +137,43 @@ def test_one_client_cannot_fill_the_queue(app_url, system):
         except Exception as e:  # noqa: BLE001 - gradio_client raises its own error types
             refused += "too many requests" in str(e) or "429" in str(e)
     assert refused >= 40 - system.config.turn.max_jobs_per_session - 4  # a few may have ended before later joins
+
+
+def test_a_closed_transcription_request_stops_the_work(app, monkeypatch, tmp_path, jfk_path):
+    """Closing the handler's generator (what Gradio does to a cancelled request) cancels the transcription: Whisper
+    stops at its next segment instead of transcribing the whole 55 s clip with its lock held."""
+    import numpy as np
+
+    import avatar.asr.whisper as whisper
+    from avatar.core.errors import Cancelled
+    from avatar.core.types import Audio
+
+    clip = media.load_audio(jfk_path, 16000)
+    path = media.save_wav(Audio(np.tile(clip.samples, 5)[: 55 * 16000], 16000), tmp_path / "long.wav")
+    checks, stopped = [], threading.Event()
+    real_checked = whisper._checked
+
+    def spy(text, cancel):
+        checks.append(text)
+        try:
+            return real_checked(text, cancel)
+        except Cancelled:
+            stopped.set()
+            raise
+
+    monkeypatch.setattr(whisper, "_checked", spy)
+    request = app.transcribe(str(path), "en")
+    next(request)  # running: the handler yields while Whisper works
+    request.close()
+    assert stopped.wait(120), f"the transcription ran on ({len(checks)} segments)"
+    for thread in [t for t in threading.enumerate() if t.name == "turn-call"]:
+        thread.join(60)
+    assert whisper_lock_free(app.system)
+
+
+def whisper_lock_free(system) -> bool:
+    lock = system.asr._whisper._lock
+    if lock.acquire(timeout=60):
+        lock.release()
+        return True
+    return False
