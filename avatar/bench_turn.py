@@ -4,7 +4,8 @@ Recorded questions (real speech: jfk.flac and asr_example_zh.wav from ../shared/
 spoken by the app's own TTS, with silence around them) are replayed through AvatarSystem.respond, as the Talk tab
 and the hands-free mode run it. The clock starts at the end of the user's speech (when the whole recording is
 handed over); per turn it records the transcript, the first chat token, the first audio out (a chunk's speech
-ready) and the first video out (a chunk complete: its MP4 written, or its frames ready with media "raw"), the
+ready) and the first video out (with media "raw" the first batch of frames, as the hands-free mode streams them;
+with "mp4" the first chunk's MP4 written, as the Talk tab's player gets it), the
 largest gap between consecutive chunks when they are played back to back, and the pipeline's real-time factor
 (seconds from transcript to the last chunk / seconds of reply speech). p50 and p95 over the turns; a few more
 turns are cancelled at their first chunk to measure how long stopping takes (cancel -> every worker ended).
@@ -89,7 +90,8 @@ def _turn_figures(question: Question, marks: dict, chunks: list, audio_out: list
     pipeline_s = marks.get("done", 0.0) - marks.get("transcript", 0.0)
     return {"question": question.name, "asr_s": marks.get("transcript"),
             "first_token_s": _plus(marks.get("mood"), timings.get("first_token_s")),
-            "first_audio_s": marks.get("audio"), "first_video_s": marks.get("chunk") if video else None,
+            "first_audio_s": marks.get("audio"),
+            "first_video_s": marks.get("frames", marks.get("chunk")) if video else None,
             "total_s": marks.get("done"), "chunks": len(chunks), "reply_speech_s": round(speech_s, 3),
             "max_gap_s": playback_gap(chunks), "max_audio_gap_s": playback_gap(audio_out),
             "rtf": round(pipeline_s / speech_s, 3) if speech_s else None,

@@ -13,10 +13,12 @@ INTERRUPTED_MARK = " …[interrupted]"  # ends the spoken part of a reply that t
 class TurnEvent:
     """One step of a streamed conversation turn (see AvatarSystem.respond).
 
-    kind: transcript | mood | text | audio | chunk | done | interrupted. "audio": a chunk's speech is ready (before
-    its frames; data["audio"], data["index"]); "chunk": the chunk is complete (path: its MP4 with media "mp4" or
-    "both"; data["audio"], data["frames"], data["index"] with media "raw" or "both"). data["t"] is
-    time.perf_counter() when the event was made (latency measurements)."""
+    kind: transcript | mood | text | audio | frames | chunk | done | interrupted. "audio": a chunk's speech is ready
+    (before its frames; data["audio"], data["index"]); "frames" (media "raw" or "both"): a batch of the chunk's
+    frames as soon as it is drawn (data["frames"] uint8 (B,H,W,3), data["index"], data["first_frame"]: its position
+    in the chunk); "chunk": the chunk is complete (path: its MP4 with media "mp4" or "both"; data["audio"],
+    data["frames"] (all of them, or None without a photo), data["index"]). data["t"] is time.perf_counter() when the
+    event was made (latency measurements).
 
     kind: str
     text: str = ""  # transcript / reply so far / the chunk's text

@@ -307,7 +307,7 @@ class TurnPipeline:
                 if message[0] == "begin":
                     sink = ChunkSink(message[1], self.stages)
                 elif message[0] == "frames":
-                    sink.write(message[1])
+                    self._frames_out(sink, message[1])
                 elif message[0] == "file":
                     self._emit(self._render_remote(message[1]))
                 else:
@@ -319,6 +319,15 @@ class TurnPipeline:
         finally:
             if sink is not None:
                 sink.abort()
+
+    def _frames_out(self, sink: "ChunkSink", batch: np.ndarray) -> None:
+        """A batch to the chunk's file and, with raw media, out at once as a "frames" event: the hands-free player
+        shows a chunk's first frames while the head still draws its last ones."""
+        first = sink.frames_written
+        sink.write(batch)
+        if sink.frames is not None:
+            self._emit(TurnEvent("frames", sink.piece.text, emotion=sink.piece.emotion,
+                                 data={"frames": batch, "index": sink.piece.index, "first_frame": first}))
 
     def _render_remote(self, piece: Piece) -> TurnEvent:
         final = self.stages.chunk_path(piece.index)
@@ -341,8 +350,10 @@ class ChunkSink:
         self.final = stages.chunk_path(piece.index) if stages.chunk_path is not None else None
         self.writer = VideoWriter(_partial(self.final), fps=FPS, audio=piece.speech) if self.final else None
         self.frames: list[np.ndarray] | None = [] if stages.keep_frames else None
+        self.frames_written = 0
 
     def write(self, batch: np.ndarray) -> None:
+        self.frames_written += len(batch)
         if self.writer is not None:
             self.writer.write(batch)
         if self.frames is not None:

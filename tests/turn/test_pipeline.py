@@ -97,6 +97,12 @@ def test_chunks_continue_one_clock_and_carry_what_the_media_asks_for(system, con
         info = media.probe(ev.path)
         assert info.video_codec == "h264" and info.audio_codec == "aac" and ev.path.parent == tmp_path
     assert {p.name for p in tmp_path.iterdir()} == {ev.path.name for ev in chunks}
+    for chunk in chunks:  # raw frames went out batch by batch before their chunk was complete
+        batches = [ev for ev in events if ev.kind == "frames" and ev.data["index"] == chunk.data["index"]]
+        assert np.array_equal(np.concatenate([ev.data["frames"] for ev in batches]), chunk.data["frames"])
+        assert [ev.data["first_frame"] for ev in batches] == list(np.cumsum([0] + [len(ev.data["frames"])
+                                                                              for ev in batches[:-1]]))
+        assert events.index(batches[-1]) < events.index(chunk)
     audio_events = [ev for ev in events if ev.kind == "audio"]
     assert [ev.data["index"] for ev in audio_events] == [ev.data["index"] for ev in chunks]
     assert all(a.data["t"] <= c.data["t"] for a, c in zip(audio_events, chunks))  # speech is out before its frames
