@@ -9,7 +9,7 @@ from typing import Any
 INTERRUPTED_MARK = " …[interrupted]"  # ends the spoken part of a reply that the user cut off, in the history
 
 
-@dataclass
+@dataclass(eq=False)  # events carry arrays: compared by identity
 class TurnEvent:
     """One step of a streamed conversation turn (see AvatarSystem.respond).
 
@@ -18,7 +18,7 @@ class TurnEvent:
     frames as soon as it is drawn (data["frames"] uint8 (B,H,W,3), data["index"], data["first_frame"]: its position
     in the chunk); "chunk": the chunk is complete (path: its MP4 with media "mp4" or "both"; data["audio"],
     data["frames"] (all of them, or None without a photo), data["index"]). data["t"] is time.perf_counter() when the
-    event was made (latency measurements).
+    event was made (latency measurements)."""
 
     kind: str
     text: str = ""  # transcript / reply so far / the chunk's text
