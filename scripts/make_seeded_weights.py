@@ -49,31 +49,19 @@ def seeded(shared: Path, manifest: Path) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------- EAT
-def write_eat(root: Path, shared: Path) -> None:
-    """The authors' release layout: ckpt/ (two checkpoints), expPCAnorm_fin/, pad.npy and the DeepSpeech graph."""
-    from seeded_weights import split_eat
-
+def write_eat(root: Path) -> None:
+    """The authors' release layout (ckpt/ with two checkpoints, expPCAnorm_fin/, pad.npy), as the EAT tests write
+    it, with a DeepSpeech graph of the real size instead of their tiny one."""
     from avatar.head.eat.deepspeech import DEEPSPEECH_FILE
 
-    main_ckpt = root / "ckpt" / "deepprompt_eam3d_all_final_313.pth.tar"
-    if not main_ckpt.is_file():
-        parts = split_eat(seeded(shared, shared / "reference" / "eat.tsv"))
-        main_ckpt.parent.mkdir(parents=True, exist_ok=True)
-        main = {k: parts[k] for k in ("generator", "kp_detector", "audio2kptransformer", "sidetuning",
-                                      "emotionprompt")}
-        torch.save({"he_estimator": parts["he_estimator"], "kp_detector": parts["kp_detector"]},
-                   root / "ckpt" / "pretrain_new_274.pth.tar")
-        torch.save({**main, "epoch": 313}, main_ckpt)
-    rng = np.random.default_rng(5)
-    (root / "expPCAnorm_fin").mkdir(exist_ok=True)
-    np.save(root / "expPCAnorm_fin" / "U_mead.npy", np.linalg.qr(rng.standard_normal((45, 45)))[0].astype(np.float32))
-    np.save(root / "expPCAnorm_fin" / "mean_mead.npy", (0.05 * rng.standard_normal(45)).astype(np.float32))
-    pad = np.empty(2, dtype=object)
-    pad[0] = torch.from_numpy((rng.standard_normal(80) - 3).astype(np.float32))
-    pad[1] = (-6.5 + rng.standard_normal((16, 29))).astype(np.float32)
-    np.save(root / "pad.npy", pad, allow_pickle=True)
-    if not (root / DEEPSPEECH_FILE).is_file():
-        write_deepspeech(root / DEEPSPEECH_FILE)
+    if (root / "ckpt" / "deepprompt_eam3d_all_final_313.pth.tar").is_file():
+        return
+    from tests.head.test_eat_engine import _write_eat_dir
+
+    if root.exists():
+        shutil.rmtree(root)  # a run stopped half way
+    _write_eat_dir(root)
+    write_deepspeech(root / DEEPSPEECH_FILE)
 
 
 def write_deepspeech(path: Path) -> None:
@@ -202,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(args.shared / "tools"))
-    write_eat(out / "eat", args.shared)
+    write_eat(out / "eat")
     write_gfpgan(out / "gfpgan" / "GFPGANv1.4.pth", args.shared)
     write_chatglm2(out / "chatglm2-6b", args.shared, args.chat_layers)
     print(write_config(out, args.device))
