@@ -401,7 +401,8 @@ class AvatarSystem:
             return
         self._asked[conversation] = _Asked(text)
         stream = self.chat(conversation, text, opts.language, mood=opts.mood, keep=False)
-        pipeline = TurnPipeline(self._turn_stages(opts, face), cancel, self._splitter(), self.config.turn.queue_chunks)
+        pipeline = TurnPipeline(self._turn_stages(opts, face), cancel, self._splitter(), self.config.turn.queue_chunks,
+                                self.config.turn.low_water_s)
         yield from pipeline.run(stream)
         if pipeline.result.cancelled:
             return  # the interrupted event was the last one; the history is unchanged

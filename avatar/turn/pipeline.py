@@ -38,6 +38,7 @@ log = logging.getLogger("avatar")
 POLL_S = 0.02  # how often a waiting worker looks at the cancel token
 QUEUE_CHUNKS = 2  # chunks waiting between two stages: enough to keep both busy, little work lost on cancel
 QUEUE_BATCHES = 4  # frame batches waiting between head, enhancer and encoder
+LOW_WATER_S = 1.5  # less speech than this left to play: the next chunk may end at a clause
 JOIN_S = 10.0  # a worker still running after this long is reported (a stage stuck in native code)
 
 
@@ -97,10 +98,13 @@ class TurnPipeline:
     """
 
     def __init__(self, stages: TurnStages, cancel: CancelToken, splitter: ChunkSplitter | None = None,
-                 queue_chunks: int = QUEUE_CHUNKS) -> None:
+                 queue_chunks: int = QUEUE_CHUNKS, low_water_s: float = LOW_WATER_S) -> None:
         self.stages = stages
         self.token = LinkedToken(cancel)  # also cancelled by a failing worker or a consumer that stops reading
         self.splitter = splitter or ChunkSplitter()
+        self.splitter.running_low = self._running_low
+        self.low_water_s = low_water_s
+        self._speech_s, self._first_audio_t = 0.0, None  # speech made so far; when the first of it went out
         self.result = TurnResult()
         self.error: BaseException | None = None
         self._events: queue.Queue = queue.Queue()
@@ -160,6 +164,12 @@ class TurnPipeline:
         self._join()
         self.result.freed_s = time.perf_counter() - noticed
         self.result.timings = self._timings()
+
+    def _running_low(self) -> bool:
+        """Less than low_water_s of the speech made so far is left to play, counting from the first audio out."""
+        if self._first_audio_t is None:
+            return False
+        return self._speech_s - (time.perf_counter() - self._first_audio_t) < self.low_water_s
 
     def _alive(self) -> bool:
         return any(t.is_alive() for t in self._threads)
@@ -260,6 +270,8 @@ class TurnPipeline:
             piece.speech = self.stages.speak(piece.text)
             self._timed("tts", started)
             self._mark("first_audio")
+            self._speech_s += piece.speech.duration_s
+            self._first_audio_t = self._first_audio_t or time.perf_counter()
             piece.start_frame, start_frame = start_frame, start_frame + _frames_for(piece.speech)
             self._emit(TurnEvent("audio", piece.text, emotion=piece.emotion,
                                  data={"audio": piece.speech, "index": piece.index}))

@@ -7,13 +7,14 @@ sound more natural and give the talking head longer clips.
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from avatar.core.text import is_speakable, speech_units, split_sentences
 
 FULL_WIDTH_CLAUSE_ENDS = "，、；：—"  # always a clause end
 ASCII_CLAUSE_ENDS = ",;:"  # a clause end only before a space: "1,000" and "3:30" are not
 FIRST_CHUNK_MIN_UNITS = 4  # words / Chinese characters before the first clause may be cut off
-FIRST_CHUNK_MAX_UNITS = 14  # a first clause still without any end after this many is cut at a word boundary
+FIRST_CHUNK_MAX_UNITS = 12  # a first clause still without any end after this many is cut at a word boundary
 
 
 class ChunkSplitter:
@@ -26,12 +27,16 @@ class ChunkSplitter:
         self.clause_first = clause_first
         self.pending = ""
         self.emitted = 0
+        # the pipeline's "little speech is left to play": a later chunk may then end at a clause too (no gap)
+        self.running_low: Callable[[], bool] = lambda: False
 
     def feed(self, delta: str) -> list[str]:
         self.pending += delta
         out: list[str] = []
         if self.emitted == 0 and self.clause_first:
             out += self._first_clause()
+        elif self.clause_first and self.running_low():
+            out += self._clause()
         sentences = split_sentences(self.pending)
         if len(sentences) > 1:  # the last piece may still grow: only the completed ones go
             out += sentences[:-1]
@@ -43,12 +48,16 @@ class ChunkSplitter:
         return self._count(split_sentences(rest))
 
     def _first_clause(self) -> list[str]:
+        return self._clause() or self._first_words()
+
+    def _clause(self) -> list[str]:
+        """The pending text up to its first clause end after first_min_units words, if there is one."""
         for match in _CLAUSE_END.finditer(self.pending):
             head = self.pending[:match.end()].strip()
             if speech_units(head) >= self.first_min_units:
                 self.pending = self.pending[match.end():]
                 return [head]
-        return self._first_words()
+        return []
 
     def _first_words(self) -> list[str]:
         """A run-on first clause (no punctuation yet after first_max_units words) is cut after that many words, once

@@ -60,3 +60,12 @@ def test_a_run_on_first_clause_is_cut_after_a_few_words_at_a_word_boundary():
     assert chunks[0] == "the quick brown fox jumps over"  # "over" was complete: " the" had begun
     assert " ".join(chunks) == text
     assert _stream("我们今天一起去公园散步然后吃饭", ChunkSplitter(first_max_units=5))[0] == "我们今天一"
+
+
+def test_a_later_chunk_ends_at_a_clause_only_while_little_speech_is_left():
+    text = "Hello there, my good friend. The Moon is far away, about four hundred thousand kilometres from us. Yes."
+    low = ChunkSplitter()
+    low.running_low = lambda: True
+    assert _stream(text, low)[:3] == ["Hello there, my good friend.", "The Moon is far away,",
+                                      "about four hundred thousand kilometres from us. Yes."]
+    assert _stream(text)[1] == "The Moon is far away, about four hundred thousand kilometres from us. Yes."
