@@ -51,11 +51,17 @@ class ChunkSplitter:
         return self._clause() or self._first_words()
 
     def _clause(self) -> list[str]:
-        """The pending text up to its first clause end after first_min_units words, if there is one."""
-        for match in _CLAUSE_END.finditer(self.pending):
-            head = self.pending[:match.end()].strip()
+        """The pending text up to its first clause or sentence end after first_min_units words, if there is one.
+        A sentence end counts as soon as the next sentence has begun (split_sentences would wait until that one
+        has a few words, to merge a short "OK." into it)."""
+        ends = [m.end() for m in _CLAUSE_END.finditer(self.pending)]
+        sentences = split_sentences(self.pending, min_units=1, max_chars=len(self.pending) + 1)
+        if len(sentences) > 1:
+            ends.append(self.pending.find(sentences[0]) + len(sentences[0]))
+        for end in sorted(ends):
+            head = self.pending[:end].strip()
             if speech_units(head) >= self.first_min_units:
-                self.pending = self.pending[match.end():]
+                self.pending = self.pending[end:]
                 return [head]
         return []
 

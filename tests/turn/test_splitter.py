@@ -67,5 +67,13 @@ def test_a_later_chunk_ends_at_a_clause_only_while_little_speech_is_left():
     low = ChunkSplitter()
     low.running_low = lambda: True
     assert _stream(text, low)[:3] == ["Hello there, my good friend.", "The Moon is far away,",
-                                      "about four hundred thousand kilometres from us. Yes."]
+                                      "about four hundred thousand kilometres from us."]
     assert _stream(text)[1] == "The Moon is far away, about four hundred thousand kilometres from us. Yes."
+
+
+def test_the_first_sentence_goes_as_soon_as_the_next_one_begins():
+    """split_sentences waits for three words of the next sentence (a short "OK." is merged into it); the first chunk
+    does not: it is spoken while the model writes on."""
+    splitter = ChunkSplitter()
+    assert splitter.feed("I am a wonderful person with a smile! I") == ["I am a wonderful person with a smile!"]
+    assert ChunkSplitter().feed("Dr. Smith is here") == []  # an abbreviation is no sentence end
