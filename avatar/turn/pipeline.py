@@ -159,7 +159,7 @@ class TurnPipeline:
             if event.kind == "chunk":
                 self.result.chunks_out.append(event.text)
             yield event
-        self.result.cancelled = self.token.reason or "stopped"
+        self.result.cancelled = self.token.why or "stopped"
         noticed = time.perf_counter()
         self._join()
         self.result.freed_s = time.perf_counter() - noticed
