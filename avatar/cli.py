@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input")
     s.add_argument("--out", required=True)
 
-    s = sub.add_parser("doctor", help="which backend each stage runs, and which weights are missing")
+    s = sub.add_parser("doctor", help="whether the app works now, which backend each stage runs, which weights "
+                                      "are missing")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--verbose", action="store_true", help="every missing file's path")
 
     s = sub.add_parser("bench", help="per-stage speed on this machine")
     s.add_argument("--json", action="store_true")
@@ -285,7 +287,8 @@ def cmd_doctor(args, cfg) -> int:
     from avatar.weights.doctor import doctor_report, format_report
 
     report = doctor_report(cfg, config_path=args.config)
-    print(json.dumps(report, indent=2, ensure_ascii=False, default=str) if args.json else format_report(report))
+    print(json.dumps(report, indent=2, ensure_ascii=False, default=str) if args.json
+          else format_report(report, verbose=args.verbose))
     return 0
 
 

@@ -107,6 +107,7 @@ class AvatarSystem:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.asr = self.tts = self.chat_model = self.head = self.matting = self.enhancer = None
         self._faces: dict[tuple[str, int], Any] = {}  # prepared photos, keyed by content hash and size
+        self._idle = None  # IdleLoops, made on first use
         self._outputs_made = 0
         self.remote = None  # ray mode: the render deployment (cluster.serve.RemoteRender) behind head/matting/enhance
         self._lock = threading.Lock()
@@ -232,10 +233,11 @@ class AvatarSystem:
         self.last_timings["asr_s"] = time.perf_counter() - t0
         return result
 
-    def speak(self, text: str, language: str = "auto", voice: str | None = None) -> Audio:
-        """Raises EmptyText/TextTooLong/UnknownLanguage (checked by the stage)."""
+    def speak(self, text: str, language: str = "auto", voice: str | None = None,
+              speed: float | None = None) -> Audio:
+        """Raises EmptyText/TextTooLong/UnknownLanguage (checked by the stage). speed: 1 normal (None: config)."""
         t0 = time.perf_counter()
-        audio = self._require("tts").synthesize(text, language=language, voice=voice)
+        audio = self._require("tts").synthesize(text, language=language, voice=voice, speed=speed)
         self.last_timings["tts_s"] = time.perf_counter() - t0
         return audio
 
@@ -525,3 +527,35 @@ class AvatarSystem:
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
         return removed
+
+    # ------------------------------------------------------------ the avatar at rest
+    def default_portrait(self) -> Path | None:
+        """The portrait shown before the user picks one (config head.default_portrait), as a file."""
+        from .portrait import default_portrait
+
+        return default_portrait(self.config)
+
+    def idle_clip(self, photo, size: int | None = None, background: str | tuple | None = None) -> Path:
+        """A short MP4 of the portrait at rest (breathing, blinks, glances), cached per photo, size and colour: what
+        the Talk tab shows while a reply is being made."""
+        from .portrait import IdleLoops
+
+        with self._lock:
+            if self._idle is None:
+                self._idle = IdleLoops(self)
+        return self._idle.clip(photo, size, background)
+
+    # ------------------------------------------------------------ keeping a conversation
+    def export_markdown(self, rounds: list[tuple[str, str]], folder: Path | None = None) -> Path:
+        """The conversation's exchanges (the caller's full list, oldest first) as a Markdown file."""
+        from .export import conversation_markdown
+
+        out = self.new_output_path(".md", folder)
+        out.write_text(conversation_markdown(rounds), encoding="utf-8")
+        return out
+
+    def export_video(self, videos: list[Path], folder: Path | None = None) -> Path:
+        """The session's reply videos, in order, joined into one MP4."""
+        from .export import join_replies
+
+        return join_replies(videos, self.new_output_path(".mp4", folder))

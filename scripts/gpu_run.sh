@@ -43,6 +43,7 @@ for job in "$@"; do
     glm-gemv)   run glm-gemv 240 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --gemv ;;
     glm-cgemv)  run glm-cgemv 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile --gemv ;;
     glm-int8)   run glm-int8 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --int8 --agreement 10 ;;
+    turn-gpu)   run turn-gpu 500 $py scripts/bench_turn_gpu.py --turns 20 ;;
     *) echo "unknown job $job" ;;
   esac
 done

@@ -75,7 +75,7 @@ def test_doctor_json_lists_every_stage():
     for stage in ("asr", "tts", "chat", "head", "matting", "enhance"):
         assert stage in text
     stages = {"asr", "tts", "chat", "head", "matting", "enhance"}  # every stage has its own entry, not just a mention
-    assert set(report["stages"]) == set(report["ready"]) == stages
+    assert set(report["stages"]) == set(report["original_ready"]) == set(report["runs"]) == stages
 
 
 @pytest.mark.parametrize("command", ["say", "matte"])

@@ -22,6 +22,7 @@ from avatar.core.text import check_text, detect_language
 from avatar.core.types import EMOTIONS, GenerationParams
 
 from .base import ChatBackend, ChatRequest
+from .budget import SentenceBudget
 
 __all__ = ["ChatModel", "Conversation", "ChatRequest", "ReplyStream", "bench"]
 
@@ -30,13 +31,16 @@ log = logging.getLogger("avatar")
 TEMPLATES_DIR = ASSETS_DIR / "templates"
 BACKENDS = CHOICES["chat.backend"]
 
-ENGLISH_ONLY_NOTICE_ZH = "抱歉，当前的对话模型只会说英语。要用中文聊天，请配置 ChatGLM2-6B、GLM-4 或 Qwen 模型。"
+ENGLISH_ONLY_NOTICE_ZH = ("抱歉，当前的对话模型只会说英语。要用中文聊天，请运行 python -m avatar download chat-small"
+                          "（Qwen2.5-0.5B，约 1 GB），或配置 ChatGLM2-6B、GLM-4 或 Qwen 模型。")
 _TAG_OPEN_MAX_CHARS = 16  # an unclosed "[" further back than this is plain text, not a tag being streamed
 
 
 def chinese_models_hint(cfg: AvatarConfig) -> str:
     """Where a Chinese-capable model would go, in this config's weights folder."""
-    return ("The embedded chat model (SmolLM2-135M) answers in English only. For Chinese, put ChatGLM2-6B "
+    return ("The embedded chat model (SmolLM2-135M) answers in English only. For Chinese and English on a CPU: "
+            "`python -m avatar download chat-small` (Qwen2.5-0.5B-Instruct, ~1 GB; picked by backend \"auto\"). "
+            "Or put ChatGLM2-6B "
             f"(THUDM/chatglm2-6b) in {cfg.weights_path(cfg.chat.model_dir)}, or set [chat] backend = "
             "\"transformers\" with model_dir = a GLM-4-9B-chat-hf or Qwen2.5/Qwen3-Instruct folder, or backend = "
             "\"openai\" with a server running such a model.")
@@ -212,15 +216,21 @@ class ChatModel:
         stream.finished = True
 
     def _generate(self, conversation: Conversation, request: ChatRequest, stream: ReplyStream) -> Iterator[str]:
-        tags = TagFilter()
-        for delta in self._backend.stream(request):
-            shown = tags.feed(delta)
+        tags, budget = TagFilter(), SentenceBudget(self.cfg.chat.max_sentences)
+        deltas = self._backend.stream(request)
+        for delta in deltas:
+            shown = budget.feed(tags.feed(delta))
             stream.emotion_tag = tags.tag  # known as soon as the tag is complete, for per-sentence "auto" emotion
             if shown:
                 yield shown
-        tail, clean, tag = tags.finish()
+            if budget.full:
+                getattr(deltas, "close", lambda: None)()  # enough sentences: stop generating
+                break
+        tail, _, tag = tags.finish()
+        tail = budget.feed(tail) + budget.finish()
         if tail:
             yield tail
+        clean = budget.text.strip()
         if not clean:
             raise BackendError(f"the chat model ({self.backend}) gave an empty reply")
         stream.text, stream.emotion_tag, stream.finished = clean, tag, True
@@ -307,17 +317,26 @@ def planned_backend(cfg: AvatarConfig) -> str:
     """Which configured backend the files point to, without loading anything: "openai", "chatglm2" or
     "transformers"; BackendUnavailable naming what is missing otherwise (SmolLM2 then runs). The loader and the
     doctor both decide with it."""
+    return planned_chat(cfg)[0]
+
+
+def planned_chat(cfg: AvatarConfig) -> tuple[str, Path]:
+    """(backend, model folder) as planned_backend decides: model_dir first; with backend "auto" the small
+    bilingual model of `download chat-small` (small_dir) next."""
     c = cfg.chat
     folder = cfg.weights_path(c.model_dir)
     if c.backend == "openai":
-        return "openai"
+        return "openai", folder
     if c.backend in ("auto", "chatglm2") and is_chatglm_folder(folder):
-        return "chatglm2"
+        return "chatglm2", folder
     if c.backend in ("auto", "transformers") and importlib.util.find_spec("transformers") is not None:
         from .transformers import is_native_chat_folder
 
         if is_native_chat_folder(folder):
-            return "transformers"
+            return "transformers", folder
+        small = cfg.weights_path(c.small_dir)
+        if c.backend == "auto" and c.small_dir and is_native_chat_folder(small):
+            return "transformers", small
     wanted = {"chatglm2": "ChatGLM2 model (config.json with model_type 'chatglm')",
               "transformers": "chat model that transformers supports natively"}.get(
         c.backend, "ChatGLM2 or natively supported chat model")
@@ -326,8 +345,7 @@ def planned_backend(cfg: AvatarConfig) -> str:
 
 def _load_configured(cfg: AvatarConfig) -> ChatBackend:
     c = cfg.chat
-    folder = cfg.weights_path(c.model_dir)
-    backend = planned_backend(cfg)
+    backend, folder = planned_chat(cfg)
     if backend == "openai":
         from .openai import OpenAIChatBackend
 

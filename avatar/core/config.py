@@ -61,16 +61,20 @@ class TtsConfig:
     gpt_sovits_python: str = ""  # interpreter of GPT-SoVITS's own environment for api_v2.py; empty = this Python
     timeout_s: float = 60.0
     voices: tuple[VoiceConfig, ...] = ()
-    length_scale: float = 1.0  # Piper speaking rate (>1 slower)
+    length_scale: float = 1.0  # Piper's base length scale (>1 slower), the voice's own pace
+    speed: float = 1.0  # speaking speed of every voice: 1 normal, 0.5 (slower) to 2 (faster)
 
 
 @dataclass(frozen=True)
 class ChatConfig:
     backend: str = "auto"  # auto | smollm2 | chatglm2 | transformers | openai
     model_dir: str = "chatglm2-6b"  # chatglm2 / transformers: a local model folder
+    small_dir: str = "qwen2.5-0.5b-instruct"  # the bilingual CPU upgrade (`python -m avatar download chat-small`):
+    # picked by backend "auto" when model_dir holds no model and this folder does
     persona: str = "default"  # assets/templates/persona_<name>.txt
     system_prompt: str = ""  # overrides the persona file when set
     max_new_tokens: int = 160
+    max_sentences: int = 3  # a reply stops after this many sentences and never ends mid-sentence (0: no limit)
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1
@@ -97,6 +101,10 @@ class HeadConfig:
     seed: int = 0  # z_trg seed: same inputs + seed = same video
     intensity: float = 1.0  # emotion intensity 0..1 (lite engine)
     pose: str = "talking"  # default pose sequence name (assets/poses)
+    default_portrait: str = "astronaut"  # the Talk tab's portrait until one is uploaded: "astronaut" (public-domain
+    # NASA photo shipped with scikit-image), a path to a photo, or "" for none
+    idle_s: float = 6.0  # length of the idle loop (breathing, blinks, glances; forwards then backwards, so it loops
+    # without a jump) shown while a reply is being made
 
 
 @dataclass(frozen=True)

