@@ -37,6 +37,7 @@ SIZE_CHOICES = [("256 px", 256), ("512 px", 512)]
 # chat text and transcription: short work that must not wait behind other users' renders (the chat model and Whisper
 # take their own locks), in a group of its own
 LIGHT = {"concurrency_id": "light", "concurrency_limit": 2}
+HEARTBEAT_S = 0.5  # a turn's generator returns at least this often, so a cancelled /talk is closed in time
 UNEXPECTED = "something went wrong on the server (reference {ref}); the details are in its log"
 
 
@@ -281,9 +282,12 @@ class AvatarApp:
                                          text=user_text or None, language=language, emotion=emotion, pose=pose,
                                          background=background if use_background else None, size=int(size),
                                          enhance=bool(enhance), voice=voice or None, chunk_dir=chunk_dir,
-                                         cancel=handle.cancel)
+                                         cancel=handle.cancel, heartbeat_s=HEARTBEAT_S)
             for ev in events:
                 video = gr.skip()
+                if ev.kind == "wait":  # nothing new: Gradio may close this generator now (a cancelled request)
+                    yield (gr.skip(),) * 7
+                    continue
                 if ev.kind == "transcript":
                     transcript = ev.text
                     shown[-2]["content"] = chat_text(ev.text)

@@ -248,13 +248,14 @@ class AvatarSystem:
         return self._require("chat").new_conversation()
 
     def chat(self, conversation, text: str, language: str = "auto", mood: str | None = None,
-             keep: bool = True) -> Iterator[str]:
+             keep: bool = True, cancel: CancelToken = NEVER) -> Iterator[str]:
         """Streams reply text deltas; the round joins the history only when the reply completes (keep=False: when
         the caller calls the stream's commit()). The chat stage raises EmptyText/TextTooLong before generating."""
         language = check_language(language)
         if language == "auto":
             language = detect_language(text or "")
-        return self._require("chat").stream(conversation, text, language=language, mood=mood, keep=keep)
+        return self._require("chat").stream(conversation, text, language=language, mood=mood, keep=keep,
+                                            cancel=cancel)
 
     # ------------------------------------------------------------ video
     def prepare_photo(self, photo):
@@ -383,7 +384,8 @@ class AvatarSystem:
     def respond(self, conversation, photo=None, audio=None, text: str | None = None, language: str = "auto",
                 emotion: str = "auto", pose: str | None = None, background: str | None = None,
                 size: int | None = None, enhance: bool = False, voice: str | None = None,
-                chunk_dir: Path | None = None, cancel: CancelToken = NEVER, media: str = "mp4") -> Iterator[TurnEvent]:
+                chunk_dir: Path | None = None, cancel: CancelToken = NEVER, media: str = "mp4",
+                heartbeat_s: float | None = None) -> Iterator[TurnEvent]:
         """One spoken turn as a generator of TurnEvents: transcript, mood, then the pipelined reply (avatar/turn:
         chat -> chunks -> speech -> frames -> enhancement -> encoder on their own workers), then done.
 
@@ -391,6 +393,8 @@ class AvatarSystem:
         cancel: Stop, a new turn or an interruption; every stage stops within one unit of its work and the turn ends
         with an "interrupted" event. The round joins the history only when the whole turn completes: a failed or
         cancelled turn leaves the history as it was (see interrupted() for the part of a reply that was heard).
+        heartbeat_s: a "wait" event whenever nothing else came for that long (for consumers that can only be
+        stopped between events).
         """
         opts = TurnOptions(language, emotion, pose, background, size, enhance, voice, chunk_dir, media)
         self._asked.pop(conversation, None)  # interrupted() must never touch an earlier turn's round
@@ -402,9 +406,9 @@ class AvatarSystem:
             yield TurnEvent("interrupted", "", data={"reason": cancel.reason, "freed_s": 0.0})
             return
         self._asked[conversation] = _Asked(text)
-        stream = self.chat(conversation, text, opts.language, mood=opts.mood, keep=False)
         pipeline = TurnPipeline(self._turn_stages(opts, face), cancel, self._splitter(), self.config.turn.queue_chunks,
-                                self.config.turn.low_water_s)
+                                self.config.turn.low_water_s, heartbeat_s)
+        stream = self.chat(conversation, text, opts.language, mood=opts.mood, keep=False, cancel=pipeline.token)
         yield from pipeline.run(stream)
         if pipeline.result.cancelled:
             return  # the interrupted event was the last one; the history is unchanged

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+from avatar.core.cancel import NEVER, CancelToken
 from avatar.core.config import CHOICES, AvatarConfig, ChatConfig
 from avatar.core.emotion import Mood, extract_emotion_tag
 from avatar.core.errors import AvatarError, BackendError, BackendUnavailable
@@ -169,14 +170,15 @@ class ChatModel:
         return stream.text
 
     def stream(self, conversation: Conversation, user_text: str, language: str = "en",
-               mood: "str | Mood | None" = None, keep: bool = True) -> ReplyStream:
+               mood: "str | Mood | None" = None, keep: bool = True, cancel: CancelToken = NEVER) -> ReplyStream:
         """Text deltas of the reply. Input errors (EmptyText, TextTooLong) are raised here, before any generation.
-        keep=False: the finished round joins the history only on stream.commit() (after the reply was spoken)."""
+        keep=False: the finished round joins the history only on stream.commit() (after the reply was spoken).
+        cancel: checked after every generated token (the budget may hold text back for many tokens): Cancelled."""
         text = self.check_text(user_text)
         if self._needs_chinese(text, language):
             return ReplyStream(self._notice, notice=True)
         request = self.build_request(conversation, text, mood)
-        return ReplyStream(lambda stream: self._generate(conversation, request, stream), keep=keep)
+        return ReplyStream(lambda stream: self._generate(conversation, request, stream, cancel), keep=keep)
 
     def check_text(self, user_text: str) -> str:
         return check_text(user_text, self.cfg.limits.max_text_chars)
@@ -215,10 +217,14 @@ class ChatModel:
         yield ENGLISH_ONLY_NOTICE_ZH
         stream.finished = True
 
-    def _generate(self, conversation: Conversation, request: ChatRequest, stream: ReplyStream) -> Iterator[str]:
+    def _generate(self, conversation: Conversation, request: ChatRequest, stream: ReplyStream,
+                  cancel: CancelToken = NEVER) -> Iterator[str]:
         tags, budget = TagFilter(), SentenceBudget(self.cfg.chat.max_sentences)
         deltas = self._backend.stream(request)
         for delta in deltas:
+            if cancel.cancelled:
+                getattr(deltas, "close", lambda: None)()  # stop generating now
+                cancel.check()
             shown = budget.feed(tags.feed(delta))
             stream.emotion_tag = tags.tag  # known as soon as the tag is complete, for per-sentence "auto" emotion
             if shown:

@@ -13,7 +13,8 @@ INTERRUPTED_MARK = " …[interrupted]"  # ends the spoken part of a reply that t
 class TurnEvent:
     """One step of a streamed conversation turn (see AvatarSystem.respond).
 
-    kind: transcript | mood | text | audio | frames | chunk | done | interrupted. "audio": a chunk's speech is ready
+    kind: transcript | mood | text | audio | frames | chunk | done | interrupted, and "wait" (nothing new, sent
+    every heartbeat_s when the caller asked for it). "audio": a chunk's speech is ready
     (before its frames; data["audio"], data["index"]); "frames" (media "raw" or "both"): a batch of the chunk's
     frames as soon as it is drawn (data["frames"] uint8 (B,H,W,3), data["index"], data["first_frame"]: its position
     in the chunk); "chunk": the chunk is complete (path: its MP4 with media "mp4" or "both"; data["audio"],

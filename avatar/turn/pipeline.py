@@ -98,8 +98,12 @@ class TurnPipeline:
     """
 
     def __init__(self, stages: TurnStages, cancel: CancelToken, splitter: ChunkSplitter | None = None,
-                 queue_chunks: int = QUEUE_CHUNKS, low_water_s: float = LOW_WATER_S) -> None:
+                 queue_chunks: int = QUEUE_CHUNKS, low_water_s: float = LOW_WATER_S,
+                 heartbeat_s: float | None = None) -> None:
         self.stages = stages
+        # a "wait" event after this long without one: a consumer that can only stop between events (Gradio closes a
+        # cancelled request's generator only when its next() returns) is never held longer
+        self.heartbeat_s = heartbeat_s
         self.token = LinkedToken(cancel)  # also cancelled by a failing worker or a consumer that stops reading
         self.splitter = splitter or ChunkSplitter()
         self.splitter.running_low = self._running_low
@@ -148,11 +152,16 @@ class TurnPipeline:
             thread.start()
 
     def _drain(self) -> Iterator[TurnEvent]:
+        last = time.perf_counter()
         while not self.token.cancelled:
             try:
                 event = self._events.get(timeout=POLL_S)
             except queue.Empty:
+                if self.heartbeat_s is not None and time.perf_counter() - last >= self.heartbeat_s:
+                    last = time.perf_counter()
+                    yield TurnEvent("wait")
                 continue
+            last = time.perf_counter()
             if event is _END:
                 self.result.timings = self._timings()
                 return
