@@ -179,7 +179,7 @@ class LiveConfig:
     interrupt_min_ms: float = 200.0  # speech this long while the avatar talks interrupts it
     min_speech_ms: float = 250.0  # shorter sounds (a cough, a click) are not a turn
     echo_similarity: float = 0.45  # mic speech this similar to the avatar's own recent sound is its echo, not the user
-    ice_hosts: tuple[str, ...] = ()  # addresses WebRTC offers to the browser; empty: every local address
+    ice_host: str = ""  # the one address WebRTC offers the browser (e.g. 127.0.0.1); empty: every local address
 
 
 @dataclass(frozen=True)
