@@ -64,7 +64,9 @@
 
   function onFrame(at, meta) {
     live.frames.push(at);
-    if (live.pendingFrame && meta.receiveTime >= live.pendingFrame.sent - 5) {
+    // the first frame that arrived after the server said it sent the reply's first face (within one frame)
+    const received = meta.receiveTime ? performance.timeOrigin + meta.receiveTime : at;
+    if (live.pendingFrame && received >= live.pendingFrame.sent - 5) {
       live.pendingFrame.turn.frame_ms = at - live.pendingFrame.turn.speech_end;
       live.pendingFrame = null;
     }
@@ -82,7 +84,11 @@
     } else if (ev.kind === 'first_frame' && live.pendingTurn) {
       live.pendingFrame = { turn: live.pendingTurn, sent: at };
     } else if (ev.kind === 'interrupt') {
-      live.pendingCut = { speech_start: lastEdge('mic', 'on', at), silent_ms: null };
+      const start = lastEdge('mic', 'on', at);
+      // the sound may have stopped before this message arrived (the server cuts first, then tells)
+      const off = live.edges.out.find((e) => e.kind === 'off' && e.t >= start);
+      if (off) live.interruptions.push({ speech_start: start, silent_ms: off.t - start });
+      else live.pendingCut = { speech_start: start, silent_ms: null };
       if (live.pendingTurn && live.pendingTurn.audio_ms == null) live.pendingTurn.cut_before_sound = true;
     }
     const status = document.getElementById('live-status');
@@ -112,13 +118,12 @@
 
   live.start = async () => {
     if (live.id) return live.id;
-    const mic = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false }, video: false });
+    const mic = await live.microphone();
     live.ctx = new AudioContext({ latencyHint: 'interactive' });
     await live.ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([WORKLET], { type: 'text/javascript' })));
-    await tap(mic, 'mic', 0.01, 0.3);
     const pc = (live.pc = new RTCPeerConnection({ iceServers: [] }));
-    mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+    live.sender = pc.addTrack(mic.getAudioTracks()[0], mic);
+    await live.useMicrophone(mic);
     pc.addTransceiver('video', { direction: 'recvonly' });
     live.channel = pc.createDataChannel('events');
     live.channel.onmessage = (m) => onServerEvent(JSON.parse(m.data));
@@ -145,10 +150,23 @@
     return live.id;
   };
 
+  // the browser's echo canceller keeps most of the avatar's own voice out of the microphone
+  live.microphone = () => navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false }, video: false });
+
+  // another microphone (a device change; the browser test's fresh captures) without a new connection
+  live.useMicrophone = async (stream) => {
+    if (live.mic && live.mic !== stream) live.mic.getTracks().forEach((t) => t.stop());
+    live.mic = stream;
+    await live.sender.replaceTrack(stream.getAudioTracks()[0]);
+    await tap(stream, 'mic', 0.01, 0.3);
+  };
+
   live.stop = async () => {
     const id = live.id;
     live.id = null;
     if (live.pc) live.pc.close();
+    if (live.mic) live.mic.getTracks().forEach((t) => t.stop());
     if (live.ctx) live.ctx.close();
     if (live.video) live.video.style.display = 'none';
     document.getElementById('live-status').textContent = '';

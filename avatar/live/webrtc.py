@@ -127,7 +127,6 @@ class LiveHub:
             _read_microphone(track, session)))
         pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and asyncio.ensure_future(
             self.close(session_id)))
-        log.info("offer m-lines %s", [l for l in sdp.splitlines() if l.startswith(("m=", "a=send", "a=recv", "a=inactive"))])
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         pc.addTrack(audio_out(session.playout, AUDIO_FRAME / OUT_RATE))  # joins the browser's transceivers
         pc.addTrack(video_out(session.playout, 1 / FPS))
