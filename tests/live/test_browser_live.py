@@ -25,7 +25,7 @@ RATE = 48000
 QUESTIONS = ["Hello! What is your name?", "Please tell me a long story about a cat who travels to the moon.",
              "What is the capital of France?"]
 GAP_S = 1.5
-TURN_TIMEOUT_S = 120  # generous: the machine is shared; the figures, not the waits, tell the speed
+TURN_TIMEOUT_S = 300  # generous: the machine is shared; the figures, not the waits, tell the speed
 GATE = """([fromS, toS]) => (async () => {
   // a fresh capture plays the file from its start (a capture opened while another is live shares its position)
   window.avatarLive.mic.getTracks().forEach((t) => t.stop());
