@@ -26,6 +26,7 @@ from avatar.core.errors import BackendUnavailable
 from avatar.core.text import check_text, detect_language, split_sentences
 from avatar.core.types import Audio, check_emotion, check_language
 from avatar.core.validate import finite_number, parse_colour, video_size
+from avatar.tts import check_speed
 
 log = logging.getLogger("avatar")
 
@@ -347,8 +348,9 @@ class AvatarSystem:
     def respond(self, conversation, photo=None, audio=None, text: str | None = None, language: str = "auto",
                 emotion: str = "auto", pose: str | None = None, background: str | None = None,
                 size: int | None = None, enhance: bool = False, voice: str | None = None,
-                chunk_dir: Path | None = None) -> Iterator[TurnEvent]:
+                chunk_dir: Path | None = None, speed: float | None = None) -> Iterator[TurnEvent]:
         """One spoken turn as a generator: transcript -> reply text -> per sentence: speech -> video chunk.
+        speed: the voice's speed (1 normal; None: config tts.speed).
 
         Each sentence's MP4 chunk is yielded as soon as it is rendered, while the chat model is still producing the
         next sentence, so the first chunk plays long before the reply is finished. History is updated only when the
@@ -358,6 +360,8 @@ class AvatarSystem:
 
         if emotion != "auto":
             check_emotion(emotion)
+        if speed is not None:
+            check_speed(speed)  # before ASR and chat run
         if photo is not None:
             self.check_video_options(None, size, background, enhance)  # before ASR and chat run
         timings: dict[str, float] = {}
@@ -379,7 +383,7 @@ class AvatarSystem:
         stream = self.chat(conversation, text, language, mood=mood.label)
         render = functools.partial(self._speak_and_render, emotion=emotion, language=language, photo=photo,
                                    pose=pose, background=background, size=size, enhance=enhance, voice=voice,
-                                   chunk_dir=chunk_dir, timings=timings, clock={"frame": 0})
+                                   speed=speed, chunk_dir=chunk_dir, timings=timings, clock={"frame": 0})
         for delta in stream:
             if first_token_s is None:
                 first_token_s = time.perf_counter() - t1
@@ -405,7 +409,7 @@ class AvatarSystem:
                         data={**self.last_timings, "notice": bool(getattr(stream, "notice", False))})
 
     def _speak_and_render(self, sentence: str, tag: str | None, *, emotion, language, photo, pose, background, size,
-                          enhance, voice, chunk_dir, timings, clock) -> Iterator[TurnEvent]:
+                          enhance, voice, speed, chunk_dir, timings, clock) -> Iterator[TurnEvent]:
         """One sentence: speech, then its video chunk. clock["frame"] counts the reply's frames so far: each chunk's
         head motion and blinks continue where the previous sentence's stopped (no jump at the seams)."""
         from avatar.core.emotion import reply_emotion
@@ -416,7 +420,8 @@ class AvatarSystem:
             return
         label = emotion if emotion != "auto" else reply_emotion(sentence, language, tag).label
         t0 = time.perf_counter()
-        speech = self._require("tts").synthesize(sentence, language="auto", voice=voice)  # per sentence's own text
+        # per sentence's own text
+        speech = self._require("tts").synthesize(sentence, language="auto", voice=voice, speed=speed)
         timings["tts_s"] = timings.get("tts_s", 0.0) + time.perf_counter() - t0
         if photo is None:
             yield TurnEvent("chunk", sentence, None, label, {"audio": speech})
