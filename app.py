@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -22,9 +22,11 @@ from avatar.core import media
 from avatar.core.config import AvatarConfig
 from avatar.core.errors import AvatarError
 from avatar.core.types import EMOTIONS
-from avatar.server import LoginGuard, SessionFolders, UploadLimiter, chat_text, load_credentials
+from avatar.server import JobCap, LoginGuard, SessionFolders, UploadLimiter, chat_text, load_credentials
 from avatar.system import AvatarSystem
 from avatar.tts import SPEED_RANGE
+from avatar.turn.background import run_cancellable
+from avatar.turn.running import RunningTurns
 
 log = logging.getLogger("avatar.app")
 
@@ -33,6 +35,10 @@ EMOTION_LABELS = {"angry": "生气 angry", "contempt": "轻蔑 contempt", "disgu
                   "surprised": "惊讶 surprised"}
 LANGUAGE_CHOICES = [("自动 auto", "auto"), ("中文 zh", "zh"), ("English en", "en")]
 SIZE_CHOICES = [("256 px", 256), ("512 px", 512)]
+# chat text and transcription: short work that must not wait behind other users' renders (the chat model and Whisper
+# take their own locks), in a group of its own
+LIGHT = {"concurrency_id": "light", "concurrency_limit": 2}
+HEARTBEAT_S = 0.5  # a turn's generator returns at least this often, so a cancelled /talk is closed in time
 # The idle loop and the reply player share one place (a grid cell): the idle loop shows whenever the reply player is
 # not playing (before the first turn, from Send until the first sentence plays, after the reply), the reply player
 # while it plays. TALK_JS marks the page "talk-speaking" from the player's own media events; the hidden player keeps
@@ -64,6 +70,7 @@ class Session:
     conversation: object
     folder: Path
     turns: int = 0
+    timings: dict = field(default_factory=dict)  # the last turn's, for the System tab
 
 
 class Photo(gr.Image):
@@ -118,6 +125,10 @@ class IntRadio(Choice):
         return super().preprocess(payload)
 
 
+def _session_key(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
 def user_errors(fn):
     """Domain errors become gr.Error (the sentence a user understands) and one log line; anything else is a fault:
     its traceback goes to the log under a reference the user is shown, never its text (paths, library internals)."""
@@ -156,6 +167,7 @@ class AvatarApp:
         self.system = system
         self.poses = self._pose_names()
         self.folders = SessionFolders(system.output_dir)
+        self.turns = RunningTurns()  # each session's running turn, for Stop / Clear / a new turn
 
     @staticmethod
     def _pose_names() -> list[str]:
@@ -187,8 +199,10 @@ class AvatarApp:
 
     # ------------------------------------------------------------ handlers
     @user_errors
-    def transcribe(self, audio: str | None, language: str) -> str:
-        return self.system.transcribe(audio, language).text
+    def transcribe(self, audio: str | None, language: str):
+        """A generator, so that a cancelled request stops the transcription (see run_cancellable)."""
+        for result in run_cancellable(lambda cancel: self.system.transcribe(audio, language, cancel=cancel)):
+            yield gr.skip() if result is None else result.text
 
     @user_errors
     def speak(self, text: str, language: str, voice: str | None, speed: float | None, request: gr.Request) -> str:
@@ -213,6 +227,7 @@ class AvatarApp:
 
     @user_errors
     def clear(self, state: Session | None, request: gr.Request):
+        self.turns.stop(_session_key(request), "cleared")
         state = self.session(state, request)
         if state.conversation is not None:
             state.conversation.clear()
@@ -266,7 +281,8 @@ class AvatarApp:
     def talk(self, audio: str | None, text: str, photo, pose: str, emotion: str, background: str,
              use_background: bool, size: int, enhance: bool, language: str, voice: str | None,
              speed: float | None, state: Session | None, request: gr.Request):
-        """Streams one turn: chatbot updates, one MP4 chunk per sentence, then the whole reply as one file."""
+        """Streams one turn: chatbot updates, one MP4 chunk per sentence (to the streaming player, and as a plain
+        file for API clients), then the whole reply as one file. Stop or a new turn of the session cancels it."""
         state = self.session(state, request)
         if state.conversation is None:
             raise gr.Error("no chat model is loaded (see the System tab)")
@@ -275,38 +291,50 @@ class AvatarApp:
         if not audio and not (text or "").strip():
             raise gr.Error("record or upload speech, or type a message")
         photo = self.prepared_photo(photo)
-        msgs = self.history_messages(state)
-        user_text, chunks, transcript, mood, user_mood = (text or "").strip(), [], "", "", ""
+        user_text, transcript, mood, user_mood = (text or "").strip(), "", "", ""
         state.turns += 1
         chunk_dir = state.folder / f"turn{state.turns}"
-        events = self.system.respond(state.conversation, photo=photo, audio=audio if not user_text else None,
-                                     text=user_text or None, language=language, emotion=emotion, pose=pose,
-                                     background=background if use_background else None, size=int(size),
-                                     enhance=bool(enhance), voice=voice or None, chunk_dir=chunk_dir,
-                                     speed=speed)
-        shown = msgs + [{"role": "user", "content": chat_text(user_text)}, {"role": "assistant", "content": "…"}]
-        yield shown, None, user_text, "", None, state  # the last reply leaves the players (a new stream, idle meanwhile)
-        for ev in events:
-            video = gr.skip()
-            if ev.kind == "transcript":
-                transcript = ev.text
-                shown[-2]["content"] = chat_text(ev.text)
-            elif ev.kind == "mood":
-                user_mood = mood = f"user mood: **{ev.text}**"
-            elif ev.kind == "text":
-                shown[-1]["content"] = chat_text(ev.text) or "…"
-            elif ev.kind == "chunk" and ev.path is not None:
-                chunks.append(ev.path)
-                video = str(ev.path)
-                mood = f"{user_mood} · avatar emotion: **{ev.emotion}**"
-            elif ev.kind == "done":
-                if ev.data.get("notice"):  # a fixed notice does not join the history: keep it on screen
-                    shown[-1]["content"] = chat_text(ev.text)
-                else:
-                    shown = self.history_messages(state)
-            yield shown, video, transcript or user_text, mood, gr.skip(), state
-        full = media.concat_mp4(chunks, chunk_dir / "reply.mp4") if chunks else None
-        yield shown, gr.skip(), transcript or user_text, mood, str(full) if full else None, state
+        key = _session_key(request)
+        handle = self.turns.start(key)
+        shown = self.history_messages(state) + [{"role": "user", "content": chat_text(user_text)},
+                                                {"role": "assistant", "content": "…"}]
+        yield shown, None, user_text, "", None, None, state  # the previous turn's videos leave the players
+        try:
+            events = self.system.respond(state.conversation, photo=photo, audio=audio if not user_text else None,
+                                         text=user_text or None, language=language, emotion=emotion, pose=pose,
+                                         background=background if use_background else None, size=int(size),
+                                         enhance=bool(enhance), voice=voice or None, chunk_dir=chunk_dir,
+                                         cancel=handle.cancel, heartbeat_s=HEARTBEAT_S, speed=speed)
+            for ev in events:
+                video = gr.skip()
+                if ev.kind == "wait":  # nothing new: Gradio may close this generator now (a cancelled request)
+                    yield (gr.skip(),) * 7
+                    continue
+                if ev.kind == "transcript":
+                    transcript = ev.text
+                    shown[-2]["content"] = chat_text(ev.text)
+                elif ev.kind == "mood":
+                    user_mood = mood = f"user mood: **{ev.text}**"
+                elif ev.kind == "text":
+                    shown[-1]["content"] = chat_text(ev.text) or "…"
+                elif ev.kind == "chunk" and ev.path is not None:
+                    handle.played(ev.text, ev.path)
+                    video = str(ev.path)
+                    mood = f"{user_mood} · avatar emotion: **{ev.emotion}**"
+                elif ev.kind == "interrupted":
+                    return  # Stop shows the history and what was heard; a newer turn takes over the players
+                elif ev.kind == "done":
+                    state.timings = ev.data["timings"]
+                    # a fixed notice does not join the history: keep it on screen
+                    if ev.data.get("notice"):
+                        shown[-1]["content"] = chat_text(ev.text)
+                    else:
+                        shown = self.history_messages(state)
+                yield shown, video, transcript or user_text, mood, gr.skip(), video, state
+        finally:
+            self.turns.end(key, handle)
+        full = media.concat_mp4(handle.paths, chunk_dir / "reply.mp4") if handle.paths else None
+        yield shown, gr.skip(), transcript or user_text, mood, str(full) if full else None, gr.skip(), state
 
     # ------------------------------------------------------------ the avatar at rest
     def _default_portrait(self) -> str | None:
@@ -362,12 +390,30 @@ class AvatarApp:
         return str(self.system.export_video(reply_videos(state.folder), state.folder))
 
     @user_errors
-    def system_report(self) -> tuple[str, dict]:
+    def stop(self, state: Session | None, request: gr.Request):
+        """Stop: the turn's workers end; the part of the reply that was already played stays in the history,
+        marked as interrupted, and the players show just that part."""
+        handle = self.turns.stop(_session_key(request))
+        if state is None or handle is None or state.conversation is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        self.system.interrupted(state.conversation, handle.spoken)
+        full = media.concat_mp4(handle.paths, handle.paths[-1].parent / "reply.mp4") if handle.paths else None
+        return self.history_messages(state), None, str(full) if full else None
+
+    @user_errors
+    def clear_talk(self, state: Session | None, request: gr.Request):
+        """Clear history (the button or the Chatbot's own trash icon): a running turn is stopped first, so its reply
+        cannot join the emptied history afterwards; the players are emptied too."""
+        messages, state = self.clear(state, request)
+        return messages, None, None, state
+
+    @user_errors
+    def system_report(self, state: Session | None = None) -> tuple[str, dict]:
         report = self.system.doctor()
         rows = ["| stage | backend | device | load s | note |", "|---|---|---|---|---|"]
         for name, st in self.system.status.items():
             rows.append(f"| {name} | {st.backend} | {st.device} | {st.load_s:.1f} | {st.note or ''} |")
-        timings = self.system.last_timings
+        timings = state.timings if state is not None else {}  # this session's own last turn
         text = "\n".join(rows) + "\n\n**Last turn timings (s):** " + (
             ", ".join(f"{k} {v:.2f}" for k, v in timings.items()) if timings else "none yet")
         return text, json.loads(json.dumps(report, default=str))
@@ -396,6 +442,9 @@ class AvatarApp:
                         t_mood = gr.Markdown()
                         t_chat = gr.Chatbot(label="对话记录 Conversation", height=320, elem_id="talk-chatbot")
                         t_full = gr.Video(label="完整回答 Whole reply (download)", elem_id="talk-full")
+                        # each chunk as a plain MP4 for API clients (the streaming player's HLS segments are not
+                        # served to them); hidden in the page
+                        t_chunk = gr.File(label="chunk", visible=False, elem_id="talk-chunk")
                     with gr.Column(scale=2, min_width=320, elem_id="talk-inputs"):
                         t_photo = Photo(label="头像 Portrait", sources=["upload", "webcam"], type="filepath",
                                         value=self._default_portrait(), webcam_options=gr.WebcamOptions(mirror=True),
@@ -433,13 +482,17 @@ class AvatarApp:
                                                          elem_id="talk-export-mp4")
                             t_export = gr.File(label="下载 Download", elem_id="talk-export-file")
                 t_check.click(self.transcribe, [t_audio, t_lang], t_transcript, api_name="check_transcript",
-                              api_visibility="private", concurrency_id="gpu")
+                              api_visibility="private", **LIGHT)
                 talk_ev = t_send.click(self.talk, [t_audio, t_text, t_photo, t_pose, t_emotion, t_bg, t_use_bg,
                                                    t_size, t_enh, t_lang, t_voice, t_speed, state],
-                                       [t_chat, t_video, t_transcript, t_mood, t_full, state], api_name="talk",
-                                       concurrency_id="gpu")
-                t_stop.click(None, cancels=[talk_ev], api_visibility="private")
-                t_clear.click(self.clear, [state], [t_chat, state], api_visibility="private")
+                                       [t_chat, t_video, t_transcript, t_mood, t_full, t_chunk, state],
+                                       api_name="talk", concurrency_id="gpu")
+                # not queued behind renders (its own group): it only cancels and waits for the workers to end
+                t_stop.click(self.stop, [state], [t_chat, t_video, t_full], cancels=[talk_ev],
+                             api_visibility="private", concurrency_id="control", concurrency_limit=None)
+                for clear in (t_clear.click, t_chat.clear):  # the button and the Chatbot's own trash icon
+                    clear(self.clear_talk, [state], [t_chat, t_video, t_full, state], api_visibility="private",
+                          concurrency_id="control", concurrency_limit=None)
                 self._wire_idle(demo, t_idle, [t_photo, t_size, t_bg, t_use_bg])
                 t_export_md.click(self.export_text, [state], t_export, api_name="export_text")
                 t_export_mp4.click(self.export_video, [state], t_export, api_name="export_video")
@@ -470,17 +523,18 @@ class AvatarApp:
                 with gr.Row():
                     c_send = gr.Button("发送 Send", variant="primary")
                     c_clear = gr.Button("清空历史 Clear history")
-                c_send.click(self.chat, [c_text, state], [c_bot, state, c_text], api_name="chat", concurrency_id="gpu")
+                c_send.click(self.chat, [c_text, state], [c_bot, state, c_text], api_name="chat", **LIGHT)
                 c_text.submit(self.chat, [c_text, state], [c_bot, state, c_text], api_name="chat_submit",
-                              api_visibility="private", concurrency_id="gpu")
-                c_clear.click(self.clear, [state], [c_bot, state], api_visibility="private")
+                              api_visibility="private", **LIGHT)
+                for clear in (c_clear.click, c_bot.clear):  # the button and the Chatbot's own trash icon
+                    clear(self.clear, [state], [c_bot, state], api_visibility="private")
 
             with gr.Tab("语音识别 ASR", id="asr"):
                 a_audio = gr.Audio(label="语音 Speech", sources=["microphone", "upload"], type="filepath")
                 a_lang = Choice(LANGUAGE_CHOICES, value="auto", label="语言 Language")
                 a_go = gr.Button("识别 Transcribe", variant="primary")
                 a_text = gr.Textbox(label="文字 Text", interactive=False)
-                a_go.click(self.transcribe, [a_audio, a_lang], a_text, api_name="transcribe", concurrency_id="gpu")
+                a_go.click(self.transcribe, [a_audio, a_lang], a_text, api_name="transcribe", **LIGHT)
 
             with gr.Tab("语音合成 TTS", id="tts"):
                 s_text = gr.Textbox(label="文字 Text", lines=3, value="Hello! 你好！")
@@ -528,8 +582,8 @@ class AvatarApp:
                 y_table = gr.Markdown()
                 y_json = gr.JSON(label="doctor")
                 y_refresh = gr.Button("刷新 Refresh")
-                y_refresh.click(self.system_report, None, [y_table, y_json], api_name="system")
-                demo.load(self.system_report, None, [y_table, y_json], api_visibility="private")
+                y_refresh.click(self.system_report, [state], [y_table, y_json], api_name="system")
+                demo.load(self.system_report, [state], [y_table, y_json], api_visibility="private")
         return demo
 
 
@@ -589,6 +643,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _session_jobs(demo: gr.Blocks, session_hash: str) -> int:
+    """The session's requests that wait in the queue or run (Gradio keeps them until they end)."""
+    queue = getattr(demo, "_queue", None)
+    events = list(getattr(queue, "event_ids_to_events", {}).values())
+    return sum(1 for e in events if e.session_hash == session_hash and e.concurrency_id != "control")
+
+
+def _is_control(demo: gr.Blocks, fn_index: int | None) -> bool:
+    """Stop and Clear: never refused by the per-session cap."""
+    fn = demo.fns.get(fn_index) if fn_index is not None else None
+    return fn is not None and fn.concurrency_id == "control"
+
+
 def launch(system: AvatarSystem, host: str | None = None, port: int | None = None, share: bool = False,
            credentials: dict[str, str] | None = None, block: bool = True):
     cfg = system.config
@@ -603,10 +670,12 @@ def launch(system: AvatarSystem, host: str | None = None, port: int | None = Non
 
     uploads = Middleware(UploadLimiter, max_files=cfg.limits.uploads_per_10min,
                          max_mb=cfg.limits.upload_mb_per_10min)
+    jobs = Middleware(JobCap, count_jobs=functools.partial(_session_jobs, demo), exempt=functools.partial(
+        _is_control, demo), max_jobs=cfg.turn.max_jobs_per_session)
     demo.launch(server_name=host or cfg.server.host, server_port=port or cfg.server.port, share=share,
                 auth=LoginGuard(credentials) if credentials else None, max_file_size=f"{cfg.limits.upload_max_mb}mb",
                 allowed_paths=[str(system.output_dir)], prevent_thread_lock=not block, show_error=False,
-                app_kwargs={"middleware": [uploads]}, css=TALK_CSS, js=TALK_JS)
+                app_kwargs={"middleware": [uploads, jobs]}, css=TALK_CSS, js=TALK_JS)
     return demo
 
 

@@ -1,4 +1,4 @@
-"""Command line: python -m avatar {transcribe,say,chat,render,matte,enhance,doctor,bench,download} ...
+"""Command line: python -m avatar {transcribe,say,chat,render,talk,matte,enhance,doctor,bench,download} ...
 
 Domain errors print their message and exit with status 2; nothing else is lost.
 """
@@ -51,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--enhance", action="store_true")
     s.add_argument("--out", required=True)
 
+    s = sub.add_parser("talk", help="one spoken turn (as the Talk tab): question -> transcript, reply, reply video")
+    s.add_argument("--photo", required=True)
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--audio", help="the spoken question")
+    src.add_argument("--text", help="or the question as text")
+    s.add_argument("--lang", default="auto")
+    s.add_argument("--emotion", default="auto", choices=("auto",) + EMOTIONS)
+    s.add_argument("--pose", default=None)
+    s.add_argument("--background", default="none", help="'#RRGGBB' or none")
+    s.add_argument("--size", type=int, default=None, choices=(256, 512))
+    s.add_argument("--enhance", action="store_true")
+    s.add_argument("--out", required=True, help="the whole reply as one MP4")
+
     s = sub.add_parser("matte", help="photo -> photo on a solid background colour (PNG)")
     s.add_argument("photo")
     s.add_argument("--background", default="#00ff00")
@@ -74,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, choices=(256, 512), help="with --sessions: output size (default: config)")
     s.add_argument("--enhance", action="store_true", help="with --sessions: GFPGAN on every frame")
     s.add_argument("--modes", default="local,ray", help="with --sessions: local, ray or both")
+    s.add_argument("--turns", type=int, default=0, metavar="N",
+                   help="instead: N spoken turns through the pipeline: end of speech -> first audio / video, p50/p95")
+    s.add_argument("--media", default="raw,mp4",
+                   help="with --turns: raw (frames, as the hands-free mode streams them), mp4 (chunks) or both")
+    s.add_argument("--photo", default=None, help="with --turns: the portrait (default: a test image)")
 
     s = sub.add_parser("download", help="download and verify the original design's weights")
     s.add_argument("names", nargs="*", help="model names (default: all); see `doctor`")
@@ -146,7 +164,7 @@ def check_arguments(args: argparse.Namespace, cfg: AvatarConfig) -> None:
         path = getattr(args, name, None)
         if path and not (name == "input" and _is_video(path)):
             validate.check_photo(media.load_image(path, lim.max_image_megapixels), lim.min_image_side)
-    if getattr(args, "text", None) is not None and args.command in ("say", "render", "chat"):
+    if getattr(args, "text", None) is not None and args.command in ("say", "render", "chat", "talk"):
         check_text(args.text, lim.max_text_chars)
     if getattr(args, "background", None) is not None:
         validate.parse_colour(args.background)
@@ -222,6 +240,30 @@ def cmd_render(args, cfg) -> int:
     return 0
 
 
+def cmd_talk(args, cfg) -> int:
+    """The same pipelined turn as the Talk tab and /talk; chunks are joined into --out at the end."""
+    import tempfile
+
+    from avatar.core import media
+
+    system = _system(cfg, "asr", "tts", "chat", "head", "matting", *(("enhance",) if args.enhance else ()))
+    conv = system.new_conversation()
+    with tempfile.TemporaryDirectory(prefix="avatar-talk-") as folder:
+        chunks = []
+        for ev in system.respond(conv, photo=args.photo, audio=args.audio, text=args.text, language=args.lang,
+                                 emotion=args.emotion, pose=args.pose, background=args.background,
+                                 size=args.size, enhance=args.enhance, chunk_dir=Path(folder)):
+            if ev.kind == "transcript":
+                print(f"you> {ev.text}")
+            elif ev.kind == "chunk":
+                chunks.append(ev.path)
+            elif ev.kind == "done":
+                print(f"avatar> {ev.text}")
+        media.concat_mp4(chunks, Path(args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_matte(args, cfg) -> int:
     from avatar.core import media
 
@@ -251,6 +293,8 @@ def cmd_doctor(args, cfg) -> int:
 
 
 def cmd_bench(args, cfg) -> int:
+    if args.turns:
+        return _bench_turns(args, cfg)
     if args.sessions:
         if args.sessions < 1 or args.clip_s <= 0:
             raise AvatarError("--sessions and --clip-s must be positive")
@@ -269,12 +313,26 @@ def cmd_bench(args, cfg) -> int:
     return 0
 
 
+def _bench_turns(args, cfg) -> int:
+    import tempfile
+
+    from .bench_turn import run_turn_bench
+
+    media = tuple(m.strip() for m in args.media.split(",") if m.strip())
+    if args.turns < 1 or not media or set(media) - {"raw", "mp4"}:
+        raise AvatarError(f"--turns must be positive and --media raw, mp4 or raw,mp4 (not {args.media!r})")
+    with tempfile.TemporaryDirectory(prefix="avatar-bench-") as folder:
+        result = run_turn_bench(cfg, args.turns, media, Path(folder), args.photo)
+    print(json.dumps(result, indent=2 if not args.json else None, ensure_ascii=False, default=str))
+    return 0
+
+
 def cmd_download(args, cfg) -> int:
     from avatar.weights.download import main_download
 
     return main_download(cfg, args.names, accept=args.yes, list_only=args.list)
 
 
-COMMANDS = {"transcribe": cmd_transcribe, "say": cmd_say, "chat": cmd_chat, "render": cmd_render,
+COMMANDS = {"transcribe": cmd_transcribe, "say": cmd_say, "chat": cmd_chat, "render": cmd_render, "talk": cmd_talk,
             "matte": cmd_matte, "enhance": cmd_enhance, "doctor": cmd_doctor, "bench": cmd_bench,
             "download": cmd_download}

@@ -81,15 +81,11 @@ def render_clip(engine: TalkingHead, face: PreparedFace, speech: Audio, emotion:
     """
     emotion = check_emotion(emotion)
     total = n_frames(speech.duration_s)
-    if isinstance(pose, str):
-        sequence = load_pose(pose, total, start_frame)
-    else:  # a given sequence is used as it is; start_frame still moves its clocks (blinks)
-        sequence = dataclasses.replace(pose, start_frame=start_frame) if start_frame else pose
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with VideoWriter(out_path, fps=FPS, audio=speech) as writer:
-        for frames in composited_frames(engine, face, speech, emotion, sequence, background, matting, intensity):
-            frames = _resized(frames, size)
+        for frames in clip_frames(engine, face, speech, emotion, pose, background=background, size=size,
+                                  matting=matting, intensity=intensity, start_frame=start_frame):
             if enhancer is not None:
                 frames = enhancer(frames)
             writer.write(frames)
@@ -98,3 +94,18 @@ def render_clip(engine: TalkingHead, face: PreparedFace, speech: Audio, emotion:
     if writer.frames_written != total:
         raise RuntimeError(f"engine {engine.name!r} produced {writer.frames_written} frames, expected {total}")
     return out_path
+
+
+def clip_frames(engine: TalkingHead, face: PreparedFace, speech: Audio, emotion: str, pose: str | PoseSequence, *,
+                background: tuple[int, int, int] | None = None, size: int | None = None,
+                matting: Matting | None = None, intensity: float = 1.0, start_frame: int = 0) -> Iterator[np.ndarray]:
+    """The clip's uint8 (B,size,size,3) batches before enhancement: head, matting onto the background, resizing (a
+    turn's pipeline enhances and encodes them on other workers)."""
+    total = n_frames(speech.duration_s)
+    if isinstance(pose, str):
+        sequence = load_pose(pose, total, start_frame)
+    else:  # a given sequence is used as it is; start_frame still moves its clocks (blinks)
+        sequence = dataclasses.replace(pose, start_frame=start_frame) if start_frame else pose
+    for frames in composited_frames(engine, face, speech, check_emotion(emotion), sequence, background, matting,
+                                    intensity):
+        yield _resized(frames, size)

@@ -1,5 +1,5 @@
 """What the web server protects, without Gradio (app.py wires it in): logins with a rate limit, per-client upload
-limits, chat text shown as text (no HTML, no remote images), unguessable per-session output folders.
+limits, a cap on each session's queued jobs, chat text shown as text (no HTML, no remote images), unguessable per-session output folders.
 
 What is not protected is listed in README's "Security" section.
 """
@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 from avatar.core.errors import AvatarError
 
@@ -118,6 +119,75 @@ class UploadLimiter:
                         f"{self.window_s / 60:.0f} minutes; try again later")
             seen.append((now, size))
         return None
+
+
+# ---------------------------------------------------------------- jobs per session
+class JobCap:
+    """ASGI middleware: one session (a browser tab, an API client) may have at most `max_jobs` requests queued or
+    running; a further one gets HTTP 429 with a sentence, so a client that queues 34 jobs cannot fill the shared
+    queue and lock every other user out. count_jobs(session_hash) -> the session's jobs in the queue; exempt(fn_index)
+    -> True for requests that only stop or clear (Stop must work when the cap is reached)."""
+
+    def __init__(self, app, count_jobs: Callable[[str], int], exempt: Callable[[int], bool] = lambda _: False,
+                 max_jobs: int = 4) -> None:
+        self.app, self.count_jobs, self.exempt, self.max_jobs = app, count_jobs, exempt, max_jobs
+        self._joining: dict[str, int] = {}  # joins let through whose job the queue may not list yet
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "") if scope.get("type") == "http" and scope.get("method") == "POST" else ""
+        if not path.endswith("/queue/join"):
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        session, fn_index = _join_request(body)
+        if session is None or self.exempt(fn_index):
+            await self.app(scope, _replay(body, receive), send)
+            return
+        if self.count_jobs(session) + self._joining.get(session, 0) >= self.max_jobs:
+            log.info("refused a job of session %s: %d queued or running", session[:8], self.max_jobs)
+            await _reply(send, 429, f"too many requests at once: at most {self.max_jobs} per session may wait or "
+                                    "run; wait for one to finish")
+            return
+        self._joining[session] = self._joining.get(session, 0) + 1
+        try:  # one event loop: no lock needed around the counter
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            self._joining[session] -= 1
+            if not self._joining[session]:
+                del self._joining[session]
+
+
+async def _read_body(receive) -> bytes:
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+def _replay(body: bytes, receive):
+    """A receive() that hands the already-read body to the app once, then passes on (disconnects)."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _join_request(body: bytes) -> tuple[str | None, int | None]:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return None, None  # the queue refuses it itself
+    session = data.get("session_hash") if isinstance(data, dict) else None
+    fn_index = data.get("fn_index") if isinstance(data, dict) else None
+    return (str(session) if session else None), (fn_index if isinstance(fn_index, int) else None)
 
 
 async def _reply(send, status: int, message: str) -> None:

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,13 +21,16 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from avatar.core import media
+from avatar.core.cancel import NEVER, CancelToken
 from avatar.core.config import AvatarConfig
 from avatar.core.devices import resolve_device
-from avatar.core.errors import BackendUnavailable
-from avatar.core.text import check_text, detect_language, split_sentences
+from avatar.core.errors import BackendUnavailable, Cancelled
+from avatar.core.text import check_text, detect_language
 from avatar.core.types import Audio, check_emotion, check_language
 from avatar.core.validate import finite_number, parse_colour, video_size
 from avatar.tts import check_speed
+from avatar.turn import TurnPipeline, TurnStages
+from avatar.turn.events import INTERRUPTED_MARK, TurnEvent
 
 log = logging.getLogger("avatar")
 
@@ -43,17 +47,6 @@ class StageStatus:
     note: str = ""  # fallback reason or error
 
 
-@dataclass
-class TurnEvent:
-    """One step of a streamed conversation turn (see AvatarSystem.respond)."""
-
-    kind: str  # transcript | mood | text | chunk | done
-    text: str = ""  # transcript / reply so far / sentence of the chunk
-    path: Path | None = None  # chunk: an MP4 of one sentence
-    emotion: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 CLEANUP_EVERY = 20  # new output files between two cleanups of the output folder (TTL and size cap)
 VIDEO_AUDIO_RATE = 44100  # sample rate for audio files muxed into rendered videos
 
@@ -61,6 +54,48 @@ VIDEO_AUDIO_RATE = 44100  # sample rate for audio files muxed into rendered vide
 def _without_paths(text: str) -> str:
     """A note for a client: the server's folders stay in its log and System tab ('/srv/w/gfpgan/x.pth' -> 'x.pth')."""
     return re.sub(r"(?:[A-Za-z]:)?[/\\][^\s:,;()]+", lambda m: Path(m.group()).name, text)
+
+
+MEDIA = ("mp4", "raw", "both")  # what a turn's chunk events carry
+
+
+@dataclass
+class TurnOptions:
+    """A turn's settings as respond() received them, then checked (intensity, size, colour filled in)."""
+
+    language: str = "auto"
+    emotion: str = "auto"
+    pose: str | None = None
+    background: str | None = None
+    size: int | None = None
+    enhance: bool = False
+    voice: str | None = None
+    chunk_dir: Path | None = None
+    media: str = "mp4"
+    speed: float | None = None  # the voice's speed (1 normal; None: config tts.speed)
+    intensity: float = 1.0
+    colour: tuple | None = None
+    mood: str | None = None  # the user's mood, from their words
+
+
+@dataclass
+class _Asked:
+    """The question of a conversation's latest turn, and whether its round joined the history (interrupted())."""
+
+    question: str
+    committed: bool = False
+
+
+def _chunk_emotion(emotion: str, language: str, text: str, tag: str | None) -> str:
+    """A chunk's emotion: the one chosen, or ("auto") from the chunk's own words and the model's tag."""
+    from avatar.core.emotion import reply_emotion
+
+    return emotion if emotion != "auto" else reply_emotion(text, language, tag).label
+
+
+def _clip(clip_frames, head, face, pose, colour, size, matting, intensity, speech, emotion, start_frame):
+    return clip_frames(head, face, speech, emotion, pose, background=colour, size=size, matting=matting,
+                       intensity=intensity, start_frame=start_frame)
 
 
 class AvatarSystem:
@@ -78,6 +113,7 @@ class AvatarSystem:
         self._outputs_made = 0
         self.remote = None  # ray mode: the render deployment (cluster.serve.RemoteRender) behind head/matting/enhance
         self._lock = threading.Lock()
+        self._asked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # conversation -> _Asked
 
     # ------------------------------------------------------------ start-up
     @classmethod
@@ -190,12 +226,12 @@ class AvatarSystem:
             raise media.BadAudio("no audio given: record or upload a clip")
         return media.load_audio(source, sample_rate, max_s)
 
-    def transcribe(self, audio: str | Path | Audio | tuple, language: str = "auto"):
+    def transcribe(self, audio: str | Path | Audio | tuple, language: str = "auto", cancel: CancelToken = NEVER):
         """-> avatar.asr.Transcript. Raises AudioTooShort/AudioTooLong/NoSpeech/BadAudio/UnknownLanguage (the stage
-        checks language, duration and silence)."""
+        checks language, duration and silence), Cancelled when cancel was cancelled (checked between segments)."""
         speech = self.load_audio(audio, max_s=self.config.limits.max_audio_s)
         t0 = time.perf_counter()
-        result = self._require("asr").transcribe(speech, language=language)
+        result = self._require("asr").transcribe(speech, language=language, cancel=cancel)
         self.last_timings["asr_s"] = time.perf_counter() - t0
         return result
 
@@ -213,13 +249,15 @@ class AvatarSystem:
     def new_conversation(self):
         return self._require("chat").new_conversation()
 
-    def chat(self, conversation, text: str, language: str = "auto", mood: str | None = None) -> Iterator[str]:
-        """Streams reply text deltas; the round joins the history only when the reply completes. The chat stage
-        raises EmptyText/TextTooLong before generating."""
+    def chat(self, conversation, text: str, language: str = "auto", mood: str | None = None,
+             keep: bool = True, cancel: CancelToken = NEVER) -> Iterator[str]:
+        """Streams reply text deltas; the round joins the history only when the reply completes (keep=False: when
+        the caller calls the stream's commit()). The chat stage raises EmptyText/TextTooLong before generating."""
         language = check_language(language)
         if language == "auto":
             language = detect_language(text or "")
-        return self._require("chat").stream(conversation, text, language=language, mood=mood)
+        return self._require("chat").stream(conversation, text, language=language, mood=mood, keep=keep,
+                                            cancel=cancel)
 
     # ------------------------------------------------------------ video
     def prepare_photo(self, photo):
@@ -348,90 +386,130 @@ class AvatarSystem:
     def respond(self, conversation, photo=None, audio=None, text: str | None = None, language: str = "auto",
                 emotion: str = "auto", pose: str | None = None, background: str | None = None,
                 size: int | None = None, enhance: bool = False, voice: str | None = None,
-                chunk_dir: Path | None = None, speed: float | None = None) -> Iterator[TurnEvent]:
-        """One spoken turn as a generator: transcript -> reply text -> per sentence: speech -> video chunk.
-        speed: the voice's speed (1 normal; None: config tts.speed).
+                chunk_dir: Path | None = None, cancel: CancelToken = NEVER, media: str = "mp4",
+                heartbeat_s: float | None = None, speed: float | None = None) -> Iterator[TurnEvent]:
+        """One spoken turn as a generator of TurnEvents: transcript, mood, then the pipelined reply (avatar/turn:
+        chat -> chunks -> speech -> frames -> enhancement -> encoder on their own workers), then done.
 
-        Each sentence's MP4 chunk is yielded as soon as it is rendered, while the chat model is still producing the
-        next sentence, so the first chunk plays long before the reply is finished. History is updated only when the
-        reply completes (the chat stage does that).
+        media "mp4": chunk events carry an MP4 path; "raw": the chunk's Audio and frames (no encoding); "both".
+        cancel: Stop, a new turn or an interruption; every stage stops within one unit of its work and the turn ends
+        with an "interrupted" event. The round joins the history only when the whole turn completes: a failed or
+        cancelled turn leaves the history as it was (see interrupted() for the part of a reply that was heard).
+        heartbeat_s: a "wait" event whenever nothing else came for that long (for consumers that can only be
+        stopped between events). speed: the voice's speed, 1 normal (None: config tts.speed).
         """
-        from avatar.core.emotion import analyze_text, reply_emotion
-
-        if emotion != "auto":
-            check_emotion(emotion)
-        if speed is not None:
-            check_speed(speed)  # before ASR and chat run
-        if photo is not None:
-            self.check_video_options(None, size, background, enhance)  # before ASR and chat run
-        timings: dict[str, float] = {}
-        if photo is not None:
-            photo = self.prepare_photo(photo)  # fail early on a bad photo; every sentence reuses the prepared face
+        opts = TurnOptions(language, emotion, pose, background, size, enhance, voice, chunk_dir, media, speed)
+        self._asked.pop(conversation, None)  # interrupted() must never touch an earlier turn's round
+        face = self._check_turn(opts, photo)  # cheap checks and the photo before any model work
         t0 = time.perf_counter()
-        if audio is not None and not (text or "").strip():
-            transcript = self.transcribe(audio, language)
-            text, language = transcript.text, transcript.language
-            timings["asr_s"] = time.perf_counter() - t0
-            yield TurnEvent("transcript", text, data={"language": language})
-        text = check_text(text, self.config.limits.max_text_chars)  # before any model work
-        if language == "auto":
-            language = detect_language(text)
-        mood = analyze_text(text, language)
-        yield TurnEvent("mood", mood.label, data={"confidence": mood.confidence})
-        t1 = time.perf_counter()
-        reply, pending, first_token_s = "", "", None
-        stream = self.chat(conversation, text, language, mood=mood.label)
-        render = functools.partial(self._speak_and_render, emotion=emotion, language=language, photo=photo,
-                                   pose=pose, background=background, size=size, enhance=enhance, voice=voice,
-                                   speed=speed, chunk_dir=chunk_dir, timings=timings, clock={"frame": 0})
-        for delta in stream:
-            if first_token_s is None:
-                first_token_s = time.perf_counter() - t1
-            reply += delta
-            pending += delta
-            sentences = split_sentences(pending)
-            if len(sentences) > 1:  # the last piece may still grow: speak only the completed ones
-                yield TurnEvent("text", reply)
-                for sentence in sentences[:-1]:
-                    yield from render(sentence, getattr(stream, "emotion_tag", None))
-                pending = sentences[-1]
-        timings["chat_s"] = time.perf_counter() - t1
-        timings["chat_first_token_s"] = first_token_s or 0.0
-        reply = getattr(stream, "text", "") or reply
-        yield TurnEvent("text", reply)
-        tag = getattr(stream, "emotion_tag", None)
-        if pending.strip():
-            yield from render(pending, tag)
-        final = reply_emotion(reply, language, tag) if emotion == "auto" else None
-        self.last_timings = {**timings, "total_s": time.perf_counter() - t0}
-        # data: the timings, and whether the reply was a fixed notice (it does not join the history)
-        yield TurnEvent("done", reply, emotion=final.label if final else emotion,
-                        data={**self.last_timings, "notice": bool(getattr(stream, "notice", False))})
+        try:
+            text = yield from self._hear(audio, text, opts, cancel)
+        except Cancelled:
+            yield TurnEvent("interrupted", "", data={"reason": cancel.reason, "freed_s": 0.0})
+            return
+        self._asked[conversation] = _Asked(text)
+        pipeline = TurnPipeline(self._turn_stages(opts, face), cancel, self._splitter(), self.config.turn.queue_chunks,
+                                self.config.turn.low_water_s, heartbeat_s)
+        stream = self.chat(conversation, text, opts.language, mood=opts.mood, keep=False, cancel=pipeline.token)
+        yield from pipeline.run(stream)
+        if pipeline.result.cancelled:
+            return  # the interrupted event was the last one; the history is unchanged
+        self._asked[conversation] = _Asked(text, committed=stream.commit())
+        yield self._done(opts, stream, pipeline.result, t0)
 
-    def _speak_and_render(self, sentence: str, tag: str | None, *, emotion, language, photo, pose, background, size,
-                          enhance, voice, speed, chunk_dir, timings, clock) -> Iterator[TurnEvent]:
-        """One sentence: speech, then its video chunk. clock["frame"] counts the reply's frames so far: each chunk's
-        head motion and blinks continue where the previous sentence's stopped (no jump at the seams)."""
+    def _check_turn(self, opts: "TurnOptions", photo):
+        """Every cheap check of a turn's options, and the photo prepared (cached), before ASR and chat run."""
+        from avatar.core.types import check_language
+
+        check_language(opts.language)
+        if opts.emotion != "auto":
+            check_emotion(opts.emotion)
+        if opts.media not in MEDIA:
+            raise ValueError(f"media must be one of {MEDIA}, not {opts.media!r}")
+        if opts.speed is not None:
+            check_speed(opts.speed)
+        self._require("tts")
+        self._require("chat")
+        if photo is None:
+            return None
+        opts.intensity, opts.size, opts.colour = self.check_video_options(None, opts.size, opts.background,
+                                                                           opts.enhance)
+        return self.prepare_photo(photo)
+
+    def _hear(self, audio, text: str | None, opts: "TurnOptions", cancel: CancelToken):
+        """The user's words: typed text, or the transcript of the audio (yielded as an event); then their mood.
+        Sets opts.language (detected when "auto") and opts.mood. Raises Cancelled when the turn was stopped."""
+        from avatar.core.emotion import analyze_text
+
+        if audio is not None and not (text or "").strip():
+            transcript = self.transcribe(audio, opts.language, cancel)
+            text, opts.language = transcript.text, transcript.language
+            yield TurnEvent("transcript", text, data={"language": opts.language})
+        text = check_text(text, self.config.limits.max_text_chars)  # before any model work
+        opts.language = detect_language(text) if opts.language == "auto" else opts.language
+        mood = analyze_text(text, opts.language)
+        opts.mood = mood.label
+        yield TurnEvent("mood", mood.label, data={"confidence": mood.confidence})
+        cancel.check()
+        return text
+
+    def _splitter(self):
+        from .turn import ChunkSplitter
+
+        turn = self.config.turn
+        return ChunkSplitter(turn.first_chunk_min_units, turn.clause_first, turn.first_chunk_max_units)
+
+    def _turn_stages(self, opts: "TurnOptions", face) -> TurnStages:
+        """The turn's stages as callables over the loaded stages (avatar/turn sees nothing else)."""
+        tts = self._require("tts")
+        stages = TurnStages(speak=lambda text: tts.synthesize(text, language="auto", voice=opts.voice,
+                                                             speed=opts.speed),
+                            emotion=functools.partial(_chunk_emotion, opts.emotion, opts.language))
+        if face is None:
+            return stages
+        pose = opts.pose or self.config.head.pose
+        if opts.media in ("mp4", "both"):
+            stages.chunk_path = lambda index: self.new_output_path(".mp4", opts.chunk_dir)
+        stages.keep_frames = opts.media in ("raw", "both")
+        if self.remote is not None:
+            if stages.keep_frames:
+                raise BackendUnavailable("raw chunks (frames) need local mode; use media='mp4' in ray mode")
+            stages.render_file = lambda speech, label, start, out: self.render(
+                face, speech, label, pose, opts.background, opts.size, opts.enhance, out_path=out, start_frame=start)
+            return stages
+        from .render import clip_frames
+
+        stages.frames = functools.partial(_clip, clip_frames, self._require("head"), face, pose, opts.colour,
+                                          opts.size, self.matting, opts.intensity)
+        stages.enhance = self._enhance_fn() if opts.enhance else None
+        return stages
+
+    def _done(self, opts: "TurnOptions", stream, result, t0: float) -> TurnEvent:
         from avatar.core.emotion import reply_emotion
 
-        from .head import n_frames
+        tag = getattr(stream, "emotion_tag", None)
+        final = reply_emotion(result.reply, opts.language, tag).label if opts.emotion == "auto" else opts.emotion
+        timings = {**result.timings, "total_s": round(time.perf_counter() - t0, 4)}
+        self.last_timings = timings  # the CLI's figure; the app keeps each session's own (data["timings"])
+        # data: the timings, and whether the reply was a fixed notice (it does not join the history)
+        return TurnEvent("done", result.reply, emotion=final,
+                         data={**timings, "timings": timings, "notice": bool(getattr(stream, "notice", False))})
 
-        if not sentence.strip():
-            return
-        label = emotion if emotion != "auto" else reply_emotion(sentence, language, tag).label
-        t0 = time.perf_counter()
-        # per sentence's own text
-        speech = self._require("tts").synthesize(sentence, language="auto", voice=voice, speed=speed)
-        timings["tts_s"] = timings.get("tts_s", 0.0) + time.perf_counter() - t0
-        if photo is None:
-            yield TurnEvent("chunk", sentence, None, label, {"audio": speech})
-            return
-        t1 = time.perf_counter()
-        out = self.new_output_path(".mp4", chunk_dir)
-        self.render(photo, speech, label, pose, background, size, enhance, out_path=out, start_frame=clock["frame"])
-        clock["frame"] += n_frames(speech.duration_s)
-        timings["render_s"] = timings.get("render_s", 0.0) + time.perf_counter() - t1
-        yield TurnEvent("chunk", sentence, out, label, {"audio_s": speech.duration_s})
+    def interrupted(self, conversation, spoken_text: str) -> bool:
+        """The user cut the reply off (or pressed Stop) after hearing spoken_text: the question and the part of the
+        reply that was heard join the history, marked as interrupted, whether or not the turn had finished
+        generating. Nothing heard: a finished turn's round is removed, an unfinished one leaves nothing. True when
+        the history changed."""
+        asked = self._asked.pop(conversation, None)
+        if asked is None:
+            return False
+        spoken = (spoken_text or "").strip()
+        reply = spoken + INTERRUPTED_MARK if spoken else None
+        if asked.committed:
+            conversation.replace_last(asked.question, reply)
+        elif reply is not None:
+            conversation.add(asked.question, reply)
+        return asked.committed or reply is not None
 
     # ------------------------------------------------------------ reports
     def doctor(self) -> dict:

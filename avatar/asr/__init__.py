@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from avatar.core.cancel import NEVER, CancelToken
 from avatar.core.config import CHOICES, AvatarConfig
 from avatar.core.devices import resolve_device
 from avatar.core.errors import BackendUnavailable, NoSpeech, WeightsError
@@ -76,9 +77,12 @@ class Asr:
         check_not_silent(audio16)
         return audio16, lang
 
-    def transcribe(self, audio: Audio, language: str = "auto") -> Transcript:
+    def transcribe(self, audio: Audio, language: str = "auto", cancel: CancelToken = NEVER) -> Transcript:
+        """cancel: checked before recognition and between Whisper's segments (a stopped request frees the model at
+        the end of the current 30 s window instead of transcribing the whole clip); raises Cancelled."""
         audio16, lang = self.check(audio, language)
-        text, used_lang, used_backend = self._recognise(audio16.samples, lang)
+        cancel.check()
+        text, used_lang, used_backend = self._recognise(audio16.samples, lang, cancel)
         if not text.strip():
             raise NoSpeech("no speech heard: nothing could be recognised in the recording")
         return Transcript(text.strip(), used_lang, audio.duration_s, used_backend)
@@ -86,14 +90,14 @@ class Asr:
     def transcribe_file(self, path: str | Path, language: str = "auto") -> Transcript:
         return self.transcribe(load_audio(path, SAMPLE_RATE, self.cfg.limits.max_audio_s), language)
 
-    def _recognise(self, samples: np.ndarray, lang: str) -> tuple[str, str, str]:
+    def _recognise(self, samples: np.ndarray, lang: str, cancel: CancelToken = NEVER) -> tuple[str, str, str]:
         if self._funasr is not None:
             routed = lang if lang != "auto" else self._route_language(samples)
             if routed in self._funasr.languages:
                 return self._funasr.transcribe(samples, routed, self.cfg.asr.hotwords), routed, "funasr"
             log.info("ASR: no Paraformer folder for %r; using Whisper for this recording", routed)
             lang = routed
-        text, used = self._whisper.transcribe(samples, None if lang == "auto" else lang)
+        text, used = self._whisper.transcribe(samples, None if lang == "auto" else lang, cancel)
         return text, used, "whisper"
 
     def _route_language(self, samples: np.ndarray) -> str:

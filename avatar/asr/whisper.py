@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar.core.cancel import NEVER, CancelToken
 from avatar.core.errors import BackendUnavailable
 from avatar.core.paths import default_cache_dir
 
@@ -118,8 +119,9 @@ class WhisperBackend:
         scores = dict(probs)
         return max(WHISPER_LANGUAGES, key=lambda code: scores.get(code, 0.0))
 
-    def transcribe(self, samples: np.ndarray, language: str | None) -> tuple[str, str]:
-        """(text, language) for 16 kHz float32 samples; language None = detect (limited to zh / en)."""
+    def transcribe(self, samples: np.ndarray, language: str | None, cancel: CancelToken = NEVER) -> tuple[str, str]:
+        """(text, language) for 16 kHz float32 samples; language None = detect (limited to zh / en). cancel is
+        checked between segments (Cancelled)."""
         with self._lock:
             segments, info = self._model.transcribe(
                 samples, language=language, beam_size=WHISPER_BEAM_SIZE, condition_on_previous_text=False,
@@ -128,8 +130,14 @@ class WhisperBackend:
                 # blind 30 s windows, cutting words at the seams and falling into repetition loops (a 57 s clip:
                 # WER 1.34 without, 0.0 with)
                 without_timestamps=len(samples) <= WHISPER_WINDOW_S * SAMPLE_RATE)
-            text = "".join(seg.text for seg in segments).strip()
+            text = "".join(_checked(seg.text, cancel) for seg in segments).strip()
         lang = info.language if info.language in WHISPER_LANGUAGES else None
         if lang is None:  # Whisper guessed a third language: redo with the likelier of zh / en
-            return self.transcribe(samples, self.detect_language(samples))
+            return self.transcribe(samples, self.detect_language(samples), cancel)
         return (to_simplified(text) if lang == "zh" else text), lang
+
+
+def _checked(text: str, cancel: CancelToken) -> str:
+    """A segment's text, after checking the cancel token (segments are decoded lazily: the next one is not)."""
+    cancel.check()
+    return text

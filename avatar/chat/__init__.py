@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+from avatar.core.cancel import NEVER, CancelToken
 from avatar.core.config import CHOICES, AvatarConfig, ChatConfig
 from avatar.core.emotion import Mood, extract_emotion_tag
 from avatar.core.errors import AvatarError, BackendError, BackendUnavailable
@@ -74,6 +75,14 @@ class Conversation:
         """The last max_rounds rounds (none for max_rounds 0: rounds[-0:] would be all of them)."""
         return self.rounds[-self.max_rounds:] if self.max_rounds > 0 else []
 
+    def replace_last(self, user: str, assistant: str | None) -> None:
+        """The last round becomes (user, assistant), or goes when assistant is None (a reply cut off before any of it
+        was heard)."""
+        if self.rounds:
+            self.rounds.pop()
+        if assistant is not None:
+            self.add(user, assistant)
+
     def clear(self) -> None:
         self.rounds.clear()
         self.forgotten.clear()
@@ -87,11 +96,14 @@ class ReplyStream:
     """An iterator of text deltas that also tells, once exhausted, the whole reply (`text`), the emotion tag the
     model put in it (`emotion_tag`; removed from the text) and whether it was a fixed notice (`notice`)."""
 
-    def __init__(self, make_deltas: Callable[["ReplyStream"], Iterator[str]], notice: bool = False) -> None:
+    def __init__(self, make_deltas: Callable[["ReplyStream"], Iterator[str]], notice: bool = False,
+                 keep: bool = True) -> None:
         self.text = ""
         self.emotion_tag: str | None = None
         self.notice = notice
         self.finished = False
+        self.keep = keep  # False: the round joins the history only when commit() is called (a whole spoken turn)
+        self._commit: Callable[[], None] | None = None
         self._deltas = make_deltas(self)  # the generator records its results on this stream
 
     def __iter__(self) -> "ReplyStream":
@@ -103,6 +115,13 @@ class ReplyStream:
     def close(self) -> None:
         """Stops generation; the conversation keeps no part of this reply."""
         self._deltas.close()
+
+    def commit(self) -> bool:
+        """keep=False: adds the finished reply's round to the history (once); True when it did."""
+        commit, self._commit = self._commit, None
+        if commit is not None:
+            commit()
+        return commit is not None
 
 
 class ChatModel:
@@ -163,13 +182,15 @@ class ChatModel:
         return stream.text
 
     def stream(self, conversation: Conversation, user_text: str, language: str = "en",
-               mood: "str | Mood | None" = None) -> ReplyStream:
-        """Text deltas of the reply. Input errors (EmptyText, TextTooLong) are raised here, before any generation."""
+               mood: "str | Mood | None" = None, keep: bool = True, cancel: CancelToken = NEVER) -> ReplyStream:
+        """Text deltas of the reply. Input errors (EmptyText, TextTooLong) are raised here, before any generation.
+        keep=False: the finished round joins the history only on stream.commit() (after the reply was spoken).
+        cancel: checked after every generated token (the budget may hold text back for many tokens): Cancelled."""
         text = self.check_text(user_text)
         if self._needs_chinese(text, language):
             return ReplyStream(self._notice, notice=True)
         request = self.build_request(conversation, text, mood)
-        return ReplyStream(lambda stream: self._generate(conversation, request, stream))
+        return ReplyStream(lambda stream: self._generate(conversation, request, stream, cancel), keep=keep)
 
     def check_text(self, user_text: str) -> str:
         return check_text(user_text, self.cfg.limits.max_text_chars)
@@ -208,10 +229,14 @@ class ChatModel:
         yield ENGLISH_ONLY_NOTICE_ZH
         stream.finished = True
 
-    def _generate(self, conversation: Conversation, request: ChatRequest, stream: ReplyStream) -> Iterator[str]:
+    def _generate(self, conversation: Conversation, request: ChatRequest, stream: ReplyStream,
+                  cancel: CancelToken = NEVER) -> Iterator[str]:
         tags, budget = TagFilter(), SentenceBudget(self.cfg.chat.max_sentences)
         deltas = self._backend.stream(request)
         for delta in deltas:
+            if cancel.cancelled:
+                getattr(deltas, "close", lambda: None)()  # stop generating now
+                cancel.check()
             shown = budget.feed(tags.feed(delta))
             stream.emotion_tag = tags.tag  # known as soon as the tag is complete, for per-sentence "auto" emotion
             if shown:
@@ -227,8 +252,9 @@ class ChatModel:
         if not clean:
             raise BackendError(f"the chat model ({self.backend}) gave an empty reply")
         stream.text, stream.emotion_tag, stream.finished = clean, tag, True
-        conversation.add(request.query, clean)
-        conversation.last_emotion_tag = tag
+        stream._commit = functools.partial(_remember, conversation, request.query, clean, tag)
+        if stream.keep:
+            stream.commit()
 
 
 class TagFilter:
@@ -256,6 +282,11 @@ class TagFilter:
             return ""
         new, self.emitted = clean[len(self.emitted):], clean
         return new
+
+
+def _remember(conversation: Conversation, query: str, reply: str, tag: str | None) -> None:
+    conversation.add(query, reply)
+    conversation.last_emotion_tag = tag
 
 
 def _settled(raw: str) -> str:

@@ -190,7 +190,10 @@ class RemoteAsr:
         self.handle, self.backend, self.device = handle, f"ray/{st['backend']}", st["device"]
         self.fallback_reason, self.load_s = st["note"] or None, st["load_s"]
 
-    def transcribe(self, audio: Audio, language: str = "auto"):
+    def transcribe(self, audio: Audio, language: str = "auto", cancel=None):
+        """cancel: checked before the remote call (a remote transcription is not interrupted once sent)."""
+        if cancel is not None:
+            cancel.check()
         return _result(self.handle.transcribe.remote(audio, language))
 
 

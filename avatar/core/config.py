@@ -159,6 +159,19 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class TurnConfig:
+    """The pipelined conversation turn (avatar/turn)."""
+    # the first chunk may end at a clause (，、；: , ;) so the avatar starts speaking sooner; so may a later one when
+    # less than low_water_s of speech is left to play (no gap while the next sentence is still being written)
+    clause_first: bool = True
+    low_water_s: float = 1.5
+    first_chunk_min_units: int = 4  # words / Chinese characters the first chunk needs before a clause may end it
+    first_chunk_max_units: int = 12  # a first clause with no punctuation yet is cut after this many words
+    queue_chunks: int = 2  # chunks waiting between two stages (small: little work is lost on cancel)
+    max_jobs_per_session: int = 4  # queued or running requests of one browser session / API client; more are refused
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
@@ -180,6 +193,7 @@ class AvatarConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
 
     def weights_path(self, relative: str) -> Path:
         """A path from a config field: absolute as given, else under weights_dir."""

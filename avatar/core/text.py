@@ -123,6 +123,11 @@ def _units(text: str) -> int:
     return len(_CJK_RE.findall(text)) + len(_LATIN_WORD_RE.findall(text)) + len(re.findall(r"\d+", text))
 
 
+def speech_units(text: str) -> int:
+    """Rough syllable count: one per Chinese character, Latin word or number ("a few words" for chunking)."""
+    return _units(text)
+
+
 def _merge_short(pieces: list[str], min_units: int) -> list[str]:
     out: list[str] = []
     carry = ""

@@ -1,0 +1,92 @@
+"""Cuts a streamed reply into the chunks that are spoken one after another.
+
+The first chunk may end at a clause boundary (，、；：, ; :) once it holds a few words, so the avatar starts speaking
+before the first sentence is finished; later chunks are whole sentences (avatar.core.text.split_sentences), which
+sound more natural and give the talking head longer clips.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from avatar.core.text import is_speakable, speech_units, split_sentences
+
+FULL_WIDTH_CLAUSE_ENDS = "，、；：—"  # always a clause end
+ASCII_CLAUSE_ENDS = ",;:"  # a clause end only before a space: "1,000" and "3:30" are not
+FIRST_CHUNK_MIN_UNITS = 4  # words / Chinese characters before the first clause may be cut off
+FIRST_CHUNK_MAX_UNITS = 12  # a first clause still without any end after this many is cut at a word boundary
+
+
+class ChunkSplitter:
+    """feed(delta) -> the chunks completed by it; finish() -> the rest. Chunks keep their punctuation."""
+
+    def __init__(self, first_min_units: int = FIRST_CHUNK_MIN_UNITS, clause_first: bool = True,
+                 first_max_units: int = FIRST_CHUNK_MAX_UNITS) -> None:
+        self.first_min_units = first_min_units
+        self.first_max_units = first_max_units
+        self.clause_first = clause_first
+        self.pending = ""
+        self.emitted = 0
+        # the pipeline's "little speech is left to play": a later chunk may then end at a clause too (no gap)
+        self.running_low: Callable[[], bool] = lambda: False
+
+    def feed(self, delta: str) -> list[str]:
+        self.pending += delta
+        out: list[str] = []
+        if self.emitted == 0 and self.clause_first:
+            out += self._first_clause()
+        elif self.clause_first and self.running_low():
+            out += self._clause()
+        sentences = split_sentences(self.pending)
+        if len(sentences) > 1:  # the last piece may still grow: only the completed ones go
+            out += sentences[:-1]
+            self.pending = self._tail(sentences[-1])
+        return self._count(out)
+
+    def finish(self) -> list[str]:
+        rest, self.pending = self.pending, ""
+        return self._count(split_sentences(rest))
+
+    def _first_clause(self) -> list[str]:
+        return self._clause() or self._first_words()
+
+    def _clause(self) -> list[str]:
+        """The pending text up to its first clause or sentence end after first_min_units words, if there is one.
+        A sentence end counts as soon as the next sentence has begun (split_sentences would wait until that one
+        has a few words, to merge a short "OK." into it)."""
+        ends = [m.end() for m in _CLAUSE_END.finditer(self.pending)]
+        sentences = split_sentences(self.pending, min_units=1, max_chars=len(self.pending) + 1)
+        if len(sentences) > 1:
+            ends.append(self.pending.find(sentences[0]) + len(sentences[0]))
+        for end in sorted(ends):
+            head = self.pending[:end].strip()
+            if speech_units(head) >= self.first_min_units:
+                self.pending = self.pending[end:]
+                return [head]
+        return []
+
+    def _first_words(self) -> list[str]:
+        """A run-on first clause (no punctuation yet after first_max_units words) is cut after that many words, once
+        the next one has begun: the avatar does not wait for a long sentence's end to start speaking."""
+        units = list(_UNIT.finditer(self.pending))
+        if len(units) <= self.first_max_units:
+            return []
+        cut = units[self.first_max_units - 1].end()
+        head, self.pending = self.pending[:cut].strip(), self.pending[cut:]
+        return [head]
+
+    def _tail(self, last: str) -> str:
+        """The still-growing last sentence as it stands in pending, with its spaces ("How " + "are" stays two
+        words); split_sentences strips pieces and may re-join a short one with a single space."""
+        pos = self.pending.rfind(last)
+        return self.pending[pos:] if pos >= 0 else last + self.pending[len(self.pending.rstrip()):]
+
+    def _count(self, chunks: list[str]) -> list[str]:
+        chunks = [c for c in chunks if is_speakable(c)]
+        self.emitted += len(chunks)
+        return chunks
+
+
+_UNIT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[A-Za-z\u00c0-\u024f]+(?:['’][A-Za-z]+)*|\d+")
+# a clause end with something after it: a full-width mark, or an ASCII one followed by white space
+_CLAUSE_END = re.compile(f"[{FULL_WIDTH_CLAUSE_ENDS}](?=.)|[{re.escape(ASCII_CLAUSE_ENDS)}](?=\\s)", re.S)

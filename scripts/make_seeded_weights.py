@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Writes the original design's weights at their real sizes, with seeded random values, in the official file
+layout, plus a config that runs the app on them: EAT (ckpt/, expPCAnorm_fin/, pad.npy and a DeepSpeech v0.1.0-sized
+frozen graph), GFPGAN v1.4, ChatGLM2-6B (config.json, the real tokenizer, fp16 safetensors shards). For latency
+measurements on a GPU without the real checkpoints (whose numbers would be the same: same shapes, same kernels);
+the outputs are noise, and the chat model's replies random tokens.
+
+    python scripts/make_seeded_weights.py /tmp/seeded                    # ~13 GB, a few minutes (once)
+    python -m avatar --config /tmp/seeded/gpu_turn.toml bench --turns 10 --json
+    python scripts/make_seeded_weights.py /tmp/seeded --chat-layers 2    # small chat model (a CPU smoke test)
+
+Values come from ../shared/tools/seeded_weights.py (rule "seeded-v1") and the manifests in ../shared/reference
+(eat.tsv, gfpgan_v1.4.tsv; ChatGLM2-6B's manifest is written from our network's own state_dict). Files already in
+place are kept (delete the folder to make them again).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SEED = 1234
+SHARD_BYTES = 2 * 1024 ** 3
+DS_HIDDEN = 2048  # DeepSpeech v0.1.0: three dense layers, a bidirectional LSTM and a dense layer of 2048 units
+DS_INPUT, DS_CHARS = 494, 29
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path, help="the weights folder to write (weights_dir of the config it writes)")
+    p.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="folder with tools/ and reference/")
+    p.add_argument("--chat-layers", type=int, default=28, help="ChatGLM2 layers (28 = the real 6B model)")
+    p.add_argument("--device", default="cuda", help="device of the config it writes")
+    return p.parse_args(argv)
+
+
+def seeded(shared: Path, manifest: Path) -> dict[str, torch.Tensor]:
+    from seeded_weights import seeded_state_dict
+
+    return seeded_state_dict(str(manifest), SEED)
+
+
+# ---------------------------------------------------------------- EAT
+def write_eat(root: Path) -> None:
+    """The authors' release layout (ckpt/ with two checkpoints, expPCAnorm_fin/, pad.npy), as the EAT tests write
+    it, with a DeepSpeech graph of the real size instead of their tiny one."""
+    from avatar.head.eat.deepspeech import DEEPSPEECH_FILE
+
+    if (root / "ckpt" / "deepprompt_eam3d_all_final_313.pth.tar").is_file():
+        return
+    from tests.head.test_eat_engine import _write_eat_dir
+
+    if root.exists():
+        shutil.rmtree(root)  # a run stopped half way
+    _write_eat_dir(root)
+    write_deepspeech(root / DEEPSPEECH_FILE)
+
+
+def write_deepspeech(path: Path) -> None:
+    """A frozen TF1 graph with DeepSpeech v0.1.0's tensor names and sizes: 494 -> 3 x dense 2048 (clipped ReLU) ->
+    bidirectional LSTM 2048 -> dense 2048 -> 29 logits, time-major, random weights (~120 M parameters, as the
+    real one), so the feature extraction costs what it costs with the real graph."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+
+    def weights(n_in: int, n_out: int, name: str):
+        w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+        return tf.constant(w, name=name)
+
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.name_scope(None):
+        x = tf.compat.v1.placeholder(tf.float32, [None, None, DS_INPUT], name="input_node")
+        lengths = tf.compat.v1.placeholder(tf.int32, [None], name="input_lengths")
+        h = tf.transpose(x, [1, 0, 2])  # time-major (T, B, 494)
+        for i, n_in in enumerate((DS_INPUT, DS_HIDDEN, DS_HIDDEN)):
+            h = tf.minimum(tf.nn.relu(tf.tensordot(h, weights(n_in, DS_HIDDEN, f"h{i + 1}"), 1)), 20.0)
+        forward = _lstm(h, weights(2 * DS_HIDDEN, 4 * DS_HIDDEN, "lstm_fw"))
+        backward = tf.reverse(_lstm(tf.reverse(h, [0]), weights(2 * DS_HIDDEN, 4 * DS_HIDDEN, "lstm_bw")), [0])
+        h = tf.minimum(tf.nn.relu(tf.tensordot(tf.concat([forward, backward], -1),
+                                               weights(2 * DS_HIDDEN, DS_HIDDEN, "h5"), 1)), 20.0)
+        logits = tf.tensordot(h, weights(DS_HIDDEN, DS_CHARS, "h6"), 1)
+        mask = tf.transpose(tf.sequence_mask(lengths, tf.shape(x)[1], dtype=tf.float32))[:, :, None]
+        tf.identity(logits * mask, name="logits")
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+
+
+def _lstm(inputs, kernel):
+    """An LSTM over time-major inputs (T, B, 2048) with one (4096, 8192) kernel, as tf.scan (the graph has no
+    variables: it is frozen as it is built)."""
+    import tensorflow as tf
+
+    batch = tf.shape(inputs)[1]
+    zeros = tf.zeros([batch, DS_HIDDEN])
+
+    def step(state, x):
+        c, h = state
+        i, j, f, o = tf.split(tf.matmul(tf.concat([x, h], 1), kernel), 4, axis=1)
+        c = tf.sigmoid(f + 1.0) * c + tf.sigmoid(i) * tf.tanh(j)
+        return c, tf.sigmoid(o) * tf.tanh(c)
+
+    _, outputs = tf.scan(step, inputs, initializer=(zeros, zeros))
+    return outputs
+
+
+# ---------------------------------------------------------------- GFPGAN
+def write_gfpgan(path: Path, shared: Path) -> None:
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params_ema": seeded(shared, shared / "reference" / "gfpgan_v1.4.tsv")}, path)
+
+
+# ---------------------------------------------------------------- ChatGLM2-6B
+def write_chatglm2(folder: Path, shared: Path, layers: int) -> None:
+    """config.json, the real tokenizer.model and fp16 safetensors shards with an index, as the official folder."""
+    from dataclasses import asdict, replace
+
+    from safetensors.torch import save_file
+
+    from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM
+
+    if (folder / "model.safetensors.index.json").is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = replace(ChatGLM2Config(), num_layers=layers)
+    (folder / "config.json").write_text(json.dumps({**asdict(cfg), "model_type": "chatglm",
+                                                    "architectures": ["ChatGLMModel"]}, indent=1))
+    shutil.copy(shared / "reference" / "chatglm2_tokenizer.model", folder / "tokenizer.model")
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in ChatGLM2ForCausalLM(cfg).state_dict().items()}
+    manifest = folder / "manifest.tsv"
+    manifest.write_text("".join(f"{k}\t{','.join(map(str, s))}\tfloat32\n" for k, s in shapes.items()))
+    weight_map, shard, size, index = {}, {}, 0, 1
+    for key, tensor in seeded(shared, manifest).items():
+        shard[key] = tensor.to(torch.float16)
+        size += shard[key].numel() * 2
+        if size >= SHARD_BYTES:
+            weight_map.update(_save_shard(save_file, folder, shard, index))
+            shard, size, index = {}, 0, index + 1
+    if shard:
+        weight_map.update(_save_shard(save_file, folder, shard, index))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}, indent=1))
+    manifest.unlink()
+
+
+def _save_shard(save_file, folder: Path, shard: dict, index: int) -> dict[str, str]:
+    name = f"model-{index:05d}.safetensors"
+    save_file({k: v.contiguous() for k, v in shard.items()}, str(folder / name))
+    return {k: name for k in shard}
+
+
+# ---------------------------------------------------------------- config
+def write_config(out: Path, device: str) -> Path:
+    path = out / "gpu_turn.toml"
+    path.write_text(f'''# The original design's stack on seeded weights (scripts/make_seeded_weights.py): latency only
+weights_dir = "{out.resolve()}"
+device = "{device}"
+output_dir = "/tmp/avatar-seeded-outputs"
+
+[asr]
+backend = "whisper"      # Whisper base (CTranslate2, float16 on CUDA); Paraformer needs its real weights
+
+[chat]
+backend = "chatglm2"     # ChatGLM2-6B in process, fp16
+model_dir = "chatglm2-6b"
+max_new_tokens = 96      # random weights never stop by themselves
+temperature = 0.0
+
+[head]
+backend = "eat"
+size = 512               # EAT renders 256 px; GFPGAN restores the face at 512
+
+[enhance]
+backend = "gfpgan"
+''')
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(args.shared / "tools"))
+    write_eat(out / "eat")
+    write_gfpgan(out / "gfpgan" / "GFPGANv1.4.pth", args.shared)
+    write_chatglm2(out / "chatglm2-6b", args.shared, args.chat_layers)
+    print(write_config(out, args.device))
+
+
+if __name__ == "__main__":
+    main()
