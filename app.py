@@ -26,6 +26,7 @@ from avatar.live.session import LiveOptions
 from avatar.live.webrtc import LiveHub, routes
 from avatar.server import JobCap, LoginGuard, SessionFolders, UploadLimiter, chat_text, load_credentials
 from avatar.system import AvatarSystem
+from avatar.tts import SPEED_RANGE
 from avatar.turn.background import run_cancellable
 from avatar.turn.running import RunningTurns
 
@@ -40,6 +41,27 @@ SIZE_CHOICES = [("256 px", 256), ("512 px", 512)]
 # take their own locks), in a group of its own
 LIGHT = {"concurrency_id": "light", "concurrency_limit": 2}
 HEARTBEAT_S = 0.5  # a turn's generator returns at least this often, so a cancelled /talk is closed in time
+# The idle loop and the reply player share one place (a grid cell): the idle loop shows whenever the reply player is
+# not playing (before the first turn, from Send until the first sentence plays, after the reply), the reply player
+# while it plays. TALK_JS marks the page "talk-speaking" from the player's own media events; the hidden player keeps
+# playing (visibility, not display). The whole reply's player shows only once there is one (an empty player would push
+# the inputs down on a phone).
+TALK_CSS = """
+#talk-screen { display: grid !important; }
+#talk-screen > * { grid-area: 1 / 1; min-width: 0; }
+#talk-idle { visibility: hidden; }
+body:not(.talk-speaking) #talk-screen:has(#talk-idle video) #talk-idle { visibility: visible; }
+body:not(.talk-speaking) #talk-screen:has(#talk-idle video) #talk-video { visibility: hidden; }
+#talk-full:not(:has(video)) { display: none !important; }
+"""
+TALK_JS = """() => {
+  const inPlayer = e => e.target instanceof HTMLMediaElement && e.target.closest('#talk-video');
+  const mark = on => e => { if (inPlayer(e)) document.body.classList.toggle('talk-speaking', on); };
+  document.addEventListener('playing', mark(true), true);  /* media events do not bubble: caught while capturing */
+  for (const name of ['pause', 'ended', 'emptied']) document.addEventListener(name, mark(false), true);
+}"""
+PHONE_MAX_PX = 700  # narrower than this: the Talk tab's settings start folded
+FOLD_ON_PHONE = f"() => ({{__type__: 'update', open: window.innerWidth >= {PHONE_MAX_PX}}})"
 UNEXPECTED = "something went wrong on the server (reference {ref}); the details are in its log"
 
 
@@ -186,8 +208,8 @@ class AvatarApp:
             yield gr.skip() if result is None else result.text
 
     @user_errors
-    def speak(self, text: str, language: str, voice: str | None, request: gr.Request) -> str:
-        audio = self.system.speak(text, language, voice or None)
+    def speak(self, text: str, language: str, voice: str | None, speed: float | None, request: gr.Request) -> str:
+        audio = self.system.speak(text, language, voice or None, speed)
         out = self.system.new_output_path(".wav", self.session_folder(request))
         media.save_wav(audio, out)
         return str(out)
@@ -261,7 +283,7 @@ class AvatarApp:
     @user_errors
     def talk(self, audio: str | None, text: str, photo, pose: str, emotion: str, background: str,
              use_background: bool, size: int, enhance: bool, language: str, voice: str | None,
-             state: Session | None, request: gr.Request):
+             speed: float | None, state: Session | None, request: gr.Request):
         """Streams one turn: chatbot updates, one MP4 chunk per sentence (to the streaming player, and as a plain
         file for API clients), then the whole reply as one file. Stop or a new turn of the session cancels it."""
         state = self.session(state, request)
@@ -285,7 +307,7 @@ class AvatarApp:
                                          text=user_text or None, language=language, emotion=emotion, pose=pose,
                                          background=background if use_background else None, size=int(size),
                                          enhance=bool(enhance), voice=voice or None, chunk_dir=chunk_dir,
-                                         cancel=handle.cancel, heartbeat_s=HEARTBEAT_S)
+                                         cancel=handle.cancel, heartbeat_s=HEARTBEAT_S, speed=speed)
             for ev in events:
                 video = gr.skip()
                 if ev.kind == "wait":  # nothing new: Gradio may close this generator now (a cancelled request)
@@ -316,6 +338,59 @@ class AvatarApp:
             self.turns.end(key, handle)
         full = media.concat_mp4(handle.paths, chunk_dir / "reply.mp4") if handle.paths else None
         yield shown, gr.skip(), transcript or user_text, mood, str(full) if full else None, gr.skip(), state
+
+    # ------------------------------------------------------------ the avatar at rest
+    def _default_portrait(self) -> str | None:
+        """The Talk tab's portrait until the user picks one (config head.default_portrait). Served as a static file
+        (that one file only): a copy in Gradio's cache would be deleted after delete_cache's age like an upload,
+        and the page would then send a portrait that no longer exists."""
+        try:
+            path = self.system.default_portrait()
+        except AvatarError as e:  # a wrong path in the config: the app still starts, without a portrait
+            log.warning("no default portrait: %s", e)
+            return None
+        if path is None:
+            return None
+        gr.set_static_paths([str(path)])
+        return str(path)
+
+    def idle(self, photo, size: int, background: str, use_background: bool) -> str | None:
+        """The chosen portrait at rest, looping, for the reply player's place (none without a photo or a head). A
+        photo it cannot use is said now as a warning; Send says it again as an error."""
+        if photo is None or (self.system.head is None and self.system.remote is None):
+            return None
+        try:
+            return str(self.system.idle_clip(photo, int(size), background if use_background else None))
+        except AvatarError as e:
+            gr.Warning(str(e))
+            return None
+
+    def _wire_idle(self, demo: gr.Blocks, idle: gr.Video, inputs: list) -> None:
+        """The idle loop follows the portrait, size and background (talk() empties the reply player first, so the
+        idle loop shows in its place until the first sentence of the reply arrives)."""
+        photo, size, background, use_background = inputs
+        for trigger in (demo.load, photo.change, size.change, background.change, use_background.change):
+            trigger(user_errors(self.idle), inputs, idle, api_visibility="private", concurrency_id="gpu",
+                    trigger_mode="always_last")
+
+    def _speed_slider(self, elem_id: str) -> gr.Slider:
+        low, high = SPEED_RANGE
+        return gr.Slider(low, high, value=self.system.config.tts.speed, step=0.05, label="语速 Speed",
+                         info="1 = normal; <1 slower, >1 faster", elem_id=elem_id)
+
+    # ------------------------------------------------------------ keeping the conversation
+    @user_errors
+    def export_text(self, state: Session | None, request: gr.Request) -> str:
+        """The session's conversation (every exchange since the last Clear) as a Markdown file."""
+        state = self.session(state, request)
+        rounds = state.conversation.transcript() if state.conversation is not None else []
+        return str(self.system.export_markdown(rounds, state.folder))
+
+    @user_errors
+    def export_video(self, state: Session | None, request: gr.Request) -> str:
+        """Every whole reply of the session's turns, in order, as one MP4."""
+        state = self.session(state, request)
+        return str(self.system.export_video(reply_videos(state.folder), state.folder))
 
     @user_errors
     def stop(self, state: Session | None, request: gr.Request):
@@ -384,48 +459,63 @@ class AvatarApp:
             gr.Markdown("# Avatar · 数字人对话\nTalk to a portrait: speak, and it answers with a voice and a face. "
                         "说话，头像用声音和表情回答你。")
             with gr.Tab("对话 Talk", id="talk"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        t_photo = Photo(label="头像 Portrait", sources=["upload", "webcam"], type="filepath",
-                                           webcam_options=gr.WebcamOptions(mirror=True), elem_id="talk-photo")
-                        t_audio = gr.Audio(label="语音 Speech (record or upload)", sources=["microphone", "upload"],
-                                           type="filepath", editable=True, elem_id="talk-audio")
-                        t_text = gr.Textbox(label="或输入文字 Or type", lines=2, elem_id="talk-text")
-                        with gr.Row():
-                            t_check = gr.Button("查看识别 Check transcript", size="sm")
-                            t_lang = Choice(LANGUAGE_CHOICES, value="auto", label="语言 Language")
-                        t_transcript = gr.Textbox(label="识别结果 Transcript", interactive=False, elem_id="talk-transcript")
-                    with gr.Column(scale=1):
-                        t_pose = Choice(poses, value=self.system.config.head.pose if self.system.config.head.pose in poses else poses[0],
-                                          label="头部动作 Head pose")
-                        t_emotion = Choice([("自动 auto", "auto")] + emotions, value="auto", label="表情 Emotion")
-                        with gr.Row():
-                            t_use_bg = gr.Checkbox(label="纯色背景 Solid background", value=False)
-                            t_bg = gr.ColorPicker(value="#2f6f4f", label="背景色 Colour")
-                        with gr.Row():
-                            t_size = IntRadio(SIZE_CHOICES, value=self.system.config.head.size, label="尺寸 Size")
-                            t_enh = gr.Checkbox(label="人脸增强 Enhance face", value=False, interactive=enh_ok,
-                                                info=None if enh_ok else "GFPGAN weights not found (see System)")
-                        t_voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="声音 Voice",
-                                              visible=len(voices) > 1)
-                        with gr.Row():
-                            t_send = gr.Button("发送 Send", variant="primary", elem_id="talk-send")
-                            t_stop = gr.Button("停止 Stop", variant="stop")
-                            t_clear = gr.Button("清空历史 Clear history")
-                    with gr.Column(scale=1):
-                        t_video = gr.Video(label="回答 Reply", streaming=True, autoplay=True, elem_id="talk-video")
+                # the avatar and the conversation first: a phone stacks the columns, so they come before the inputs
+                with gr.Row(elem_id="talk-row"):
+                    with gr.Column(scale=3, min_width=320, elem_id="talk-stage"):
+                        # the portrait at rest, looping, where the reply plays: shown while the reply player is not
+                        # playing, i.e. before the first turn and while a turn is being prepared
+                        with gr.Group(elem_id="talk-screen"):  # one place for both (see TALK_CSS)
+                            t_idle = gr.Video(label="回答 Reply", autoplay=True, loop=True, interactive=False,
+                                              elem_id="talk-idle")
+                            t_video = gr.Video(label="回答 Reply", streaming=True, autoplay=True, elem_id="talk-video")
+                        t_mood = gr.Markdown()
+                        t_chat = gr.Chatbot(label="对话记录 Conversation", height=320, elem_id="talk-chatbot")
                         t_full = gr.Video(label="完整回答 Whole reply (download)", elem_id="talk-full")
                         # each chunk as a plain MP4 for API clients (the streaming player's HLS segments are not
                         # served to them); hidden in the page
                         t_chunk = gr.File(label="chunk", visible=False, elem_id="talk-chunk")
-                        t_mood = gr.Markdown()
-                t_chat = gr.Chatbot(label="对话记录 Conversation", height=320, elem_id="talk-chatbot")
+                    with gr.Column(scale=2, min_width=320, elem_id="talk-inputs"):
+                        t_photo = Photo(label="头像 Portrait", sources=["upload", "webcam"], type="filepath",
+                                        value=self._default_portrait(), webcam_options=gr.WebcamOptions(mirror=True),
+                                        elem_id="talk-photo")
+                        t_audio = gr.Audio(label="语音 Speech (record or upload)", sources=["microphone", "upload"],
+                                           type="filepath", editable=True, elem_id="talk-audio")
+                        t_text = gr.Textbox(label="或输入文字 Or type", lines=2, elem_id="talk-text")
+                        with gr.Row():
+                            t_send = gr.Button("发送 Send", variant="primary", elem_id="talk-send")
+                            t_stop = gr.Button("停止 Stop", variant="stop")
+                            t_clear = gr.Button("清空历史 Clear history")
+                        t_transcript = gr.Textbox(label="识别结果 Transcript", interactive=False, elem_id="talk-transcript")
+                        with gr.Accordion("设置 Settings", open=True, elem_id="talk-settings") as t_settings:
+                            with gr.Row():
+                                t_check = gr.Button("查看识别 Check transcript", size="sm")
+                                t_lang = Choice(LANGUAGE_CHOICES, value="auto", label="语言 Language")
+                            t_pose = Choice(poses, value=self.system.config.head.pose if self.system.config.head.pose in poses else poses[0],
+                                              label="头部动作 Head pose")
+                            t_emotion = Choice([("自动 auto", "auto")] + emotions, value="auto", label="表情 Emotion")
+                            with gr.Row():
+                                t_use_bg = gr.Checkbox(label="纯色背景 Solid background", value=False)
+                                t_bg = gr.ColorPicker(value="#2f6f4f", label="背景色 Colour")
+                            with gr.Row():
+                                t_size = IntRadio(SIZE_CHOICES, value=self.system.config.head.size, label="尺寸 Size")
+                                t_enh = gr.Checkbox(label="人脸增强 Enhance face", value=False, interactive=enh_ok,
+                                                    info=None if enh_ok else "GFPGAN weights not found (see System)")
+                            t_voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="声音 Voice",
+                                                  visible=len(voices) > 1)
+                            t_speed = self._speed_slider("talk-speed")
+                        with gr.Accordion("保存对话 Keep the conversation", open=False, elem_id="talk-export"):
+                            with gr.Row():
+                                t_export_md = gr.Button("下载文字 Conversation as text (Markdown)", size="sm",
+                                                        elem_id="talk-export-md")
+                                t_export_mp4 = gr.Button("下载视频 All replies as one video (MP4)", size="sm",
+                                                         elem_id="talk-export-mp4")
+                            t_export = gr.File(label="下载 Download", elem_id="talk-export-file")
                 build_live_controls(self, [t_photo, t_pose, t_emotion, t_bg, t_use_bg, t_size, t_enh, t_lang,
                                            t_voice], state, t_chat)
                 t_check.click(self.transcribe, [t_audio, t_lang], t_transcript, api_name="check_transcript",
                               api_visibility="private", **LIGHT)
                 talk_ev = t_send.click(self.talk, [t_audio, t_text, t_photo, t_pose, t_emotion, t_bg, t_use_bg,
-                                                   t_size, t_enh, t_lang, t_voice, state],
+                                                   t_size, t_enh, t_lang, t_voice, t_speed, state],
                                        [t_chat, t_video, t_transcript, t_mood, t_full, t_chunk, state],
                                        api_name="talk", concurrency_id="gpu")
                 # not queued behind renders (its own group): it only cancels and waits for the workers to end
@@ -434,6 +524,11 @@ class AvatarApp:
                 for clear in (t_clear.click, t_chat.clear):  # the button and the Chatbot's own trash icon
                     clear(self.clear_talk, [state], [t_chat, t_video, t_full, state], api_visibility="private",
                           concurrency_id="control", concurrency_limit=None)
+                self._wire_idle(demo, t_idle, [t_photo, t_size, t_bg, t_use_bg])
+                t_export_md.click(self.export_text, [state], t_export, api_name="export_text")
+                t_export_mp4.click(self.export_video, [state], t_export, api_name="export_video")
+                # a phone folds the settings away so that the reply and Send fit the screen
+                demo.load(None, None, t_settings, js=FOLD_ON_PHONE, api_visibility="private")
 
             with gr.Tab("语音生成视频 Video from audio", id="render"):
                 with gr.Row():
@@ -478,9 +573,11 @@ class AvatarApp:
                     s_lang = Choice(LANGUAGE_CHOICES, value="auto", label="语言 Language")
                     s_voice = gr.Dropdown(voices, value=voices[0] if voices else None, label="声音 Voice",
                                           visible=len(voices) > 1)
+                s_speed = self._speed_slider("tts-speed")
                 s_go = gr.Button("合成 Speak", variant="primary")
                 s_audio = gr.Audio(label="语音 Speech", type="filepath")
-                s_go.click(self.speak, [s_text, s_lang, s_voice], s_audio, api_name="speak", concurrency_id="gpu")
+                s_go.click(self.speak, [s_text, s_lang, s_voice, s_speed], s_audio, api_name="speak",
+                           concurrency_id="gpu")
 
             with gr.Tab("抠图 Matting", id="matting"):
                 with gr.Row():
@@ -548,6 +645,29 @@ def build_live_controls(app: AvatarApp, settings: list, state: gr.State, chatbot
                concurrency_limit=None)
 
 
+def reply_videos(folder: Path) -> list[Path]:
+    """The whole replies of a session's turns in turn order (each turn writes turn<N>/reply.mp4)."""
+    def number(path: Path) -> int:
+        digits = path.parent.name.removeprefix("turn")
+        return int(digits) if digits.isdigit() else 0
+
+    return sorted(folder.glob("turn*/reply.mp4"), key=number)
+
+
+def start_warmup(system: AvatarSystem) -> None:
+    """Prepares the default portrait and its idle loop in the background at start-up, so the first visitor sees the
+    avatar move at once instead of waiting for the first render."""
+    def warm() -> None:
+        try:
+            photo = system.default_portrait()
+            if photo is not None and system.head is not None:
+                system.idle_clip(photo, system.config.head.size)
+        except Exception:  # noqa: BLE001 - the page makes the clip itself then; the reason goes to the log
+            log.exception("could not prepare the default portrait's idle loop")
+
+    threading.Thread(target=warm, daemon=True, name="avatar-warmup").start()
+
+
 def start_cleanup(system: AvatarSystem, every_s: float = 600.0) -> None:
     """Deletes old generated files in the background so disk use stays bounded."""
     def loop() -> None:
@@ -604,6 +724,7 @@ def launch(system: AvatarSystem, host: str | None = None, port: int | None = Non
     sessions = 1 if cfg.cluster.mode == "local" else max(4, 4 * cfg.cluster.render_replicas)
     demo.queue(default_concurrency_limit=sessions, max_size=32)
     start_cleanup(system)
+    start_warmup(system)
     from starlette.middleware import Middleware
 
     uploads = Middleware(UploadLimiter, max_files=cfg.limits.uploads_per_10min,
@@ -613,7 +734,7 @@ def launch(system: AvatarSystem, host: str | None = None, port: int | None = Non
     demo.launch(server_name=host or cfg.server.host, server_port=port or cfg.server.port, share=share,
                 auth=LoginGuard(credentials) if credentials else None, max_file_size=f"{cfg.limits.upload_max_mb}mb",
                 allowed_paths=[str(system.output_dir)], prevent_thread_lock=True, show_error=False,
-                app_kwargs={"middleware": [uploads, jobs]})
+                app_kwargs={"middleware": [uploads, jobs]}, css=TALK_CSS, js=TALK_JS)
     mount_live(demo, avatar_app.live)
     if block:
         demo.block_thread()

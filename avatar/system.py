@@ -28,6 +28,7 @@ from avatar.core.errors import BackendUnavailable, Cancelled
 from avatar.core.text import check_text, detect_language
 from avatar.core.types import Audio, check_emotion, check_language
 from avatar.core.validate import finite_number, parse_colour, video_size
+from avatar.tts import check_speed
 from avatar.turn import TurnPipeline, TurnStages
 from avatar.turn.events import INTERRUPTED_MARK, TurnEvent
 
@@ -71,6 +72,7 @@ class TurnOptions:
     voice: str | None = None
     chunk_dir: Path | None = None
     media: str = "mp4"
+    speed: float | None = None  # the voice's speed (1 normal; None: config tts.speed)
     intensity: float = 1.0
     colour: tuple | None = None
     mood: str | None = None  # the user's mood, from their words
@@ -385,7 +387,7 @@ class AvatarSystem:
                 emotion: str = "auto", pose: str | None = None, background: str | None = None,
                 size: int | None = None, enhance: bool = False, voice: str | None = None,
                 chunk_dir: Path | None = None, cancel: CancelToken = NEVER, media: str = "mp4",
-                heartbeat_s: float | None = None) -> Iterator[TurnEvent]:
+                heartbeat_s: float | None = None, speed: float | None = None) -> Iterator[TurnEvent]:
         """One spoken turn as a generator of TurnEvents: transcript, mood, then the pipelined reply (avatar/turn:
         chat -> chunks -> speech -> frames -> enhancement -> encoder on their own workers), then done.
 
@@ -394,9 +396,9 @@ class AvatarSystem:
         with an "interrupted" event. The round joins the history only when the whole turn completes: a failed or
         cancelled turn leaves the history as it was (see interrupted() for the part of a reply that was heard).
         heartbeat_s: a "wait" event whenever nothing else came for that long (for consumers that can only be
-        stopped between events).
+        stopped between events). speed: the voice's speed, 1 normal (None: config tts.speed).
         """
-        opts = TurnOptions(language, emotion, pose, background, size, enhance, voice, chunk_dir, media)
+        opts = TurnOptions(language, emotion, pose, background, size, enhance, voice, chunk_dir, media, speed)
         self._asked.pop(conversation, None)  # interrupted() must never touch an earlier turn's round
         face = self._check_turn(opts, photo)  # cheap checks and the photo before any model work
         t0 = time.perf_counter()
@@ -424,6 +426,8 @@ class AvatarSystem:
             check_emotion(opts.emotion)
         if opts.media not in MEDIA:
             raise ValueError(f"media must be one of {MEDIA}, not {opts.media!r}")
+        if opts.speed is not None:
+            check_speed(opts.speed)
         self._require("tts")
         self._require("chat")
         if photo is None:
@@ -458,7 +462,8 @@ class AvatarSystem:
     def _turn_stages(self, opts: "TurnOptions", face) -> TurnStages:
         """The turn's stages as callables over the loaded stages (avatar/turn sees nothing else)."""
         tts = self._require("tts")
-        stages = TurnStages(speak=lambda text: tts.synthesize(text, language="auto", voice=opts.voice),
+        stages = TurnStages(speak=lambda text: tts.synthesize(text, language="auto", voice=opts.voice,
+                                                             speed=opts.speed),
                             emotion=functools.partial(_chunk_emotion, opts.emotion, opts.language))
         if face is None:
             return stages

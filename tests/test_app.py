@@ -34,6 +34,16 @@ def test_speak_endpoint(client):
     assert audio.duration_s > 0.8
 
 
+def test_speak_speed(client):
+    """The TTS tab's speed: faster speech is shorter; a speed out of range is refused with the range."""
+    text = "Hello there, how are you today?"
+    normal = media.load_audio(_path(client.predict(text, "en", None, 1.0, api_name="/speak")), 16000)
+    fast = media.load_audio(_path(client.predict(text, "en", None, 1.6, api_name="/speak")), 16000)
+    assert fast.duration_s < 0.8 * normal.duration_s
+    with pytest.raises(Exception, match="maximum value 2"):  # Gradio's slider says it
+        client.predict(text, "en", None, 3.0, api_name="/speak")
+
+
 def test_a_client_chosen_session_hash_cannot_name_a_path(app_url, system):
     """The session folder comes from the client's session hash: a hash like ../../x must not write outside
     output_dir (it did before: files landed wherever the client pointed)."""
@@ -125,3 +135,47 @@ def test_a_photo_with_several_faces_warns_which_one_talks(system, astronaut, mon
     assert face.warnings and shown == list(face.warnings) and "2 faces" in shown[0]
     app_module.AvatarApp(system).prepared_photo(astronaut)
     assert len(shown) == 1  # one face: nothing to say
+
+
+def test_keep_the_conversation_as_text_and_video(app_url, astronaut_png):
+    """Keep the conversation: nothing yet is a sentence; after a spoken turn and a chat turn the Markdown holds
+    both exchanges and the MP4 is the session's reply video."""
+    session = Client(app_url, verbose=False)  # its own session: its own history and videos
+    with pytest.raises(Exception, match="empty"):
+        session.predict(api_name="/export_text")
+    with pytest.raises(Exception, match="no reply video"):
+        session.predict(api_name="/export_video")
+    turn = session.predict(None, "What is the capital of France?", handle_file(str(astronaut_png)), "talking", "auto",
+                           "#2f6f4f", False, 256, False, "en", None, 1.3, api_name="/talk")
+    session.predict("Thank you!", api_name="/chat")
+    markdown = _path(session.predict(api_name="/export_text")).read_text(encoding="utf-8")
+    assert "**You:** What is the capital of France?" in markdown and "**You:** Thank you!" in markdown
+    assert markdown.count("**Avatar:**") == 2
+    whole = media.probe(_path(session.predict(api_name="/export_video")))
+    reply = media.probe(_path(turn[4]))
+    assert whole.video_codec == "h264" and abs(whole.video_duration_s - reply.video_duration_s) < 0.2
+
+
+def test_reply_videos_in_turn_order(tmp_path):
+    import app as app_module
+
+    for n in (10, 2, 1):
+        (tmp_path / f"turn{n}").mkdir()
+        (tmp_path / f"turn{n}" / "reply.mp4").write_bytes(b"x")
+    (tmp_path / "turn3").mkdir()  # a turn that made no video
+    assert [p.parent.name for p in app_module.reply_videos(tmp_path)] == ["turn1", "turn2", "turn10"]
+
+
+def test_idle_loop_of_the_default_portrait(system):
+    """The Talk tab's idle player: the default portrait at rest as a short MP4 (cached: the same file again); no
+    photo, no clip."""
+    import app as app_module
+
+    talk = app_module.AvatarApp(system)
+    portrait = talk._default_portrait()
+    assert portrait and media.load_image(portrait).shape[2] == 3
+    clip = talk.idle(portrait, 256, "#2f6f4f", False)
+    info = media.probe(clip)
+    assert info.width == 256 and abs(info.video_duration_s - system.config.head.idle_s) < 0.2
+    assert talk.idle(portrait, 256, "#2f6f4f", False) == clip
+    assert talk.idle(None, 256, "#2f6f4f", False) is None

@@ -26,8 +26,8 @@ def browser():
         b.close()
 
 
-def _open(browser, url, tab: str):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1100})
+def _open(browser, url, tab: str, viewport: dict | None = None):
+    ctx = browser.new_context(viewport=viewport or {"width": 1400, "height": 1100})
     page = ctx.new_page()
     page.goto(url, wait_until="domcontentloaded")
     page.get_by_role("tab", name=tab).click()
@@ -62,6 +62,76 @@ def test_talk_tab_turn_in_browser(browser, app_url, astronaut_png, speech_wav, a
         bot_messages = page.locator("#talk-chatbot .bot")
         assert bot_messages.count() >= 1 and bot_messages.last.inner_text().strip()
         page.screenshot(path=str(artifacts / "talk.png"), full_page=True)
+    finally:
+        ctx.close()
+
+
+PHONE = {"width": 390, "height": 844}
+# what the Talk tab's reply place shows: each player's visibility, whether the page marks the reply as playing, the
+# idle clip's state, and where the main parts start on the page
+STAGE = """() => {
+  const seen = id => getComputedStyle(document.querySelector(id)).visibility === 'visible';
+  const top = id => Math.round(document.querySelector(id).getBoundingClientRect().top + window.scrollY);
+  const idle = document.querySelector('#talk-idle video');
+  return {idle: seen('#talk-idle'), reply: seen('#talk-video'), speaking: document.body.classList.contains('talk-speaking'),
+          idle_ready: !!idle && idle.readyState >= 2 && !idle.paused && idle.loop,
+          tops: {screen: top('#talk-screen'), chat: top('#talk-chatbot'), photo: top('#talk-photo'),
+                 send: top('#talk-send'), settings: top('#talk-settings')}};
+}"""
+IDLE_PLAYING = "() => { const v = document.querySelector('#talk-idle video'); return v && v.readyState >= 2 && !v.paused; }"
+
+
+def test_talk_tab_opens_with_the_default_portrait_and_its_idle_loop(browser, app_url, artifacts):
+    """A new visitor sees a portrait and the avatar at rest, moving, where the reply will play (it was an empty
+    player and an empty portrait box)."""
+    ctx, page = _open(browser, app_url, "对话 Talk")
+    try:
+        page.wait_for_function("() => { const i = document.querySelector('#talk-photo img');"
+                               " return i && i.naturalWidth >= 256; }", timeout=60_000)
+        page.wait_for_function(IDLE_PLAYING, timeout=180_000)
+        stage = page.evaluate(STAGE)
+        assert stage["idle"] and stage["idle_ready"] and not stage["reply"] and not stage["speaking"]
+        assert stage["tops"]["screen"] < stage["tops"]["chat"]
+        page.screenshot(path=str(artifacts / "talk_desktop.png"), full_page=True)
+    finally:
+        ctx.close()
+
+
+def test_phone_width_puts_the_reply_before_the_settings(browser, app_url, artifacts):
+    """At 390 px the avatar and the conversation come first, then the portrait and Send; the settings start folded
+    (they came before the reply video and Send)."""
+    ctx, page = _open(browser, app_url, "对话 Talk", PHONE)
+    try:
+        page.wait_for_function(IDLE_PLAYING, timeout=180_000)
+        tops = page.evaluate(STAGE)["tops"]
+        assert tops["screen"] < tops["chat"] < tops["photo"] < tops["send"] < tops["settings"]
+        assert not page.locator("#talk-speed").is_visible()  # folded
+        page.screenshot(path=str(artifacts / "talk_phone.png"), full_page=True)
+        page.locator("#talk-settings").get_by_text("设置 Settings").click()
+        page.locator("#talk-speed").wait_for(state="visible", timeout=10_000)
+    finally:
+        ctx.close()
+
+
+def test_idle_loop_stands_in_until_the_reply_plays(browser, app_url, artifacts):
+    """From Send until the first sentence plays the idle loop shows (not an empty player); the reply player while it
+    plays; the idle loop again once the reply has ended."""
+    ctx, page = _open(browser, app_url, "对话 Talk")
+    try:
+        page.wait_for_function(IDLE_PLAYING, timeout=180_000)
+        page.locator("#talk-text textarea").fill("Hello! How are you?")
+        page.locator("#talk-send").click()
+        page.wait_for_timeout(500)
+        waiting = page.evaluate(STAGE)
+        assert waiting["idle"] and not waiting["reply"]
+        page.wait_for_function("() => document.body.classList.contains('talk-speaking')", timeout=240_000)
+        playing = page.evaluate(STAGE)
+        page.screenshot(path=str(artifacts / "talk_playing.png"))
+        assert playing["reply"] and not playing["idle"]
+        page.wait_for_function("() => { const v = document.querySelector('#talk-video video'); return v && v.ended; }",
+                               timeout=240_000)
+        after = page.evaluate(STAGE)
+        assert after["idle"] and not after["reply"]
     finally:
         ctx.close()
 

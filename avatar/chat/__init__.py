@@ -47,6 +47,9 @@ def chinese_models_hint(cfg: AvatarConfig) -> str:
             "\"openai\" with a server running such a model.")
 
 
+MAX_KEPT_ROUNDS = 1000  # a session's transcript for the download: text only, bounded all the same
+
+
 class Conversation:
     """One user's chat history: (user, assistant) rounds, at most `max_rounds` (older ones are forgotten)."""
 
@@ -54,11 +57,19 @@ class Conversation:
         self.id = conversation_id or uuid.uuid4().hex
         self.max_rounds = max_rounds
         self.rounds: list[tuple[str, str]] = []
+        self.forgotten: list[tuple[str, str]] = []  # older rounds the model no longer sees, kept for the export
         self.last_emotion_tag: str | None = None  # the [emotion] tag of the last completed reply, if any
 
     def add(self, user: str, assistant: str) -> None:
         self.rounds.append((user, assistant))
-        self.rounds = self.recent()
+        kept = self.recent()
+        self.forgotten = (self.forgotten + self.rounds[: len(self.rounds) - len(kept)])[-MAX_KEPT_ROUNDS:]
+        self.rounds = kept
+
+    def transcript(self) -> list[tuple[str, str]]:
+        """Every round since the last clear (up to MAX_KEPT_ROUNDS), oldest first: what a download of the
+        conversation holds, although the model sees only the recent ones."""
+        return self.forgotten + self.rounds
 
     def recent(self) -> list[tuple[str, str]]:
         """The last max_rounds rounds (none for max_rounds 0: rounds[-0:] would be all of them)."""
@@ -74,6 +85,7 @@ class Conversation:
 
     def clear(self) -> None:
         self.rounds.clear()
+        self.forgotten.clear()
         self.last_emotion_tag = None
 
     def __len__(self) -> int:

@@ -113,6 +113,24 @@ def test_conversation_is_bounded_and_clearable():
     assert no_memory.rounds == []
 
 
+def test_conversation_transcript_keeps_what_the_model_forgot(monkeypatch):
+    """The download holds every exchange since Clear, although the model sees only the last max_rounds."""
+    import avatar.chat as chat_module
+
+    conv = Conversation(max_rounds=2)
+    for i in range(4):
+        conv.add(f"q{i}", f"a{i}")
+    assert conv.rounds == [("q2", "a2"), ("q3", "a3")]
+    assert conv.transcript() == [(f"q{i}", f"a{i}") for i in range(4)]
+    conv.clear()
+    assert conv.transcript() == []
+    monkeypatch.setattr(chat_module, "MAX_KEPT_ROUNDS", 3)  # bounded all the same
+    no_memory = Conversation(max_rounds=0)
+    for i in range(5):
+        no_memory.add(f"q{i}", f"a{i}")
+    assert no_memory.transcript() == [(f"q{i}", f"a{i}") for i in (2, 3, 4)]
+
+
 def test_system_prompt_persona_and_mood(chat, cfg):
     request = chat.build_request(chat.new_conversation(), "Hello!", mood="sad")
     assert request.system.startswith(chat.system_prompt) and "sad" in request.system
