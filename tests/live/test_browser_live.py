@@ -22,8 +22,10 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RATE = 48000
-QUESTIONS = ["Hello! What is your name?", "Please tell me a long story about a cat who travels to the moon.",
-             "What is the capital of France?"]
+# in the file, the interrupting question comes first: a fresh capture reaches it at once, while the avatar speaks
+QUESTIONS = ["What is the capital of France?", "Hello! What is your name?",
+             "Please tell me a long story about a cat who travels to the moon."]
+FIRST, SECOND, INTERRUPTING = 1, 2, 0
 GAP_S = 1.5
 TURN_TIMEOUT_S = 300  # generous: the machine is shared; the figures, not the waits, tell the speed
 GATE = """([fromS, toS]) => (async () => {
@@ -103,6 +105,14 @@ def _wait_event(page, kind: str, after: int, timeout_s: float = TURN_TIMEOUT_S) 
     pytest.fail(f"the avatar never sent {kind!r} within {timeout_s} s; events so far: {events}")
 
 
+def _assert_silent_between(page, cut: int, third: int) -> None:
+    """No reply sound on the page from 300 ms after the interruption reached it until the next answer began."""
+    events, edges = page.evaluate("[window.avatarLive.events, window.avatarLive.edges.out]")
+    start, end = events[cut]["received"] + 300, events[third]["received"]
+    sounding = [e for e in edges if e["kind"] == "on" and start < e["t"] < end]
+    assert not sounding, f"the avatar kept speaking after it was interrupted: {sounding}"
+
+
 def _history(page) -> list:
     return page.evaluate("fetch(`/live/${window.avatarLive.id}/state`).then((r) => r.json())")["history"]
 
@@ -113,19 +123,21 @@ def test_three_spoken_turns_one_interrupted(live_page, questions_wav, artifacts)
     page.locator("#talk-live input[type=checkbox]").check()
     page.wait_for_function("window.avatarLive && window.avatarLive.id", timeout=30000)
 
-    _speak(page, spans, 0)  # turn 1: answered and played to its end
+    _speak(page, spans, FIRST)  # turn 1: answered and played to its end
     heard = _wait_event(page, "user_turn", 0)
     _wait_event(page, "first_frame", heard)
     played = _wait_event(page, "played", heard)
 
-    _speak(page, spans, 1)  # turn 2: interrupted by turn 3's question once the avatar has spoken a little
+    _speak(page, spans, SECOND)  # turn 2: interrupted by turn 3's question once the avatar has spoken a little
     second = _wait_event(page, "user_turn", played)
     _wait_event(page, "first_audio", second)
     time.sleep(0.8)
-    _speak(page, spans, 2)
+    _speak(page, spans, INTERRUPTING)
     cut = _wait_event(page, "interrupt", second)
     done = _wait_event(page, "interrupted", cut)
-    _wait_event(page, "played", done)  # turn 3 answered
+    third = _wait_event(page, "first_audio", done)
+    _wait_event(page, "played", third)  # turn 3 answered
+    _assert_silent_between(page, cut, third)
 
     metrics = page.evaluate("""({turns: window.avatarLive.turns, interruptions: window.avatarLive.interruptions,
         server: window.avatarLive.events.map((e) => [e.kind, e.t])})""")
