@@ -430,8 +430,9 @@ class AvatarApp:
             self.live.configure(live_id, self.live_options(*settings))
 
     def live_options(self, photo, pose, emotion, background, use_background, size, enhance, language, voice):
-        return LiveOptions(self.prepared_photo(photo) if photo is not None else None, language, emotion, pose,
-                           background if use_background else None, int(size), bool(enhance), voice)
+        return LiveOptions(self.prepared_photo(photo) if photo is not None else None, dict(
+            language=language, emotion=emotion, pose=pose, background=background if use_background else None,
+            size=int(size), enhance=bool(enhance), voice=voice))
 
     def live_history(self, state: Session | None) -> list[dict]:
         return self.history_messages(state) if state is not None and state.conversation is not None else []

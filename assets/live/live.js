@@ -86,8 +86,11 @@
     } else if (ev.kind === 'interrupt') {
       const start = lastEdge('mic', 'on', at);
       // the sound may have stopped before this message arrived (the server cuts first, then tells)
+      const before = live.edges.out.filter((e) => e.t <= start).pop();
       const off = live.edges.out.find((e) => e.kind === 'off' && e.t >= start);
-      if (off) live.interruptions.push({ speech_start: start, silent_ms: off.t - start });
+      if (before && before.kind === 'off') {  // a pause between chunks: nothing was sounding to stop
+        live.interruptions.push({ speech_start: start, silent_ms: 0, already_silent: true });
+      } else if (off) live.interruptions.push({ speech_start: start, silent_ms: off.t - start });
       else live.pendingCut = { speech_start: start, silent_ms: null };
       if (live.pendingTurn && live.pendingTurn.audio_ms == null) live.pendingTurn.cut_before_sound = true;
     }

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,16 +24,11 @@ JOIN_S = 2.0  # a cancelled turn frees its workers within 200 ms; this only boun
 
 @dataclass
 class LiveOptions:
-    """The Talk tab's settings for this conversation's replies (AvatarSystem.respond's arguments)."""
+    """The Talk tab's settings for this conversation's replies: the photo, and respond()'s other keyword arguments
+    (language, emotion, pose, background, size, enhance, voice)."""
 
     photo: object = None
-    language: str = "auto"
-    emotion: str = "auto"
-    pose: str | None = None
-    background: str | None = None
-    size: int | None = None
-    enhance: bool = False
-    voice: str | None = None
+    settings: dict = field(default_factory=dict)
 
 
 class LiveSession:
@@ -98,9 +93,8 @@ class LiveSession:
     def _run_turn(self, audio: Audio, cancel: CancelToken) -> None:
         o = self.options
         try:
-            for ev in self.system.respond(self.conversation, photo=o.photo, audio=audio, language=o.language,
-                                          emotion=o.emotion, pose=o.pose, background=o.background, size=o.size,
-                                          enhance=o.enhance, voice=o.voice, cancel=cancel, media="raw"):
+            for ev in self.system.respond(self.conversation, photo=o.photo, audio=audio, cancel=cancel, media="raw",
+                                          **o.settings):
                 self._on_event(ev, cancel)
         except AvatarError as e:  # e.g. nothing understood: said on the page, the conversation goes on
             self._note("error", message=str(e))

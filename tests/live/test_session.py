@@ -63,7 +63,7 @@ def questions(system):
 
 @pytest.fixture
 def session(system, astronaut):
-    s = LiveSession(system, system.config.live, LiveOptions(photo=astronaut, size=256))
+    s = LiveSession(system, system.config.live, LiveOptions(photo=astronaut, settings={"size": 256}))
     speaker = Speaker(s)
     speaker.start()
     yield s, speaker
