@@ -22,6 +22,8 @@ from avatar.core import media
 from avatar.core.config import AvatarConfig
 from avatar.core.errors import AvatarError
 from avatar.core.types import EMOTIONS
+from avatar.live.session import LiveOptions
+from avatar.live.webrtc import LiveHub, routes
 from avatar.server import JobCap, LoginGuard, SessionFolders, UploadLimiter, chat_text, load_credentials
 from avatar.system import AvatarSystem
 from avatar.tts import SPEED_RANGE
@@ -168,6 +170,7 @@ class AvatarApp:
         self.poses = self._pose_names()
         self.folders = SessionFolders(system.output_dir)
         self.turns = RunningTurns()  # each session's running turn, for Stop / Clear / a new turn
+        self.live = LiveHub(system, system.config.live)  # hands-free conversations (WebRTC)
 
     @staticmethod
     def _pose_names() -> list[str]:
@@ -407,6 +410,32 @@ class AvatarApp:
         messages, state = self.clear(state, request)
         return messages, None, None, state
 
+    # ------------------------------------------------------------ conversation mode (hands-free)
+    @user_errors
+    def live_switch(self, on: bool, live_id: str, photo, pose: str, emotion: str, background: str,
+                    use_background: bool, size: int, enhance: bool, language: str, voice: str | None,
+                    state: Session | None, request: gr.Request):
+        """The page has connected (on) or hung up (off); on: the WebRTC conversation gets this session's history
+        and the Talk tab's settings. The timer keeps the Chatbot in step with the spoken turns."""
+        state = self.session(state, request)
+        if on and not self.live.configure(live_id, self.live_options(photo, pose, emotion, background,
+                                                                      use_background, size, enhance, language, voice),
+                                          state.conversation):
+            raise gr.Error("the hands-free connection did not start; switch conversation mode off and on again")
+        return state, gr.Timer(active=bool(on))
+
+    @user_errors
+    def live_configure(self, live_id: str, *settings) -> None:
+        if live_id and self.live.session(live_id) is not None:
+            self.live.configure(live_id, self.live_options(*settings))
+
+    def live_options(self, photo, pose, emotion, background, use_background, size, enhance, language, voice):
+        return LiveOptions(self.prepared_photo(photo) if photo is not None else None, language, emotion, pose,
+                           background if use_background else None, int(size), bool(enhance), voice)
+
+    def live_history(self, state: Session | None) -> list[dict]:
+        return self.history_messages(state) if state is not None and state.conversation is not None else []
+
     @user_errors
     def system_report(self, state: Session | None = None) -> tuple[str, dict]:
         report = self.system.doctor()
@@ -481,6 +510,8 @@ class AvatarApp:
                                 t_export_mp4 = gr.Button("下载视频 All replies as one video (MP4)", size="sm",
                                                          elem_id="talk-export-mp4")
                             t_export = gr.File(label="下载 Download", elem_id="talk-export-file")
+                build_live_controls(self, [t_photo, t_pose, t_emotion, t_bg, t_use_bg, t_size, t_enh, t_lang,
+                                           t_voice], state, t_chat)
                 t_check.click(self.transcribe, [t_audio, t_lang], t_transcript, api_name="check_transcript",
                               api_visibility="private", **LIGHT)
                 talk_ev = t_send.click(self.talk, [t_audio, t_text, t_photo, t_pose, t_emotion, t_bg, t_use_bg,
@@ -587,6 +618,33 @@ class AvatarApp:
         return demo
 
 
+LIVE_PANEL = ('<div id="live-panel"><video id="live-video" autoplay playsinline width="256" height="256" '
+              'style="display:none"></video><div id="live-status"></div></div>')
+# the switch's js runs in the page first: it connects (or hangs up) and hands the conversation's id to the server
+LIVE_SWITCH_JS = ("async (on, id, ...rest) => [on, on ? await window.avatarLive.start() : await window.avatarLive.stop(),"
+                  " ...rest]")
+
+
+def build_live_controls(app: AvatarApp, settings: list, state: gr.State, chatbot: gr.Chatbot) -> None:
+    """The Talk tab's conversation mode (off by default): the microphone streams, the avatar answers when the user
+    stops speaking and stops when they talk over it (avatar/live, over WebRTC)."""
+    live_on = gr.Checkbox(label="对话模式 Conversation mode (hands-free: just talk; speak to interrupt)", value=False,
+                          elem_id="talk-live")
+    live_id = gr.Textbox(visible=False, elem_id="talk-live-id")
+    js = (Path(__file__).parent / "assets" / "live" / "live.js").read_text(encoding="utf-8")
+    gr.HTML(LIVE_PANEL, js_on_load=js, elem_id="talk-live-panel", container=False)
+    timer = gr.Timer(1.0, active=False)
+    live_on.change(app.live_switch, [live_on, live_id, *settings, state], [state, timer], js=LIVE_SWITCH_JS,
+                   api_visibility="private", concurrency_id="control", concurrency_limit=None)
+    live_on.change(lambda i: i, live_id, live_id, js="() => window.avatarLive.id || ''", api_visibility="private",
+                   queue=False)
+    for setting in settings:
+        setting.change(app.live_configure, [live_id, *settings], None, api_visibility="private",
+                       concurrency_id="control", concurrency_limit=None)
+    timer.tick(app.live_history, state, chatbot, api_visibility="private", concurrency_id="control",
+               concurrency_limit=None)
+
+
 def reply_videos(folder: Path) -> list[Path]:
     """The whole replies of a session's turns in turn order (each turn writes turn<N>/reply.mp4)."""
     def number(path: Path) -> int:
@@ -659,7 +717,8 @@ def _is_control(demo: gr.Blocks, fn_index: int | None) -> bool:
 def launch(system: AvatarSystem, host: str | None = None, port: int | None = None, share: bool = False,
            credentials: dict[str, str] | None = None, block: bool = True):
     cfg = system.config
-    demo = AvatarApp(system).build()
+    avatar_app = AvatarApp(system)
+    demo = avatar_app.build()
     # local: the stages share one device, one request at a time; ray: the deployments take every session at once
     # (their replicas batch the frames) and the in-process chat model serialises itself
     sessions = 1 if cfg.cluster.mode == "local" else max(4, 4 * cfg.cluster.render_replicas)
@@ -674,9 +733,21 @@ def launch(system: AvatarSystem, host: str | None = None, port: int | None = Non
         _is_control, demo), max_jobs=cfg.turn.max_jobs_per_session)
     demo.launch(server_name=host or cfg.server.host, server_port=port or cfg.server.port, share=share,
                 auth=LoginGuard(credentials) if credentials else None, max_file_size=f"{cfg.limits.upload_max_mb}mb",
-                allowed_paths=[str(system.output_dir)], prevent_thread_lock=not block, show_error=False,
+                allowed_paths=[str(system.output_dir)], prevent_thread_lock=True, show_error=False,
                 app_kwargs={"middleware": [uploads, jobs]}, css=TALK_CSS, js=TALK_JS)
+    mount_live(demo, avatar_app.live)
+    if block:
+        demo.block_thread()
     return demo
+
+
+def mount_live(demo: gr.Blocks, hub: LiveHub) -> None:
+    """The hands-free endpoints (/live/...) on the app's own FastAPI server, ahead of Gradio's routes: the page
+    talks WebRTC to the same origin, so no second port, no CORS."""
+    router = demo.app.router
+    before = len(router.routes)
+    router.include_router(routes(hub))
+    router.routes[:] = router.routes[before:] + router.routes[:before]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -172,6 +172,17 @@ class TurnConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    """Hands-free conversation (avatar/live): when the user's turn ends and when their speech cuts the avatar off."""
+    vad_threshold: float = 0.5  # silero speech probability of a voiced 32 ms window
+    end_silence_ms: float = 600.0  # silence after speech that ends the user's turn (shorter cut people off mid-pause)
+    interrupt_min_ms: float = 200.0  # speech this long while the avatar talks interrupts it
+    min_speech_ms: float = 250.0  # shorter sounds (a cough, a click) are not a turn
+    echo_similarity: float = 0.45  # mic speech this similar to the avatar's own recent sound is its echo, not the user
+    ice_host: str = ""  # the one address WebRTC offers the browser (e.g. 127.0.0.1); empty: every local address
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
@@ -194,6 +205,7 @@ class AvatarConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     turn: TurnConfig = field(default_factory=TurnConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     def weights_path(self, relative: str) -> Path:
         """A path from a config field: absolute as given, else under weights_dir."""
