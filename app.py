@@ -41,14 +41,14 @@ SIZE_CHOICES = [("256 px", 256), ("512 px", 512)]
 # take their own locks), in a group of its own
 LIGHT = {"concurrency_id": "light", "concurrency_limit": 2}
 HEARTBEAT_S = 0.5  # a turn's generator returns at least this often, so a cancelled /talk is closed in time
-# The idle loop and the reply player share one place (a grid cell): the idle loop shows whenever the reply player is
-# not playing (before the first turn, from Send until the first sentence plays, after the reply), the reply player
-# while it plays. TALK_JS marks the page "talk-speaking" from the player's own media events; the hidden player keeps
-# playing (visibility, not display). The whole reply's player shows only once there is one (an empty player would push
-# the inputs down on a phone).
+# The idle loop and the reply player share one place (one cell of a grid made of their parent, whatever Gradio's
+# wrapper is): the idle loop shows whenever the reply player is not playing (before the first turn, from Send until
+# the first sentence plays, after the reply), the reply player while it plays. TALK_JS marks the page "talk-speaking"
+# from the player's own media events; the hidden player keeps playing (visibility, not display). The whole reply's
+# player shows only once there is one (an empty player would push the inputs down on a phone).
 TALK_CSS = """
-#talk-screen { display: grid !important; }
-#talk-screen > * { grid-area: 1 / 1; min-width: 0; }
+:has(> #talk-idle) { display: grid !important; }
+#talk-idle, #talk-video { grid-area: 1 / 1; min-width: 0; }
 #talk-idle { visibility: hidden; }
 body:not(.talk-speaking) #talk-screen:has(#talk-idle video) #talk-idle { visibility: visible; }
 body:not(.talk-speaking) #talk-screen:has(#talk-idle video) #talk-video { visibility: hidden; }

@@ -51,6 +51,8 @@ SETTINGS = {
     "greedy_rp1.0": {"chat.temperature": 0.0, "chat.repetition_penalty": 1.0},
     "t0.3": {"chat.temperature": 0.3, "chat.top_p": 0.9, "chat.repetition_penalty": 1.1},
     "t0.7": {"chat.temperature": 0.7, "chat.top_p": 0.9, "chat.repetition_penalty": 1.1},
+    "greedy_rp1.3": {"chat.temperature": 0.0, "chat.repetition_penalty": 1.3},
+    "greedy_tok60": {"chat.temperature": 0.0, "chat.repetition_penalty": 1.1, "chat.max_new_tokens": 60},
 }
 MAX_WORDS = 60
 

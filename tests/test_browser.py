@@ -75,6 +75,7 @@ STAGE = """() => {
   const idle = document.querySelector('#talk-idle video');
   return {idle: seen('#talk-idle'), reply: seen('#talk-video'), speaking: document.body.classList.contains('talk-speaking'),
           idle_ready: !!idle && idle.readyState >= 2 && !idle.paused && idle.loop,
+          same_place: Math.abs(top('#talk-idle') - top('#talk-video')) < 2,
           tops: {screen: top('#talk-screen'), chat: top('#talk-chatbot'), photo: top('#talk-photo'),
                  send: top('#talk-send'), settings: top('#talk-settings')}};
 }"""
@@ -91,6 +92,7 @@ def test_talk_tab_opens_with_the_default_portrait_and_its_idle_loop(browser, app
         page.wait_for_function(IDLE_PLAYING, timeout=180_000)
         stage = page.evaluate(STAGE)
         assert stage["idle"] and stage["idle_ready"] and not stage["reply"] and not stage["speaking"]
+        assert stage["same_place"]  # one place: the hidden player takes no room of its own
         assert stage["tops"]["screen"] < stage["tops"]["chat"]
         page.screenshot(path=str(artifacts / "talk_desktop.png"), full_page=True)
     finally:
@@ -127,7 +129,7 @@ def test_idle_loop_stands_in_until_the_reply_plays(browser, app_url, artifacts):
         page.wait_for_function("() => document.body.classList.contains('talk-speaking')", timeout=240_000)
         playing = page.evaluate(STAGE)
         page.screenshot(path=str(artifacts / "talk_playing.png"))
-        assert playing["reply"] and not playing["idle"]
+        assert playing["reply"] and not playing["idle"] and playing["same_place"]
         page.wait_for_function("() => { const v = document.querySelector('#talk-video video'); return v && v.ended; }",
                                timeout=240_000)
         after = page.evaluate(STAGE)

