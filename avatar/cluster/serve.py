@@ -136,8 +136,8 @@ class SpeechReplica:
     def transcribe(self, audio: Audio, language: str):
         return self.worker.transcribe(audio, language)
 
-    def synthesize(self, text: str, language: str, voice: str | None) -> Audio:
-        return self.worker.synthesize(text, language, voice)
+    def synthesize(self, text: str, language: str, voice: str | None, speed: float | None = None) -> Audio:
+        return self.worker.synthesize(text, language, voice, speed)
 
 
 # ---------------------------------------------------------------- handles used by AvatarSystem
@@ -207,8 +207,9 @@ class RemoteTts:
     def voices(self) -> list[str]:
         return list(self._voices)
 
-    def synthesize(self, text: str, language: str = "auto", voice: str | None = None) -> Audio:
-        return _result(self.handle.synthesize.remote(text, language, voice))
+    def synthesize(self, text: str, language: str = "auto", voice: str | None = None,
+                   speed: float | None = None) -> Audio:
+        return _result(self.handle.synthesize.remote(text, language, voice, speed))
 
 
 @dataclass

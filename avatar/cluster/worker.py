@@ -133,8 +133,8 @@ class SpeechWorker:
     def transcribe(self, audio: Audio, language: str):
         return self.asr.transcribe(audio, language=language)
 
-    def synthesize(self, text: str, language: str, voice: str | None) -> Audio:
-        return self.tts.synthesize(text, language=language, voice=voice)
+    def synthesize(self, text: str, language: str, voice: str | None, speed: float | None = None) -> Audio:
+        return self.tts.synthesize(text, language=language, voice=voice, speed=speed)
 
     def voices(self) -> list[str]:
         return list(self.tts.voices())
