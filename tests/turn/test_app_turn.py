@@ -14,7 +14,7 @@ from avatar.core import media
 from avatar.turn.events import INTERRUPTED_MARK
 
 QUESTION = "Tell me two short facts about the Moon."
-TALK_ARGS = ("talking", "auto", "#2f6f4f", False, 256, False, "en", None)
+TALK_ARGS = ("talking", "auto", "#2f6f4f", False, 256, False, "en", None, 1.0)
 
 
 def _path(value) -> Path | None:

@@ -227,6 +227,7 @@ def test_a_stage_failing_mid_turn_ends_it_with_a_sentence_and_the_next_turn_work
 
 def test_a_chat_server_that_goes_away_mid_reply(system, conv, monkeypatch):
     """A real socket server that streams two tokens of a reply and then closes the connection."""
+    import re
     import socket
 
     from avatar.chat import ChatModel
@@ -236,12 +237,22 @@ def test_a_chat_server_that_goes_away_mid_reply(system, conv, monkeypatch):
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
 
+    def read_request(client):  # all of it: closing a socket with unread bytes would reset the connection
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += client.recv(65536)
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+        while len(body) < length:
+            body += client.recv(65536)
+
     def serve_half_a_reply():
         client, _ = listener.accept()
-        client.recv(65536)
+        read_request(client)
         body = "".join(f'data: {{"choices":[{{"delta":{{"content":"{w}"}}}}]}}\n\n' for w in ("Hello", " there,",
                                                                                            " my friend"))
         client.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n" + body.encode())
+        client.shutdown(socket.SHUT_WR)
         client.close()
 
     threading.Thread(target=serve_half_a_reply, daemon=True).start()
