@@ -387,7 +387,7 @@ class AvatarSystem:
                 emotion: str = "auto", pose: str | None = None, background: str | None = None,
                 size: int | None = None, enhance: bool = False, voice: str | None = None,
                 chunk_dir: Path | None = None, cancel: CancelToken = NEVER, media: str = "mp4",
-                heartbeat_s: float | None = None, speed: float | None = None) -> Iterator[TurnEvent]:
+                heartbeat_s: float | None = None, speed: float | None = None, heard=None) -> Iterator[TurnEvent]:
         """One spoken turn as a generator of TurnEvents: transcript, mood, then the pipelined reply (avatar/turn:
         chat -> chunks -> speech -> frames -> enhancement -> encoder on their own workers), then done.
 
@@ -396,14 +396,15 @@ class AvatarSystem:
         with an "interrupted" event. The round joins the history only when the whole turn completes: a failed or
         cancelled turn leaves the history as it was (see interrupted() for the part of a reply that was heard).
         heartbeat_s: a "wait" event whenever nothing else came for that long (for consumers that can only be
-        stopped between events). speed: the voice's speed, 1 normal (None: config tts.speed).
+        stopped between events). speed: the voice's speed, 1 normal (None: config tts.speed). heard: the audio's
+        Transcript when it was made already (the hands-free mode transcribes while it waits for the turn's end).
         """
         opts = TurnOptions(language, emotion, pose, background, size, enhance, voice, chunk_dir, media, speed)
         self._asked.pop(conversation, None)  # interrupted() must never touch an earlier turn's round
         face = self._check_turn(opts, photo)  # cheap checks and the photo before any model work
         t0 = time.perf_counter()
         try:
-            text = yield from self._hear(audio, text, opts, cancel)
+            text = yield from self._hear(audio, text, opts, cancel, heard)
         except Cancelled:
             yield TurnEvent("interrupted", "", data={"reason": cancel.reason, "freed_s": 0.0})
             return
@@ -436,13 +437,13 @@ class AvatarSystem:
                                                                            opts.enhance)
         return self.prepare_photo(photo)
 
-    def _hear(self, audio, text: str | None, opts: "TurnOptions", cancel: CancelToken):
+    def _hear(self, audio, text: str | None, opts: "TurnOptions", cancel: CancelToken, heard=None):
         """The user's words: typed text, or the transcript of the audio (yielded as an event); then their mood.
         Sets opts.language (detected when "auto") and opts.mood. Raises Cancelled when the turn was stopped."""
         from avatar.core.emotion import analyze_text
 
         if audio is not None and not (text or "").strip():
-            transcript = self.transcribe(audio, opts.language, cancel)
+            transcript = heard if heard is not None else self.transcribe(audio, opts.language, cancel)
             text, opts.language = transcript.text, transcript.language
             yield TurnEvent("transcript", text, data={"language": opts.language})
         text = check_text(text, self.config.limits.max_text_chars)  # before any model work

@@ -73,9 +73,10 @@ class ChatConfig:
     # picked by backend "auto" when model_dir holds no model and this folder does
     persona: str = "default"  # assets/templates/persona_<name>.txt
     system_prompt: str = ""  # overrides the persona file when set
-    max_new_tokens: int = 160
+    # greedy decoding, 60 tokens: the best of 6 settings on scripts/eval_chat.py (README "Replies made for speaking")
+    max_new_tokens: int = 60
     max_sentences: int = 3  # a reply stops after this many sentences and never ends mid-sentence (0: no limit)
-    temperature: float = 0.7
+    temperature: float = 0.0  # 0: greedy; > 0 samples (top_p) with a seeded generator
     top_p: float = 0.9
     repetition_penalty: float = 1.1
     context_tokens: int = 1536  # prompt budget: the oldest rounds are dropped beyond it
@@ -176,6 +177,9 @@ class LiveConfig:
     """Hands-free conversation (avatar/live): when the user's turn ends and when their speech cuts the avatar off."""
     vad_threshold: float = 0.5  # silero speech probability of a voiced 32 ms window
     end_silence_ms: float = 600.0  # silence after speech that ends the user's turn (shorter cut people off mid-pause)
+    # after this much silence the speech so far is transcribed already, while the turn's end is still awaited: the
+    # transcript is then ready (or nearly) when the turn ends (0: transcribe only at the end)
+    early_asr_ms: float = 200.0
     interrupt_min_ms: float = 200.0  # speech this long while the avatar talks interrupts it
     min_speech_ms: float = 250.0  # shorter sounds (a cough, a click) are not a turn
     echo_similarity: float = 0.45  # mic speech this similar to the avatar's own recent sound is its echo, not the user

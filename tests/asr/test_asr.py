@@ -62,6 +62,24 @@ def test_chinese_cer_detected_and_simplified(asr, zh_path):
     assert "體" not in t.text and "語" not in t.text  # simplified characters
 
 
+@pytest.mark.parametrize("fixture", ["jfk_path", "zh_path"])
+def test_language_detection_and_decoding_share_one_encoding(asr, fixture, request, monkeypatch):
+    """A question shorter than Whisper's window is encoded once with language "auto" (detection and decoding used to
+    encode it twice), and the words are exactly those of decoding with the language given."""
+    audio = media.load_audio(request.getfixturevalue(fixture))
+    if fixture == "jfk_path":
+        audio = Audio(audio.samples[: int(4.4 * audio.sample_rate)], audio.sample_rate)
+    whisper = asr._whisper
+    calls = []
+    inner = whisper._encoder._encode
+    monkeypatch.setattr(whisper._encoder, "_encode", lambda features: calls.append(features.shape) or inner(features))
+    auto = asr.transcribe(audio, "auto")
+    assert len(calls) == 1, calls
+    forced = asr.transcribe(audio, auto.language)
+    assert len(calls) == 2 and forced.text == auto.text
+    assert auto.language == ("en" if fixture == "jfk_path" else "zh")
+
+
 def test_traditional_output_is_converted():
     assert to_simplified("歡迎大家來體驗達摩院推出的語音識別模型") == ZH_TEXT
 

@@ -13,7 +13,8 @@ from tests.chat.test_transformers import model_dir  # noqa: F401  (a tiny real Q
 
 
 def _weights_with_small_model(tmp_path, folder):
-    cfg = AvatarConfig(weights_dir=str(tmp_path)).replace(**{"chat.max_new_tokens": 8})
+    # a random model decoded greedily may pick an end token first: sample, as a real model need not
+    cfg = AvatarConfig(weights_dir=str(tmp_path)).replace(**{"chat.max_new_tokens": 8, "chat.temperature": 0.7})
     shutil.copytree(folder, cfg.weights_path(cfg.chat.small_dir))
     return cfg
 
