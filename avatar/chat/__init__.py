@@ -102,6 +102,7 @@ class ReplyStream:
         self.emotion_tag: str | None = None
         self.notice = notice
         self.finished = False
+        self.settled = False  # the deltas so far end at a finished sentence (the chat model has begun the next one)
         self.keep = keep  # False: the round joins the history only when commit() is called (a whole spoken turn)
         self._commit: Callable[[], None] | None = None
         self._deltas = make_deltas(self)  # the generator records its results on this stream
@@ -238,6 +239,7 @@ class ChatModel:
                 getattr(deltas, "close", lambda: None)()  # stop generating now
                 cancel.check()
             shown = budget.feed(tags.feed(delta))
+            stream.settled = budget.settled  # for the turn's splitter: the text so far ends at a finished sentence
             stream.emotion_tag = tags.tag  # known as soon as the tag is complete, for per-sentence "auto" emotion
             if shown:
                 yield shown

@@ -1,12 +1,13 @@
 """Replies made for speaking: at most `max_sentences` sentences, and never an unfinished last sentence.
 
-The chat stage streams its reply through a SentenceBudget. The first sentence goes out clause by clause (the turn
-may start speaking at its first comma); after that only whole sentences go out, so a reply cut off by the token
+The chat stage streams its reply through a SentenceBudget. The first sentence goes out word by word (the turn's
+splitter may start speaking at its first comma, or after a run-on sentence's first words); after that only whole
+sentences go out, so a reply cut off by the token
 limit ends at the sentence before the cut, and what was spoken is exactly the reply kept in the history.
 """
 from __future__ import annotations
 
-from avatar.core.text import last_clause_end, settled_sentences
+from avatar.core.text import last_word_end, settled_sentences
 
 
 class SentenceBudget:
@@ -15,6 +16,7 @@ class SentenceBudget:
         self.raw = ""  # everything the model wrote
         self.text = ""  # what went out
         self.full = False  # the budget is spent: the caller stops generating
+        self.settled = False  # what went out ends at a sentence end known to be one (the next sentence has begun)
 
     def feed(self, delta: str) -> str:
         """The part of the reply that may go out now."""
@@ -24,9 +26,12 @@ class SentenceBudget:
         sentences, rest = settled_sentences(self.raw)
         if self.max_sentences and len(sentences) >= self.max_sentences:
             self.full = True
-            return self._release("".join(sentences[: self.max_sentences]))
-        keep = "".join(sentences) if sentences else rest[: last_clause_end(rest)]
-        return self._release(keep)
+            return self._release("".join(sentences[: self.max_sentences]), settled=True)
+        if sentences:
+            return self._release("".join(sentences), settled=True)
+        # the first sentence is always kept whole, so its words go out as they come: the turn's splitter decides
+        # where its first chunk ends (a clause, or a run-on sentence's first words)
+        return self._release(rest[: last_word_end(rest)], settled=False)
 
     def finish(self) -> str:
         """At the end of generation: the rest, unless it is an unfinished sentence after a finished one."""
@@ -35,8 +40,8 @@ class SentenceBudget:
         sentences, rest = settled_sentences(self.raw, final=True)
         return self._release("".join(sentences) if sentences and rest.strip() else self.raw)
 
-    def _release(self, keep: str) -> str:
+    def _release(self, keep: str, settled: bool = False) -> str:
         if len(keep) <= len(self.text):
             return ""
-        out, self.text = keep[len(self.text):], keep
+        out, self.text, self.settled = keep[len(self.text):], keep, settled
         return out

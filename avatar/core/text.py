@@ -87,12 +87,15 @@ def settled_sentences(text: str, final: bool = False) -> tuple[list[str], str]:
     return pieces, rest
 
 
-def last_clause_end(text: str) -> int:
-    """Index just after the last clause break (，、：, ; : —) that has text after it, or 0 when there is none:
-    where a first chunk may be cut before its sentence ends."""
-    for i in range(len(text) - 2, -1, -1):
-        nxt = text[i + 1]
-        if text[i] in _SOFT_BREAKS and (nxt.isspace() or _CJK_RE.match(nxt) or text[i] in "，、："):
+def last_word_end(text: str) -> int:
+    """Index just after the last whole word: its following white space, or its last CJK character or full-width mark
+    (a Chinese character is a word of its own); 0 when no word is complete yet. A streamed reply may be released up
+    to here without a word cut in two."""
+    for i in range(len(text) - 1, -1, -1):
+        ch = text[i]
+        if ch.isspace() and i > 0 and not text[i - 1].isspace():
+            return i
+        if _CJK_RE.match(ch) or ch in "，、：；。！？":
             return i + 1
     return 0
 

@@ -246,7 +246,10 @@ class TurnPipeline:
             for delta in stream:
                 self._mark("first_token")
                 reply += delta
-                for text in self.splitter.feed(delta):
+                texts = self.splitter.feed(delta)
+                if getattr(stream, "settled", False):  # the chat stage knows its last sentence is finished
+                    texts += self.splitter.sentence_ended()
+                for text in texts:
                     index = self._send_text(index, text, reply, stream)
                 self.token.check()
             self._timed("chat", started)

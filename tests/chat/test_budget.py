@@ -1,5 +1,5 @@
 """Replies made for speaking (issue 20): at most chat.max_sentences sentences, never an unfinished last one, the
-first sentence released clause by clause."""
+first sentence released word by word."""
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +27,21 @@ def test_the_first_sentence_goes_out_at_its_clauses_later_ones_whole():
     out, budget = _run(["Hello there, my", " friend. It is", " 3.", "14 today, isn't", " it? Bye"])
     assert out == ["Hello there,", " my friend.", " It is 3.14 today, isn't it?"]  # "3." was not a sentence end
     assert budget.text == "Hello there, my friend. It is 3.14 today, isn't it?"  # the cut-off "Bye" is dropped
+
+
+def test_a_long_first_sentence_goes_out_word_by_word():
+    """No comma to wait for: whole words go out as they come (the turn's splitter may cut a run-on first chunk)."""
+    out, budget = _run(["I am a won", "derful helper with a bea", "utiful smile! And", " more."])
+    assert out == ["I am a", " wonderful helper with a", " beautiful smile!", " And more."]
+    assert _run(["你好很高兴认", "识你。"])[0] == ["你好很高兴认", "识你。"]
+
+
+def test_settled_says_the_text_out_ends_at_a_finished_sentence():
+    budget = SentenceBudget(3)
+    assert budget.feed("Sorry for your") == "Sorry for" and not budget.settled
+    assert budget.feed(" loss.") == " your" and not budget.settled  # "loss." may still be "loss.5"
+    assert budget.feed(" I will") == " loss." and budget.settled  # the next sentence has begun
+    assert budget.feed(" help. Ok") == " I will help." and budget.settled
 
 
 def test_generation_stops_after_max_sentences():

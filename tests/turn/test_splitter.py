@@ -77,3 +77,13 @@ def test_the_first_sentence_goes_as_soon_as_the_next_one_begins():
     splitter = ChunkSplitter()
     assert splitter.feed("I am a wonderful person with a smile! I") == ["I am a wonderful person with a smile!"]
     assert ChunkSplitter().feed("Dr. Smith is here") == []  # an abbreviation is no sentence end
+
+
+def test_sentences_the_chat_stage_has_settled_go_at_once():
+    """The chat stage releases later sentences only whole, so the splitter may never see the next sentence begin:
+    when the stage says the text ends at a finished sentence, the pending sentences go without waiting."""
+    splitter = ChunkSplitter()
+    assert splitter.feed("I am sorry for your loss.") == [] and splitter.sentence_ended() == ["I am sorry for your loss."]
+    assert splitter.feed(" I will help you. Tell me more.") == ["I will help you."]
+    assert splitter.sentence_ended() == ["Tell me more."] and splitter.finish() == []  # not held for a next one
+    assert ChunkSplitter(clause_first=False).sentence_ended() == []
