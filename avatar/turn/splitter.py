@@ -50,9 +50,12 @@ class ChunkSplitter:
     def sentence_ended(self) -> list[str]:
         """The text fed so far ends at a sentence end its source has confirmed (the chat stage saw the next sentence
         begin; after its first sentence it releases only whole ones): what is pending goes now, as sentences, instead
-        of waiting for the next sentence to reach the splitter (the first chunk sooner, no gap before a later one)."""
+        of waiting for the next sentence to reach the splitter (the first chunk sooner, no gap before a later one).
+        Fewer than first_min_units words wait to join what follows ("1." of a list, "OK.")."""
+        if speech_units(self.pending) < self.first_min_units:
+            return []
         rest, self.pending = self.pending, ""
-        return self._count(split_sentences(rest)) if rest.strip() else []
+        return self._count(split_sentences(rest))
 
     def _first_clause(self) -> list[str]:
         return self._clause() or self._first_words()

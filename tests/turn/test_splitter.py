@@ -84,6 +84,9 @@ def test_sentences_the_chat_stage_has_settled_go_at_once():
     when the stage says the text ends at a finished sentence, the pending sentences go without waiting."""
     splitter = ChunkSplitter()
     assert splitter.feed("I am sorry for your loss.") == [] and splitter.sentence_ended() == ["I am sorry for your loss."]
-    assert splitter.feed(" I will help you. Tell me more.") == ["I will help you."]
-    assert splitter.sentence_ended() == ["Tell me more."] and splitter.finish() == []  # not held for a next one
+    assert splitter.feed(" I will help you. Tell me a bit more.") == ["I will help you."]
+    assert splitter.sentence_ended() == ["Tell me a bit more."] and splitter.finish() == []  # not held back
     assert ChunkSplitter(clause_first=False).sentence_ended() == []
+    short = ChunkSplitter()
+    assert short.feed("1.") == [] and short.sentence_ended() == []  # too short alone: joins the next sentence
+    assert short.feed(" Paris is the capital.") == [] and short.sentence_ended() == ["1. Paris is the capital."]
