@@ -293,27 +293,44 @@ def cmd_doctor(args, cfg) -> int:
 
 
 def cmd_bench(args, cfg) -> int:
+    out = _json_stdout() if args.json else sys.stdout
     if args.turns:
-        return _bench_turns(args, cfg)
-    if args.sessions:
-        if args.sessions < 1 or args.clip_s <= 0:
-            raise AvatarError("--sessions and --clip-s must be positive")
-        from .bench_sessions import run_sessions
+        result = _bench_turns(args, cfg)
+    elif args.sessions:
+        result = _bench_sessions(args, cfg)
+    else:
+        from .bench import run_bench
 
-        modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-        if not modes or set(modes) - {"local", "ray"}:
-            raise AvatarError(f"--modes takes local, ray or local,ray, not {args.modes!r}")
-        result = run_sessions(cfg, args.sessions, args.clip_s, args.size, args.enhance, modes)
-        print(json.dumps(result, indent=2 if not args.json else None, ensure_ascii=False))
-        return 0
-    from .bench import run_bench
-
-    result = run_bench(cfg, [s.strip() for s in args.stages.split(",") if s.strip()])
-    print(json.dumps(result, indent=2 if not args.json else None, ensure_ascii=False))
+        result = run_bench(cfg, [s.strip() for s in args.stages.split(",") if s.strip()])
+    print(json.dumps(result, indent=2 if not args.json else None, ensure_ascii=False, default=str), file=out)
+    out.flush()
     return 0
 
 
-def _bench_turns(args, cfg) -> int:
+def _json_stdout():
+    """--json: the result must be the only thing on stdout, but libraries write there themselves (Ray's raylet
+    while Serve shuts down, TensorFlow): from now on file descriptor 1 goes to stderr, and the returned stream, on the
+    real stdout, carries the JSON alone."""
+    import os
+
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    return out
+
+
+def _bench_sessions(args, cfg) -> dict:
+    if args.sessions < 1 or args.clip_s <= 0:
+        raise AvatarError("--sessions and --clip-s must be positive")
+    from .bench_sessions import run_sessions
+
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or set(modes) - {"local", "ray"}:
+        raise AvatarError(f"--modes takes local, ray or local,ray, not {args.modes!r}")
+    return run_sessions(cfg, args.sessions, args.clip_s, args.size, args.enhance, modes)
+
+
+def _bench_turns(args, cfg) -> dict:
     import tempfile
 
     from .bench_turn import run_turn_bench
@@ -322,9 +339,7 @@ def _bench_turns(args, cfg) -> int:
     if args.turns < 1 or not media or set(media) - {"raw", "mp4"}:
         raise AvatarError(f"--turns must be positive and --media raw, mp4 or raw,mp4 (not {args.media!r})")
     with tempfile.TemporaryDirectory(prefix="avatar-bench-") as folder:
-        result = run_turn_bench(cfg, args.turns, media, Path(folder), args.photo)
-    print(json.dumps(result, indent=2 if not args.json else None, ensure_ascii=False, default=str))
-    return 0
+        return run_turn_bench(cfg, args.turns, media, Path(folder), args.photo)
 
 
 def cmd_download(args, cfg) -> int:
