@@ -747,8 +747,17 @@ def mount_live(demo: gr.Blocks, hub: LiveHub) -> None:
     talks WebRTC to the same origin, so no second port, no CORS."""
     router = demo.app.router
     before = len(router.routes)
-    router.include_router(routes(hub))
+    router.include_router(routes(hub, allowed=functools.partial(logged_in, demo.app)))
     router.routes[:] = router.routes[before:] + router.routes[:before]
+
+
+def logged_in(server, request) -> bool:
+    """Gradio's own login check (its session cookie), for the routes added beside its UI; no logins: everyone."""
+    if server.auth is None and server.auth_dependency is None:
+        return True
+    token = request.cookies.get(f"access-token-{server.cookie_id}") or request.cookies.get(
+        f"access-token-unsecure-{server.cookie_id}")
+    return server.tokens.get(token) is not None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,9 +12,10 @@ import json
 import logging
 import time
 import uuid
+from typing import Callable
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 
 from avatar.core.config import LiveConfig
 from avatar.core.errors import AvatarError
@@ -156,10 +157,16 @@ class LiveHub:
             await self.close(session_id)
 
 
-def routes(hub: LiveHub):
+def routes(hub: LiveHub, allowed: Callable[[Request], bool] = lambda request: True):
     """The page's endpoints: /live/offer (SDP in, SDP answer and the session id out), /live/{id}/state (history and
-    events since a count), /live/{id}/close."""
-    router = APIRouter()
+    events since a count), /live/{id}/close. allowed(request): the app's login check; without it a stranger who
+    reaches the server could run the models (an offer starts a conversation) and read a conversation by its id."""
+
+    def logged_in(request: Request) -> None:
+        if not allowed(request):
+            raise HTTPException(401, "log in first")
+
+    router = APIRouter(dependencies=[Depends(logged_in)])
 
     @router.post("/live/offer")
     async def offer(request: Request):
