@@ -89,3 +89,18 @@ def test_sampler_asks_nvidia_smi_for_the_card_torch_uses(monkeypatch):
     assert smi_gpu_id(0) == "2" and smi_gpu_id(1) == "GPU-8f3a1c2e"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert smi_gpu_id(1) == "1"
+
+
+def test_eval_chat_judges_answers_length_and_endings():
+    """scripts/eval_chat.py chose the chat defaults (README "Replies made for speaking"); its checks are these."""
+    import eval_chat
+
+    assert eval_chat.judge("Paris is the capital of France.", r"\bparis\b", 3) == \
+        {"correct": True, "short": True, "ends": True}
+    assert eval_chat.judge("Lyon, I think", r"\bparis\b", 3) == {"correct": False, "short": True, "ends": False}
+    four = "One. Two. Three. Four."
+    assert eval_chat.judge(four, None, 3)["short"] is False and eval_chat.judge(four, None, 4)["short"] is True
+    assert eval_chat.judge(" ".join(["word"] * 61) + ".", None, 3)["short"] is False  # over 60 words
+    kinds = {kind for _, _, kind in eval_chat.PROMPTS}
+    assert len(eval_chat.PROMPTS) == 20 and kinds == {"answers", "remembers", "open"}
+    assert all(len(turns) == 2 for turns, _, kind in eval_chat.PROMPTS if kind == "remembers")
