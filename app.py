@@ -414,12 +414,12 @@ class AvatarApp:
     @user_errors
     def live_switch(self, on: bool, live_id: str, photo, pose: str, emotion: str, background: str,
                     use_background: bool, size: int, enhance: bool, language: str, voice: str | None,
-                    state: Session | None, request: gr.Request):
+                    speed: float | None, state: Session | None, request: gr.Request):
         """The page has connected (on) or hung up (off); on: the WebRTC conversation gets this session's history
         and the Talk tab's settings. The timer keeps the Chatbot in step with the spoken turns."""
         state = self.session(state, request)
-        if on and not self.live.configure(live_id, self.live_options(photo, pose, emotion, background,
-                                                                      use_background, size, enhance, language, voice),
+        if on and not self.live.configure(live_id, self.live_options(photo, pose, emotion, background, use_background,
+                                                                      size, enhance, language, voice, speed),
                                           state.conversation):
             raise gr.Error("the hands-free connection did not start; switch conversation mode off and on again")
         return state, gr.Timer(active=bool(on))
@@ -429,10 +429,11 @@ class AvatarApp:
         if live_id and self.live.session(live_id) is not None:
             self.live.configure(live_id, self.live_options(*settings))
 
-    def live_options(self, photo, pose, emotion, background, use_background, size, enhance, language, voice):
+    def live_options(self, photo, pose, emotion, background, use_background, size, enhance, language, voice,
+                     speed=None):
         return LiveOptions(self.prepared_photo(photo) if photo is not None else None, dict(
             language=language, emotion=emotion, pose=pose, background=background if use_background else None,
-            size=int(size), enhance=bool(enhance), voice=voice))
+            size=int(size), enhance=bool(enhance), voice=voice, speed=speed))
 
     def live_history(self, state: Session | None) -> list[dict]:
         return self.history_messages(state) if state is not None and state.conversation is not None else []
@@ -512,7 +513,7 @@ class AvatarApp:
                                                          elem_id="talk-export-mp4")
                             t_export = gr.File(label="下载 Download", elem_id="talk-export-file")
                 build_live_controls(self, [t_photo, t_pose, t_emotion, t_bg, t_use_bg, t_size, t_enh, t_lang,
-                                           t_voice], state, t_chat)
+                                           t_voice, t_speed], state, t_chat)
                 t_check.click(self.transcribe, [t_audio, t_lang], t_transcript, api_name="check_transcript",
                               api_visibility="private", **LIGHT)
                 talk_ev = t_send.click(self.talk, [t_audio, t_text, t_photo, t_pose, t_emotion, t_bg, t_use_bg,

@@ -179,3 +179,15 @@ def test_idle_loop_of_the_default_portrait(system):
     assert info.width == 256 and abs(info.video_duration_s - system.config.head.idle_s) < 0.2
     assert talk.idle(portrait, 256, "#2f6f4f", False) == clip
     assert talk.idle(None, 256, "#2f6f4f", False) is None
+
+
+def test_conversation_mode_speaks_at_the_talk_tabs_speed(system):
+    """The hands-free replies get every Talk tab setting, the voice's speed too, as respond()'s own arguments."""
+    import inspect
+
+    import app as app_module
+
+    options = app_module.AvatarApp(system).live_options(None, "talking", "auto", "#2f6f4f", False, 256, False, "en",
+                                                        None, 1.4)
+    assert options.settings["speed"] == 1.4
+    inspect.signature(system.respond).bind(None, **options.settings)  # every key is one of respond()'s arguments

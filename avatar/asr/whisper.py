@@ -171,12 +171,10 @@ class EncoderMemo:
         self._encode = encode
         self._last: tuple[np.ndarray, object] | None = None
         self._active = False
-        self.hits = 0
 
     def __call__(self, features: np.ndarray):
         last = self._last
         if last is not None and last[0].shape == features.shape and np.array_equal(last[0], features):
-            self.hits += 1
             return last[1]
         output = self._encode(features)
         if self._active:

@@ -2,8 +2,8 @@
 
 The chat stage streams its reply through a SentenceBudget. The first sentence goes out word by word (the turn's
 splitter may start speaking at its first comma, or after a run-on sentence's first words); after that only whole
-sentences go out, so a reply cut off by the token
-limit ends at the sentence before the cut, and what was spoken is exactly the reply kept in the history.
+sentences go out, so a reply cut off by the token limit ends at the sentence before the cut, and what was spoken is
+exactly the reply kept in the history.
 """
 from __future__ import annotations
 

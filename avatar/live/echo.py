@@ -17,6 +17,8 @@ REFERENCE_S = 2.0  # the avatar's sound that an echo could still come from (spea
 
 
 def _to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Linear, piece by piece as the avatar's sound goes out in 20 ms frames: a filter per piece would add a seam
+    every 20 ms to the reference (whole chunks go through avatar.core.media.resample)."""
     if sample_rate == SAMPLE_RATE:
         return samples.astype(np.float32)
     n = int(round(len(samples) * SAMPLE_RATE / sample_rate))

@@ -11,10 +11,10 @@ from typing import Callable
 
 import numpy as np
 
-from avatar.core.types import Audio
+from avatar.core.media import resample
+from avatar.core.types import FPS, Audio
 
 OUT_RATE = 48000  # WebRTC's Opus clock
-FPS = 25  # the head renders at 25 fps
 
 
 @dataclass
@@ -24,14 +24,6 @@ class _Chunk:
     length: int
     text: str
     frames: dict[int, np.ndarray] = field(default_factory=dict)
-
-
-def resample(samples: np.ndarray, rate: int, out_rate: int = OUT_RATE) -> np.ndarray:
-    """Linear resampling: speech from the TTS (16-24 kHz) to Opus's 48 kHz, no filter needed going up."""
-    if rate == out_rate:
-        return samples.astype(np.float32)
-    n = int(round(len(samples) * out_rate / rate))
-    return np.interp(np.linspace(0, len(samples) - 1, n), np.arange(len(samples)), samples).astype(np.float32)
 
 
 class Playout:
@@ -50,7 +42,7 @@ class Playout:
         self._started: set[str] = set()
 
     def add_audio(self, index: int, audio: Audio, text: str) -> None:
-        samples = resample(audio.samples, audio.sample_rate)
+        samples = resample(audio, OUT_RATE).samples  # a whole chunk: the speech from the TTS to Opus's 48 kHz
         with self._lock:
             self._chunks.append(_Chunk(index, self._end, len(samples), text))
             self._queued.append(samples)

@@ -25,7 +25,7 @@ JOIN_S = 2.0  # a cancelled turn frees its workers within 200 ms; this only boun
 @dataclass
 class LiveOptions:
     """The Talk tab's settings for this conversation's replies: the photo, and respond()'s other keyword arguments
-    (language, emotion, pose, background, size, enhance, voice)."""
+    (language, emotion, pose, background, size, enhance, voice, speed)."""
 
     photo: object = None
     settings: dict = field(default_factory=dict)

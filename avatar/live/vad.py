@@ -66,6 +66,11 @@ class Endpointer:
         return self._windows * WINDOW / SAMPLE_RATE
 
     @property
+    def _decided_s(self) -> float:
+        """Stream time at the end of the window being judged (now_s counts it only after the step)."""
+        return self.now_s + WINDOW / SAMPLE_RATE
+
+    @property
     def in_speech(self) -> bool:
         return self._utterance is not None
 
@@ -110,9 +115,8 @@ class Endpointer:
         if (not early or self._paused is not None or self._silence_ms < early or (speaking and not self._interrupted)
                 or self._voiced_ms < self.config.min_speech_ms or self._echo_only()):
             return None
-        self._paused = np.concatenate(self._utterance)
-        return VadEvent("pause", self.now_s + WINDOW / SAMPLE_RATE, self._start_s,
-                        self.now_s + WINDOW / SAMPLE_RATE - self._silence_ms / 1000.0, self._paused)
+        self._paused, at_s = np.concatenate(self._utterance), self._decided_s
+        return VadEvent("pause", at_s, self._start_s, at_s - self._silence_ms / 1000.0, self._paused)
 
     def _echo_only(self) -> bool:
         """Heard while the avatar spoke, never judged the user, too little speech after the avatar stopped."""
@@ -128,13 +132,13 @@ class Endpointer:
             self._echo, self._talk_over_ms = True, 0.0
             return None
         self._interrupted = True
-        return VadEvent("interrupt", self.now_s + WINDOW / SAMPLE_RATE, self._start_s)
+        return VadEvent("interrupt", self._decided_s, self._start_s)
 
     def _end_utterance(self) -> VadEvent | None:
         audio, paused = np.concatenate(self._utterance), self._paused
         voiced_ms, start_s, silence_s = self._voiced_ms, self._start_s, self._silence_ms / 1000.0
         echo = self._echo_only()
-        at_s = self.now_s + WINDOW / SAMPLE_RATE
+        at_s = self._decided_s
         self._reset_utterance()
         if echo or voiced_ms < self.config.min_speech_ms:
             return None

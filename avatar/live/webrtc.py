@@ -19,7 +19,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from avatar.core.config import LiveConfig
 from avatar.core.errors import AvatarError
-from avatar.live.playout import FPS, OUT_RATE
+from avatar.core.types import FPS
+from avatar.live.playout import OUT_RATE
 from avatar.live.session import LiveOptions, LiveSession
 from avatar.live.vad import SAMPLE_RATE
 

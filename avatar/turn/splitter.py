@@ -52,10 +52,7 @@ class ChunkSplitter:
         begin; after its first sentence it releases only whole ones): what is pending goes now, as sentences, instead
         of waiting for the next sentence to reach the splitter (the first chunk sooner, no gap before a later one).
         Fewer than first_min_units words wait to join what follows ("1." of a list, "OK.")."""
-        if speech_units(self.pending) < self.first_min_units:
-            return []
-        rest, self.pending = self.pending, ""
-        return self._count(split_sentences(rest))
+        return [] if speech_units(self.pending) < self.first_min_units else self.finish()
 
     def _first_clause(self) -> list[str]:
         return self._clause() or self._first_words()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avatar.live.playout import resample
+from avatar.core.media import resample
 from avatar.turn.events import INTERRUPTED_MARK
 
 pytestmark = pytest.mark.browser
@@ -58,7 +58,7 @@ def questions_wav(system, tmp_path_factory):
     parts, spans, t = [np.zeros(int(GAP_S * RATE), np.float32)], [], GAP_S
     for text in QUESTIONS:
         speech = system.speak(text, language="en")
-        samples = resample(speech.samples, speech.sample_rate, RATE)
+        samples = resample(speech, RATE).samples
         parts += [samples, np.zeros(int(GAP_S * RATE), np.float32)]
         spans.append((t, t + len(samples) / RATE))
         t += len(samples) / RATE + GAP_S

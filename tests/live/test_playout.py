@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.core.types import Audio
-from avatar.live.playout import FPS, OUT_RATE, Playout
+from avatar.core.types import FPS, Audio
+from avatar.live.playout import OUT_RATE, Playout
 
 
 def _tone(seconds: float, rate: int = 22050, hz: float = 220.0) -> Audio:

@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from avatar.live.playout import OUT_RATE, resample
+from avatar.core.media import resample
+from avatar.live.playout import OUT_RATE
 from avatar.live.session import LiveOptions, LiveSession
 from avatar.live.vad import SAMPLE_RATE
 from avatar.turn.events import INTERRUPTED_MARK
@@ -55,7 +56,7 @@ def _wait(session: LiveSession, kind: str, after: int = 0, timeout_s: float = 30
 def questions(system):
     def speech(text: str) -> np.ndarray:
         audio = system.speak(text, language="en")
-        return np.concatenate([resample(audio.samples, audio.sample_rate, SAMPLE_RATE),
+        return np.concatenate([resample(audio, SAMPLE_RATE).samples,
                                np.zeros(SAMPLE_RATE, np.float32)])
     return [speech("Hello! What is your name?"), speech("Please tell me a long story about a cat on the moon."),
             speech("What is the capital of France?")]
