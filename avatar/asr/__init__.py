@@ -109,7 +109,7 @@ def _load_whisper(cfg: AvatarConfig, device: str) -> WhisperBackend:
     if not (Path(model_dir) / "model.bin").is_file():
         raise BackendUnavailable(f"no CTranslate2 Whisper model in {model_dir} (model.bin missing)")
     try:
-        return WhisperBackend(Path(model_dir), device, cfg.asr.whisper_compute_type)
+        return WhisperBackend(Path(model_dir), device, cfg.asr.whisper_compute_type, cfg.asr.whisper_window_s)
     except ImportError as e:
         raise BackendUnavailable(f"faster-whisper is not installed ({e})") from None
 

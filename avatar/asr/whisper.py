@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 WHISPER_LANGUAGES = ("zh", "en")
 WHISPER_BEAM_SIZE = 2  # beam 1 misreads rare words (达摩院 -> 打模院); 2 is exact on the fixtures at ~the same speed
 WHISPER_WINDOW_S = 30.0  # Whisper's input window: longer audio is decoded in several windows
+# A short question is encoded in a window of `short_window_s` (silence-padded, as the 30 s one is) when it leaves at
+# least this much silence after the speech: with less, Whisper base repeated the question or misheard its end
+# (README "ASR window"). The encoder's cost is linear in the window.
+SHORT_WINDOW_TAIL_S = 4.0
+FRAMES_PER_S = 100  # log-mel frames
 
 
 def _package_data_dir(package: str) -> Path:
@@ -93,7 +98,8 @@ def _ctranslate2_has_cuda() -> bool:
 class WhisperBackend:
     """faster-whisper over a CTranslate2 Whisper folder."""
 
-    def __init__(self, model_dir: Path, device: str, compute_type: str) -> None:
+    def __init__(self, model_dir: Path, device: str, compute_type: str, short_window_s: float = WHISPER_WINDOW_S
+                 ) -> None:
         from faster_whisper import WhisperModel
 
         dev, _, index = device.partition(":")
@@ -111,6 +117,7 @@ class WhisperBackend:
             dev, device = "cpu", "cpu"
             self._model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads)
         self.model_dir, self.device = model_dir, device
+        self.short_window_s = min(float(short_window_s), WHISPER_WINDOW_S)
         self._lock = threading.Lock()  # one decode at a time: CTranslate2 already uses every core
         self._encoder = EncoderMemo(self._model.encode)
         self._model.encode = self._encoder  # faster-whisper calls self.encode: the instance attribute answers
@@ -128,12 +135,17 @@ class WhisperBackend:
     def transcribe(self, samples: np.ndarray, language: str | None, cancel: CancelToken = NEVER) -> tuple[str, str]:
         """(text, language) for 16 kHz float32 samples; language None = detect (limited to zh / en). cancel is
         checked between segments (Cancelled)."""
-        if language is None and len(samples) <= WHISPER_WINDOW_S * SAMPLE_RATE:
-            with self._lock, self._encoder.remembering():
+        with self._lock, self._encoder.remembering(self.window_frames(len(samples))):
+            if language is None and len(samples) <= WHISPER_WINDOW_S * SAMPLE_RATE:
                 language = self._language_of_window(samples)
-                return self._transcribe(samples, language, cancel)
-        with self._lock:
             return self._transcribe(samples, language, cancel)
+
+    def window_frames(self, n_samples: int) -> int | None:
+        """Log-mel frames the encoder sees for audio of n_samples: the short window when the audio leaves it
+        SHORT_WINDOW_TAIL_S of silence, else None (the whole 30 s window)."""
+        if n_samples / SAMPLE_RATE + SHORT_WINDOW_TAIL_S > self.short_window_s:
+            return None
+        return int(self.short_window_s * FRAMES_PER_S) // 2 * 2  # even: the encoder's stem halves the frames
 
     def _language_of_window(self, samples: np.ndarray) -> str:
         """zh or en for audio of one window, from the encoder output that decoding will use again: the window is
@@ -165,14 +177,17 @@ class WhisperBackend:
 
 class EncoderMemo:
     """Wraps faster-whisper's encode: inside remembering(), a window encoded once is not encoded again (the same
-    features, compared exactly, get the same output back); outside it, every call encodes."""
+    features, compared exactly, get the same output back) and, given `frames`, the window is cut to its first
+    frames (the rest of a short question's window is silence padding); outside it, every call encodes all."""
 
     def __init__(self, encode) -> None:
         self._encode = encode
         self._last: tuple[np.ndarray, object] | None = None
-        self._active = False
+        self._active, self._frames = False, None
 
     def __call__(self, features: np.ndarray):
+        if self._frames is not None and features.shape[-1] > self._frames:
+            features = np.ascontiguousarray(features[..., : self._frames])
         last = self._last
         if last is not None and last[0].shape == features.shape and np.array_equal(last[0], features):
             return last[1]
@@ -182,12 +197,12 @@ class EncoderMemo:
         return output
 
     @contextlib.contextmanager
-    def remembering(self):
-        self._active = True
+    def remembering(self, frames: int | None = None):
+        self._active, self._frames = True, frames
         try:
             yield self
         finally:
-            self._active, self._last = False, None
+            self._active, self._last, self._frames = False, None, None
 
 
 def _checked(text: str, cancel: CancelToken) -> str:

@@ -80,6 +80,30 @@ def test_language_detection_and_decoding_share_one_encoding(asr, fixture, reques
     assert auto.language == ("en" if fixture == "jfk_path" else "zh")
 
 
+@pytest.mark.parametrize("fixture", ["jfk_path", "zh_path"])
+def test_short_question_is_encoded_in_the_short_window(asr, fixture, request, monkeypatch):
+    """Speech that leaves 4 s of silence in the 15 s window is encoded in it (the encoder's time is linear in the
+    window: half of the 30 s one), with the very words of the 30 s window; the fixtures are 11.0 s and 5.5 s."""
+    audio = media.load_audio(request.getfixturevalue(fixture))
+    whisper = asr._whisper
+    frames = []
+    inner = whisper._encoder._encode
+    monkeypatch.setattr(whisper._encoder, "_encode", lambda features: frames.append(features.shape[-1]) or inner(features))
+    short = asr.transcribe(audio, "auto")
+    monkeypatch.setattr(whisper, "short_window_s", 30.0)
+    full = asr.transcribe(audio, "auto")
+    assert frames == [1500, 3000]
+    assert (short.text, short.language) == (full.text, full.language)
+
+
+def test_short_window_only_with_enough_silence_after_the_speech(asr):
+    whisper = asr._whisper
+    assert whisper.short_window_s == 15.0  # the config's default
+    assert whisper.window_frames(16000 * 11) == 1500
+    assert whisper.window_frames(16000 * 11 + 1) is None  # less than 4 s would be left: the whole 30 s window
+    assert whisper.window_frames(16000 * 40) is None
+
+
 def test_traditional_output_is_converted():
     assert to_simplified("歡迎大家來體驗達摩院推出的語音識別模型") == ZH_TEXT
 
