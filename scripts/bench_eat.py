@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--long-frames", type=int, default=15000, help="frames of the constant-memory run (0 = skip)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the generator's per-frame part")
     ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--freezing", action="store_true",
+                    help="with --compile: inductor freezing (weights as constants, BatchNorm folded into the convs)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 (off by default: parity)")
     ap.add_argument("--shared", type=Path, default=None, help="folder with tools/seeded_weights.py")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run to check the script")
@@ -170,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(2)
     nets = build_networks(find_shared(args.shared), args.device, DTYPES[args.dtype])
     renderer = EatRenderer(nets, batch_size=args.batch, a2kp_batch=args.a2kp_batch,
-                           channels_last=not args.no_channels_last, compile=args.compile)
+                           channels_last=not args.no_channels_last, compile=args.compile,
+                           freezing=args.freezing)
     state = prepare_clip(renderer, random_clip(1)[0])
     out = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-           "dtype": args.dtype, "batch": args.batch, "compile": args.compile,
+           "dtype": args.dtype, "batch": args.batch, "compile": args.compile, "freezing": args.compile and args.freezing,
            "channels_last": not args.no_channels_last, "torch": torch.__version__}
     out.update(bench_generator(renderer, state, args))
     if not args.smoke:

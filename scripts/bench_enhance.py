@@ -19,8 +19,10 @@ object.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -242,19 +244,51 @@ def bench_modnet(args, engine: str, batch: int, size: int, tmp: Path) -> dict:
                           dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}, "output": {0: "b", 2: "h", 3: "w"}})
         return bench_modnet_onnx(args, path, batch, size, "ours-random-onnx")
     dtype = DTYPES[args.dtype]
+    reference = copy.deepcopy(net).to(args.device)  # fp32, for the alpha PSNR
     net = net.to(args.device, dtype).to(memory_format=torch.channels_last)  # MODNet: 4-D weights only
     fn = net if args.compile == "none" else torch.compile(net, mode=None if args.compile == "default" else args.compile)
-    x = (torch.rand(batch, 3, size, size, device=args.device) * 2 - 1).to(dtype)
-    x = x.contiguous(memory_format=torch.channels_last)
+    x32 = torch.rand(batch, 3, size, size, device=args.device) * 2 - 1
+    x = x32.to(dtype).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), ClockSampler(args.device) as gpu:
         per_call = timed(lambda: fn(x), args.device, args.warmup, args.iters)
     result = {"model": "modnet", "weights": "random", "engine": "torch",
-              "detail": f"torch {args.dtype} channels_last compile={args.compile}", "dtype": args.dtype,
-              "batch": batch, "size": size, "frames_per_s": round(batch / per_call, 2),
-              "ms_per_batch": round(per_call * 1e3, 3)}
+              "detail": f"torch {args.dtype} channels_last compile={args.compile} freezing={args.freezing}",
+              "dtype": args.dtype, "batch": batch, "size": size, "frames_per_s": round(batch / per_call, 2),
+              "ms_per_batch": round(per_call * 1e3, 3), "alpha_psnr_vs_fp32": alpha_psnr(fn, reference, x, x32)}
     if gpu.summary:
         result["gpu_during_timing"] = gpu.summary
+    if args.profile:
+        result["top_kernels"] = top_kernels(lambda: fn(x), args.device, args.profile)
     return result
+
+
+def alpha_psnr(fn, reference, x: torch.Tensor, x32: torch.Tensor) -> float:
+    """PSNR (dB, peak 1) of the timed network's alpha against the fp32 network's (TF32 off) on the same frames."""
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.inference_mode():
+            ref = reference(x32[:8]).float()
+            got = fn(x)[:8].float()
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    mse = torch.mean((got - ref) ** 2).item()
+    return round(10 * math.log10(1.0 / max(mse, 1e-20)), 2)
+
+
+def top_kernels(call, device: str, n: int) -> list:
+    """[name, calls, ms] of the n kernels with the most device time in one call (torch.profiler)."""
+    activity = torch.profiler.ProfilerActivity.CUDA if device.startswith("cuda") else torch.profiler.ProfilerActivity.CPU
+    with torch.inference_mode(), torch.profiler.profile(activities=[activity]) as prof:
+        call()
+        sync(device)
+    attr = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    rows = sorted(((e.key[:100], e.count, round(getattr(e, attr) / 1000, 3)) for e in prof.key_averages()
+                   if getattr(e, attr) > 0), key=lambda r: -r[2])
+    total = round(sum(r[2] for r in rows), 3)
+    for name, count, ms in rows[:n]:
+        log(f"{ms:9.3f} ms {count:4d}x {name}")
+    return [["total", sum(r[1] for r in rows), total]] + [list(r) for r in rows[:n]]
 
 
 def bench_modnet_onnx(args, path: Path, batch: int, size: int, weights: str) -> dict:
@@ -281,6 +315,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--modconv", default="batched", choices=["batched", "grouped"],
                     help="grouped = the official per-sample grouped conv, for comparison")
     ap.add_argument("--modnet-onnx", default="", help="the official MODNet ONNX (else our architecture)")
+    ap.add_argument("--freezing", action="store_true",
+                    help="inductor freezing with --compile: weights become constants, BatchNorm folds into the convs")
+    ap.add_argument("--profile", type=int, default=0, help="MODNet: list the N kernels with the most GPU time")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--no-e2e", action="store_true", help="skip the uint8 end-to-end GFPGAN measurement")
@@ -296,6 +333,10 @@ def main() -> int:
     args = parse_args()
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
+    if args.freezing:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
     gfp_cfg = GFPGANConfig(out_size=128, narrow=0.25) if args.smoke else V1_4
     modnet_size = 128 if args.smoke else 512
     results = []

@@ -293,14 +293,18 @@ def test_render_frames_end_to_end(renderer, states, he_driving, kp_driving, ref)
 
 # ------------------------------------------------------------------------------------------ GPU
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_generator_psnr(eat_dir, ref, dtype):
-    """bf16/fp16 generator on CUDA vs the stored fp32 frames: PSNR >= 35 dB."""
+@pytest.mark.parametrize("dtype,compile,freezing", [(torch.bfloat16, False, False), (torch.float16, False, False),
+                                                    (torch.bfloat16, True, False), (torch.bfloat16, True, True)],
+                         ids=["bf16", "fp16", "bf16-compiled", "bf16-compiled-frozen"])
+def test_half_precision_generator_psnr(eat_dir, ref, dtype, compile, freezing):
+    """bf16/fp16 generator on CUDA vs the stored fp32 frames: PSNR >= 35 dB; also compiled as the app runs it on a
+    GPU, with and without inductor's freezing (BatchNorm folded into the convs, weights as constants)."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    r = EatRenderer(load_eat_networks(eat_dir, device="cuda", dtype=dtype), batch_size=4, channels_last=True)
+    r = EatRenderer(load_eat_networks(eat_dir, device="cuda", dtype=dtype), batch_size=4, channels_last=True,
+                    compile=compile, freezing=freezing)
     he = {k: torch.from_numpy(ref[f"in_he_driving_{k}"][0]) for k in HEAD}
     src, z = torch.from_numpy(ref["source_image"]), torch.from_numpy(ref["in_z_trg"])
     for emo in EMOTIONS:
@@ -309,5 +313,6 @@ def test_half_precision_generator_psnr(eat_dir, ref, dtype):
         pred = r.generate(st, kp)["prediction"].float().cpu().numpy()
         mse = float(np.mean((pred - ref[f"{emo}_prediction"]) ** 2))
         psnr = 10 * np.log10(1.0 / max(mse, 1e-12))
-        print(f"EAT generator {dtype} (TF32 keypoints: {r.tf32}) vs fp32 frames, {emo}: PSNR {psnr:.2f} dB (>= 35)")
+        print(f"EAT generator {dtype} compile={compile} freezing={freezing} (TF32 keypoints: {r.tf32}) vs fp32 frames, {emo}: "
+              f"PSNR {psnr:.2f} dB (>= 35)")
         assert psnr >= 35.0, f"{emo} {dtype}: PSNR {psnr:.1f} dB"
