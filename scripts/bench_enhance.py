@@ -276,19 +276,25 @@ def alpha_psnr(fn, reference, x: torch.Tensor, x32: torch.Tensor) -> float:
     return round(10 * math.log10(1.0 / max(mse, 1e-20)), 2)
 
 
+def kernel_rows(prof, cuda: bool) -> list[tuple[str, int, float]]:
+    """(name, calls, ms) of every kernel (CUDA) or op (CPU) a torch.profiler run timed, the most time first."""
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    rows = ((e.key, e.count, getattr(e, attr) / 1000) for e in prof.key_averages() if getattr(e, attr) > 0)
+    return sorted(rows, key=lambda r: -r[2])
+
+
 def top_kernels(call, device: str, n: int) -> list:
-    """[name, calls, ms] of the n kernels with the most device time in one call (torch.profiler)."""
-    activity = torch.profiler.ProfilerActivity.CUDA if device.startswith("cuda") else torch.profiler.ProfilerActivity.CPU
+    """[name, calls, ms] of the n kernels with the most device time in one call (torch.profiler), after a total."""
+    cuda = device.startswith("cuda")
+    activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
     with torch.inference_mode(), torch.profiler.profile(activities=[activity]) as prof:
         call()
         sync(device)
-    attr = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
-    rows = sorted(((e.key[:100], e.count, round(getattr(e, attr) / 1000, 3)) for e in prof.key_averages()
-                   if getattr(e, attr) > 0), key=lambda r: -r[2])
-    total = round(sum(r[2] for r in rows), 3)
+    rows = kernel_rows(prof, cuda)
     for name, count, ms in rows[:n]:
-        log(f"{ms:9.3f} ms {count:4d}x {name}")
-    return [["total", sum(r[1] for r in rows), total]] + [list(r) for r in rows[:n]]
+        log(f"{ms:9.3f} ms {count:4d}x {name[:100]}")
+    total = ["total", sum(r[1] for r in rows), round(sum(r[2] for r in rows), 3)]
+    return [total] + [[name[:100], count, round(ms, 3)] for name, count, ms in rows[:n]]
 
 
 def bench_modnet_onnx(args, path: Path, batch: int, size: int, weights: str) -> dict:

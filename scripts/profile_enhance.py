@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_enhance import DTYPES, gfpgan_net, sync  # noqa: E402
+from bench_enhance import DTYPES, gfpgan_net, kernel_rows, sync  # noqa: E402
 
 from avatar.enhance.gfpgan import TorchRunner  # noqa: E402
 from models.gfpgan import V1_4, GFPGANConfig  # noqa: E402
@@ -67,9 +67,7 @@ def main(argv: list[str]) -> int:
         runner(x)
         sync(args.device)
     wall_ms = (time.perf_counter() - t0) * 1000
-    events = [e for e in prof.key_averages() if (e.self_device_time_total if cuda else e.self_cpu_time_total) > 0]
-    rows = sorted(((e.key, e.count, (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000)
-                   for e in events), key=lambda r: -r[2])
+    rows = kernel_rows(prof, cuda)
     groups: dict[str, float] = defaultdict(float)
     for name, _, ms in rows:
         groups[kernel_group(name) if cuda else "cpu_ops"] += ms
