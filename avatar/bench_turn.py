@@ -5,8 +5,9 @@ spoken by the app's own TTS, with silence around them) are replayed through Avat
 and the hands-free mode run it. The clock starts at the end of the user's speech (when the whole recording is
 handed over); per turn it records the transcript, the first chat token, the first audio out (a chunk's speech
 ready) and the first video out (with media "raw" the first batch of frames, as the hands-free mode streams them;
-with "mp4" the first chunk's MP4 written, as the Talk tab's player gets it), the
-largest gap between consecutive chunks when they are played back to back, and the pipeline's real-time factor
+with "mp4" the first chunk's MP4 written, as the Talk tab's player gets it), the largest gap in the sound (chunks'
+speech played back to back) and in the video (with "raw" its frame batches, with "mp4" its whole chunks, played
+back to back from the first one's arrival), and the pipeline's real-time factor
 (seconds from transcript to the last chunk / seconds of reply speech). p50 and p95 over the turns; a few more
 turns are cancelled at their first chunk to measure how long stopping takes (cancel -> every worker ended).
 """
@@ -23,7 +24,7 @@ import numpy as np
 from avatar.core.cancel import CancelToken
 from avatar.core.config import AvatarConfig
 from avatar.core.paths import SPEECH_FIXTURES
-from avatar.core.types import Audio
+from avatar.core.types import FPS, Audio
 
 SYNTHETIC_QUESTIONS = (("what_is_your_name", "What is your name?"),
                        ("moon_fact", "Tell me one short fact about the Moon."),
@@ -67,6 +68,7 @@ def measure_turn(system, question: Question, face, media: str, folder: Path, can
     marks: dict[str, float] = {}
     chunks: list[tuple[float, float]] = []  # (time out, seconds of speech) per chunk
     audio_out: list[tuple[float, float]] = []
+    video_out: list[tuple[float, float]] = []  # (time out, seconds of video): MP4 chunks, or raw frame batches
     done = None
     t_end = time.perf_counter()  # the user's last word: the whole recording is handed over now
     for ev in system.respond(conv, photo=face, audio=question.audio, media=media, chunk_dir=folder,
@@ -75,16 +77,20 @@ def measure_turn(system, question: Question, face, media: str, folder: Path, can
         marks.setdefault(ev.kind, t)
         if ev.kind == "audio":
             audio_out.append((t, ev.data["audio"].duration_s))
+        elif ev.kind == "frames" and media == "raw":  # the hands-free player shows each batch as it comes
+            video_out.append((t, len(ev.data["frames"]) / FPS))
         elif ev.kind == "chunk":
             chunks.append((t, ev.data["audio"].duration_s))
+            video_out += [] if media == "raw" else [(t, ev.data["audio"].duration_s)]  # a whole MP4 plays
             if cancel is not None:
                 cancel.cancel("interrupted")
         elif ev.kind in ("done", "interrupted"):
             done = ev
-    return _turn_figures(question, marks, chunks, audio_out, done, face is not None)
+    return _turn_figures(question, marks, chunks, audio_out, video_out, done, face is not None)
 
 
-def _turn_figures(question: Question, marks: dict, chunks: list, audio_out: list, done, video: bool) -> dict:
+def _turn_figures(question: Question, marks: dict, chunks: list, audio_out: list, video_out: list, done,
+                  video: bool) -> dict:
     timings = done.data.get("timings", {}) if done is not None else {}
     speech_s = sum(d for _, d in chunks)
     pipeline_s = marks.get("done", 0.0) - marks.get("transcript", 0.0)
@@ -93,7 +99,7 @@ def _turn_figures(question: Question, marks: dict, chunks: list, audio_out: list
             "first_audio_s": marks.get("audio"),
             "first_video_s": marks.get("frames", marks.get("chunk")) if video else None,
             "total_s": marks.get("done"), "chunks": len(chunks), "reply_speech_s": round(speech_s, 3),
-            "max_gap_s": playback_gap(chunks), "max_audio_gap_s": playback_gap(audio_out),
+            "max_gap_s": playback_gap(video_out), "max_audio_gap_s": playback_gap(audio_out),
             "rtf": round(pipeline_s / speech_s, 3) if speech_s else None,
             "stage_busy_s": {k: v for k, v in timings.items() if not k.startswith("first_")},
             "interrupted": done is not None and done.kind == "interrupted",

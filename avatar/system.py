@@ -409,8 +409,9 @@ class AvatarSystem:
             yield TurnEvent("interrupted", "", data={"reason": cancel.reason, "freed_s": 0.0})
             return
         self._asked[conversation] = _Asked(text)
-        pipeline = TurnPipeline(self._turn_stages(opts, face), cancel, self._splitter(), self.config.turn.queue_chunks,
-                                self.config.turn.low_water_s, heartbeat_s)
+        turn = self.config.turn
+        pipeline = TurnPipeline(self._turn_stages(opts, face), cancel, self._splitter(opts.media), turn.queue_chunks,
+                                turn.low_water_s, heartbeat_s, turn.dry_s)
         stream = self.chat(conversation, text, opts.language, mood=opts.mood, keep=False, cancel=pipeline.token)
         yield from pipeline.run(stream)
         if pipeline.result.cancelled:
@@ -454,11 +455,15 @@ class AvatarSystem:
         cancel.check()
         return text
 
-    def _splitter(self):
+    def _splitter(self, media: str):
+        """A short whole first sentence goes alone only where sound plays on its own clock and the face follows
+        (raw frames: the hands-free mode); the Talk tab plays whole MP4 chunks, so a 1 s first chunk would leave
+        the player waiting for the second one's video."""
         from .turn import ChunkSplitter
 
         turn = self.config.turn
-        return ChunkSplitter(turn.first_chunk_min_units, turn.clause_first, turn.first_chunk_max_units)
+        sentence_min = turn.first_sentence_min_units if media == "raw" else turn.first_chunk_min_units
+        return ChunkSplitter(turn.first_chunk_min_units, turn.clause_first, turn.first_chunk_max_units, sentence_min)
 
     def _turn_stages(self, opts: "TurnOptions", face) -> TurnStages:
         """The turn's stages as callables over the loaded stages (avatar/turn sees nothing else)."""

@@ -1,13 +1,17 @@
 """Replies made for speaking: at most `max_sentences` sentences, and never an unfinished last sentence.
 
 The chat stage streams its reply through a SentenceBudget. The first sentence goes out word by word (the turn's
-splitter may start speaking at its first comma, or after a run-on sentence's first words); after that only whole
-sentences go out, so a reply cut off by the token limit ends at the sentence before the cut, and what was spoken is
-exactly the reply kept in the history.
+splitter may start speaking at its first comma, or after a run-on sentence's first words), and so does the second
+when the first is short ("I'm Emily."): the splitter may speak the short one alone and must not then wait for the
+whole next sentence. After that only whole sentences go out, so a reply cut off by the token limit ends at the
+sentence before the cut (unless the cut falls inside that second sentence, whose words already went out), and what
+was spoken is exactly the reply kept in the history.
 """
 from __future__ import annotations
 
-from avatar.core.text import last_word_end, settled_sentences
+from avatar.core.text import last_word_end, settled_sentences, speech_units
+
+SHORT_FIRST_UNITS = 4  # a first sentence of fewer words / Chinese characters is "short" (the splitter's clause minimum)
 
 
 class SentenceBudget:
@@ -27,6 +31,8 @@ class SentenceBudget:
         if self.max_sentences and len(sentences) >= self.max_sentences:
             self.full = True
             return self._release("".join(sentences[: self.max_sentences]), settled=True)
+        if len(sentences) == 1 and speech_units(sentences[0]) < SHORT_FIRST_UNITS:
+            return self._release(sentences[0] + rest[: last_word_end(rest)], settled=not rest.strip())
         if sentences:
             return self._release("".join(sentences), settled=True)
         # the first sentence is always kept whole, so its words go out as they come: the turn's splitter decides
@@ -38,7 +44,9 @@ class SentenceBudget:
         if self.full:
             return ""
         sentences, rest = settled_sentences(self.raw, final=True)
-        return self._release("".join(sentences) if sentences and rest.strip() else self.raw)
+        whole = "".join(sentences)
+        unfinished = sentences and rest.strip() and len(self.text) <= len(whole)  # none of its words went out yet
+        return self._release(whole if unfinished else self.raw)
 
     def _release(self, keep: str, settled: bool = False) -> str:
         if len(keep) <= len(self.text):

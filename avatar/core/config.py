@@ -170,8 +170,15 @@ class TurnConfig:
     # less than low_water_s of speech is left to play (no gap while the next sentence is still being written)
     clause_first: bool = True
     low_water_s: float = 1.5
+    # less than dry_s left to play: a later chunk goes with the words it has (at least first_chunk_min_units), so a
+    # short first chunk ("I'm Emily.") is not followed by silence while the next sentence is still being written
+    dry_s: float = 0.6
     first_chunk_min_units: int = 4  # words / Chinese characters the first chunk needs before a clause may end it
     first_chunk_max_units: int = 12  # a first clause with no punctuation yet is cut after this many words
+    # with raw frames (the hands-free mode) a finished first sentence this long is the first chunk by itself ("I'm
+    # Emily.": the sound starts ~1 s sooner for that question); shorter ("OK.") joins the next sentence. The Talk
+    # tab's MP4 chunks keep first_chunk_min_units (its player would wait for the second chunk's video)
+    first_sentence_min_units: int = 2
     queue_chunks: int = 2  # chunks waiting between two stages (small: little work is lost on cancel)
     max_jobs_per_session: int = 4  # queued or running requests of one browser session / API client; more are refused
 

@@ -39,6 +39,7 @@ POLL_S = 0.02  # how often a waiting worker looks at the cancel token
 QUEUE_CHUNKS = 2  # chunks waiting between two stages: enough to keep both busy, little work lost on cancel
 QUEUE_BATCHES = 4  # frame batches waiting between head, enhancer and encoder
 LOW_WATER_S = 1.5  # less speech than this left to play: the next chunk may end at a clause
+DRY_S = 0.6  # less than this left: the next chunk goes with the words it has (>= the splitter's first_min_units)
 JOIN_S = 10.0  # a worker still running after this long is reported (a stage stuck in native code)
 
 
@@ -99,15 +100,16 @@ class TurnPipeline:
 
     def __init__(self, stages: TurnStages, cancel: CancelToken, splitter: ChunkSplitter | None = None,
                  queue_chunks: int = QUEUE_CHUNKS, low_water_s: float = LOW_WATER_S,
-                 heartbeat_s: float | None = None) -> None:
+                 heartbeat_s: float | None = None, dry_s: float = DRY_S) -> None:
         self.stages = stages
         # a "wait" event after this long without one: a consumer that can only stop between events (Gradio closes a
         # cancelled request's generator only when its next() returns) is never held longer
         self.heartbeat_s = heartbeat_s
         self.token = LinkedToken(cancel)  # also cancelled by a failing worker or a consumer that stops reading
         self.splitter = splitter or ChunkSplitter()
-        self.splitter.running_low = self._running_low
-        self.low_water_s = low_water_s
+        self.splitter.running_low = lambda: self._speech_left() < self.low_water_s
+        self.splitter.running_dry = lambda: self._speech_left() < self.dry_s
+        self.low_water_s, self.dry_s = low_water_s, dry_s
         self._speech_s, self._first_audio_t = 0.0, None  # speech made so far; when the first of it went out
         self.result = TurnResult()
         self.error: BaseException | None = None
@@ -174,11 +176,11 @@ class TurnPipeline:
         self.result.freed_s = time.perf_counter() - noticed
         self.result.timings = self._timings()
 
-    def _running_low(self) -> bool:
-        """Less than low_water_s of the speech made so far is left to play, counting from the first audio out."""
+    def _speech_left(self) -> float:
+        """Seconds of the speech made so far still to play, counting from the first audio out (inf before it)."""
         if self._first_audio_t is None:
-            return False
-        return self._speech_s - (time.perf_counter() - self._first_audio_t) < self.low_water_s
+            return float("inf")
+        return self._speech_s - (time.perf_counter() - self._first_audio_t)
 
     def _alive(self) -> bool:
         return any(t.is_alive() for t in self._threads)
@@ -246,8 +248,9 @@ class TurnPipeline:
             for delta in stream:
                 self._mark("first_token")
                 reply += delta
-                texts = self.splitter.feed(delta)
-                if getattr(stream, "settled", False):  # the chat stage knows its last sentence is finished
+                settled = getattr(stream, "settled", False)  # the chat stage knows its last sentence is finished
+                texts = self.splitter.feed(delta, settled)
+                if settled:
                     texts += self.splitter.sentence_ended()
                 for text in texts:
                     index = self._send_text(index, text, reply, stream)

@@ -79,3 +79,15 @@ def test_the_embedded_model_replies_within_the_budget(chat_two, question):
     assert 1 <= len(sentences) <= 2
     assert reply[-1] in ".!?。！？…\"'”’)" or len(sentences) == 1
     assert conv.recent()[-1] == (question, reply)
+
+
+def test_after_a_short_first_sentence_the_next_one_goes_out_word_by_word_too():
+    """"I'm Emily." may be spoken alone: the words after it must not wait for the whole next sentence."""
+    budget = SentenceBudget(3)
+    assert budget.feed("I'm Emily.") == "I'm" and budget.feed(" I'm a creative") == " Emily. I'm a"
+    assert budget.feed(" writing assistant. How") == " creative writing assistant." and budget.settled
+    assert budget.feed(" can I help?") == " How can I help?" and budget.full
+    cut, budget = _run(["I'm Emily. I'm a creative writing"])  # generation ends inside the second sentence
+    assert "".join(cut) == budget.text == "I'm Emily. I'm a creative writing"  # what went out is what is kept
+    long_first = _run(["I am a helper. I am a", " creative writer. Yes."])[0]  # four words: the next goes whole
+    assert long_first == ["I am a helper.", " I am a creative writer.", " Yes."]

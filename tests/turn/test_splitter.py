@@ -90,3 +90,33 @@ def test_sentences_the_chat_stage_has_settled_go_at_once():
     short = ChunkSplitter()
     assert short.feed("1.") == [] and short.sentence_ended() == []  # too short alone: joins the next sentence
     assert short.feed(" Paris is the capital.") == [] and short.sentence_ended() == ["1. Paris is the capital."]
+
+
+def test_a_short_whole_first_sentence_is_the_first_chunk():
+    """"I'm Emily." is spoken while the model writes its next sentence; a one-word "OK." still joins it, and a
+    clause (a comma) still needs first_min_units words."""
+    splitter = ChunkSplitter()
+    assert splitter.feed("I'm Emily.") == [] and splitter.sentence_ended() == ["I'm Emily."]
+    assert _stream("I'm Emily. I am a creative writing assistant here at the studio.")[0] == "I'm Emily."
+    assert _stream("OK. I will tell you about the Moon now.")[0] == "OK. I will tell you about the Moon now."
+    assert _stream("Yes, the Moon is far away from us, very far.")[0] == "Yes, the Moon is far away from us,"
+    later = ChunkSplitter()
+    assert later.feed("Hello there, my good friend, ") == ["Hello there, my good friend,"]
+    assert later.feed("Thank you.") == [] and later.sentence_ended() == []  # not first: a short sentence waits
+    assert ChunkSplitter(first_sentence_min_units=4).feed("I'm Emily. I am") == []
+
+
+def test_a_later_chunk_goes_with_the_words_it_has_only_when_almost_no_speech_is_left():
+    text = "I'm Emily. I am a creative writing assistant here at the studio. Yes."
+    dry = ChunkSplitter()
+    dry.running_low = dry.running_dry = lambda: True
+    assert _stream(text, dry)[:3] == ["I'm Emily.", "I am a creative", "writing assistant here at"]
+    low = ChunkSplitter()
+    low.running_low = lambda: True  # a clause end would do, but there is none: the sentence goes whole
+    assert _stream(text, low)[1] == "I am a creative writing assistant here at the studio."
+    assert "".join(_stream(text, dry)).replace(" ", "") == text.replace(" ", "")
+    whole = ChunkSplitter()
+    whole.running_low = whole.running_dry = lambda: True
+    assert whole.feed("Hello there, my friend, ") == ["Hello there, my friend,"]
+    assert whole.feed("I am at the Magical Writing Lab.", settled=True) == []  # a finished sentence is not cut
+    assert whole.sentence_ended() == ["I am at the Magical Writing Lab."]
