@@ -56,8 +56,7 @@
       live.pendingTurn.audio_ms = t - live.pendingTurn.speech_end;
     }
     if (label === 'out' && kind === 'off' && live.pendingCut) {
-      live.pendingCut.silent_ms = t - live.pendingCut.speech_start;
-      live.interruptions.push(live.pendingCut);
+      live.pendingCut.track_silent_ms = t - live.pendingCut.speech_start;
       live.pendingCut = null;
     }
   }
@@ -77,6 +76,7 @@
     const at = now();
     live.events.push({ ...ev, received: at });
     if (ev.kind === 'user_turn') {
+      live.video.muted = false;  // the next answer is heard (the cut one's sound has long drained)
       // the user's speech ended at the last moment the microphone went quiet before the server said so
       const end = lastEdge('mic', 'off', at);
       live.pendingTurn = { speech_end: end, heard_at: at, audio_ms: null, frame_ms: null };
@@ -84,6 +84,8 @@
     } else if (ev.kind === 'first_frame' && live.pendingTurn) {
       live.pendingFrame = { turn: live.pendingTurn, sent: at };
     } else if (ev.kind === 'interrupt') {
+      // the server has cleared its queue; what it already sent still sits in the jitter buffer: mute it now
+      live.video.muted = true;
       const start = lastEdge('mic', 'on', at);
       // the sound may have stopped before this message arrived (the server cuts first, then tells)
       const before = live.edges.out.filter((e) => e.t <= start).pop();
@@ -91,7 +93,10 @@
       if (before && before.kind === 'off') {  // a pause between chunks: nothing was sounding to stop
         live.interruptions.push({ speech_start: start, silent_ms: 0, already_silent: true });
       } else if (off) live.interruptions.push({ speech_start: start, silent_ms: off.t - start });
-      else live.pendingCut = { speech_start: start, silent_ms: null };
+      else {  // heard: silent from the mute on; the received track itself goes quiet when the buffer drains
+        live.pendingCut = { speech_start: start, silent_ms: at - start, muted: true, track_silent_ms: null };
+        live.interruptions.push(live.pendingCut);
+      }
       if (live.pendingTurn && live.pendingTurn.audio_ms == null) live.pendingTurn.cut_before_sound = true;
     }
     const status = document.getElementById('live-status');

@@ -191,7 +191,7 @@ class LiveConfig:
     # after this much silence the speech so far is transcribed already, while the turn's end is still awaited: the
     # transcript is then ready (or nearly) when the turn ends (0: transcribe only at the end)
     early_asr_ms: float = 200.0
-    interrupt_min_ms: float = 200.0  # speech this long while the avatar talks interrupts it
+    interrupt_min_ms: float = 150.0  # speech this long while the avatar talks interrupts it
     min_speech_ms: float = 250.0  # shorter sounds (a cough, a click) are not a turn
     echo_similarity: float = 0.45  # mic speech this similar to the avatar's own recent sound is its echo, not the user
     ice_host: str = ""  # the one address WebRTC offers the browser (e.g. 127.0.0.1); empty: every local address
