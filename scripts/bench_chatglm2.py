@@ -54,6 +54,8 @@ def parse_args() -> argparse.Namespace:
                    help="with --int8: teacher-forced greedy top-1 agreement with the fp model over --new-tokens "
                         "tokens on this many prompts")
     p.add_argument("--smoke", action="store_true", help="tiny config on CPU, float32, a few tokens")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="list the N kernels with the most GPU time over 16 decode steps (torch.profiler)")
     args = p.parse_args()
     if args.smoke:
         args.device, args.dtype, args.new_tokens, args.repeats = "cpu", "float32", 8, 2
@@ -218,12 +220,22 @@ def run(args: argparse.Namespace) -> dict:
         result["int8_top1_agreement"] = agreement
     if mode != "eager":
         result["step_vs_eager_max_abs_logit_diff"] = graph_vs_eager_diff(model, step, cache, args.prompt_tokens)
+    if args.profile:
+        result["top_kernels_16_steps"] = profile_steps(step, cache, first, args, device)
     if device.type == "cuda":
         result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     goal_tps = 500 if args.int8 else 300  # issue 22: fp16 >= 300 tokens/s, int8 >= 500 at >= 99% top-1 agreement
     result["goal_met"] = (result["decode_tokens_per_s"] >= goal_tps and result["first_token_ms_median"] <= 10
                           and (agreement is None or agreement["mean"] >= 0.99))
     return result
+
+
+def profile_steps(step: Callable, cache: KVCache, first: torch.Tensor, args: argparse.Namespace,
+                  device: torch.device) -> list:
+    """[name, calls, ms] of the kernels with the most device time over 16 decode steps (the graph's kernels too)."""
+    from bench_enhance import top_kernels
+
+    return top_kernels(lambda: decode(step, cache, first, args.prompt_tokens, 16), str(device), args.profile)
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ for job in "$@"; do
     glm-cgemv)  run glm-cgemv 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile --gemv ;;
     glm-int8)   run glm-int8 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --int8 --agreement 10 ;;
     turn-gpu)   run turn-gpu 500 $py scripts/bench_turn_gpu.py --turns 20 ;;
+    glm-prof)   run glm-prof 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile --profile 25 ;;
     modnet-c)   run modnet-c 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --profile 25 ;;
     modnet-frz) run modnet-frz 300 $py scripts/bench_enhance.py --device cuda --batch 64,128 --what modnet --compile default --freezing --profile 25 ;;
     modnet-maxa) run modnet-maxa 400 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile max-autotune-no-cudagraphs --freezing ;;
