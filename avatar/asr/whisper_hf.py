@@ -284,13 +284,17 @@ class WhisperHfBackend:
 
     # -- the steps --
 
-    def encode(self, window: np.ndarray):
-        """Encoder output (1, 1500, d_model) of at most 30 s of audio (padded with silence to 30 s)."""
+    def log_mel(self, window: np.ndarray):
+        """Log-mel features (1, num_mel_bins, 3000) of at most 30 s of audio, padded with silence to 30 s, on the
+        model's device and dtype."""
         import torch
 
         features = self._features(np.asarray(window, np.float32), sampling_rate=SAMPLE_RATE, return_tensors="np")
-        mel = torch.from_numpy(features.input_features).to(self.device, self.dtype)
-        return self.model.model.encoder(mel).last_hidden_state
+        return torch.from_numpy(features.input_features).to(self.device, self.dtype)
+
+    def encode(self, window: np.ndarray):
+        """Encoder output (1, 1500, d_model) of at most 30 s of audio."""
+        return self.model.model.encoder(self.log_mel(window)).last_hidden_state
 
     def decode(self, encoded, language: str | None, max_new_tokens: int | None = None,
                cancel: CancelToken = NEVER) -> Decoded:
