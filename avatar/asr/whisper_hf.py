@@ -285,12 +285,20 @@ class WhisperHfBackend:
     # -- the steps --
 
     def log_mel(self, window: np.ndarray):
-        """Log-mel features (1, num_mel_bins, 3000) of at most 30 s of audio, padded with silence to 30 s, on the
-        model's device and dtype."""
+        """Log-mel features (1, num_mel_bins, 3000) of at most 30 s of audio, on the model's device and dtype.
+
+        The frames after the audio are 0, as faster-whisper pads them (the packaged backend), not the log-mel of
+        silence that transformers and openai/whisper compute: with the latter, greedy decoding of the real Whisper
+        base heard 语音识别 as 云石别 on the zh fixture; with the former both backends hear the same features and
+        decode the same tokens (README "whisper-hf")."""
         import torch
 
-        features = self._features(np.asarray(window, np.float32), sampling_rate=SAMPLE_RATE, return_tensors="np")
-        return torch.from_numpy(features.input_features).to(self.device, self.dtype)
+        frames = self._features.nb_max_frames
+        features = self._features(np.asarray(window, np.float32), sampling_rate=SAMPLE_RATE, padding="longest",
+                                  return_tensors="np").input_features[0, :, :frames]
+        mel = np.zeros((features.shape[0], frames), np.float32)
+        mel[:, : features.shape[1]] = features
+        return torch.from_numpy(mel)[None].to(self.device, self.dtype)
 
     def encode(self, window: np.ndarray):
         """Encoder output (1, 1500, d_model) of at most 30 s of audio."""

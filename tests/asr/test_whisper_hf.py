@@ -327,6 +327,49 @@ def test_doctor_reports_the_backend_the_stage_loads(folder, tmp_path):
                for w in missing["stages"]["asr"]["warnings"])
 
 
+# ---------------------------------------------------------------- the real Whisper base
+@pytest.fixture(scope="module")
+def real_asr(tmp_path_factory) -> Asr:
+    """The packaged Whisper base (CTranslate2) converted back to Hugging Face format by scripts/whisper_ct2_to_hf.py:
+    the real weights, offline."""
+    import sys
+
+    from avatar.asr import prepare_whisper_base
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from whisper_ct2_to_hf import convert
+
+    weights = tmp_path_factory.mktemp("real")
+    convert(prepare_whisper_base(), weights / "whisper-base-hf")
+    return Asr.load(_config(weights, whisper_hf_dir="whisper-base-hf"))
+
+
+def test_real_whisper_base_transcribes_english_and_chinese(real_asr, jfk_path, zh_path):
+    from avatar.core.text import char_error_rate, word_error_rate
+    from tests.asr.test_asr import JFK_TEXT, ZH_TEXT
+
+    en = real_asr.transcribe(media.load_audio(jfk_path), "auto")
+    zh = real_asr.transcribe(media.load_audio(zh_path), "auto")
+    print(f"whisper-hf: {en.text} | {zh.text}")
+    assert (en.backend, en.language, zh.language) == ("whisper-hf", "en", "zh")
+    assert word_error_rate(JFK_TEXT, en.text) <= 0.10 and char_error_rate(ZH_TEXT, zh.text) <= 0.10
+    assert "語" not in zh.text and "體" not in zh.text
+
+
+def test_real_whisper_base_across_window_seams_and_on_noise(real_asr, jfk_path):
+    from avatar.core.text import word_error_rate
+    from avatar.core.types import Audio
+    from tests.asr.test_asr import JFK_TEXT
+
+    take = media.load_audio(jfk_path, 16000).samples
+    long = np.concatenate([take, np.zeros(8000, np.float32)] * 3)  # 34.5 s: two windows
+    t = real_asr.transcribe(Audio(long, 16000), "en")
+    assert word_error_rate(" ".join([JFK_TEXT] * 3), t.text) <= 0.10, t.text
+    noise = (0.05 * np.random.default_rng(0).standard_normal(16000 * 3)).astype(np.float32)
+    with pytest.raises(NoSpeech):
+        real_asr.transcribe(Audio(noise, 16000))
+
+
 # ---------------------------------------------------------------- GPU
 @pytest.mark.gpu
 def test_cuda_float16_decodes_the_tokens_of_cpu_float32(folder, backend, speech):
