@@ -85,7 +85,8 @@ class Asr:
 
     def transcribe(self, audio: Audio, language: str = "auto", cancel: CancelToken = NEVER) -> Transcript:
         """cancel: checked before recognition and between Whisper's segments (a stopped request frees the model at
-        the end of the current 30 s window instead of transcribing the whole clip); raises Cancelled."""
+        the end of the current 30 s window instead of transcribing the whole clip; whisper-hf checks it between
+        tokens); raises Cancelled."""
         audio16, lang = self.check(audio, language)
         cancel.check()
         text, used_lang, used_backend = self._recognise(audio16.samples, lang, cancel)
