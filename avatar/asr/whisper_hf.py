@@ -289,8 +289,8 @@ class WhisperHfBackend:
 
         The frames after the audio are 0, as faster-whisper pads them (the packaged backend), not the log-mel of
         silence that transformers and openai/whisper compute: with the latter, greedy decoding of the real Whisper
-        base heard 语音识别 as 云石别 on the zh fixture; with the former both backends hear the same features and
-        decode the same tokens (README "whisper-hf")."""
+        base heard 语音识别 as 云石别 on the zh fixture; with the former it decodes there the very tokens of
+        faster-whisper's greedy search (README "whisper-hf")."""
         import torch
 
         frames = self._features.nb_max_frames
