@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="folder with tools/ and reference/")
     p.add_argument("--chat-layers", type=int, default=28, help="ChatGLM2 layers (28 = the real 6B model)")
     p.add_argument("--device", default="cuda", help="device of the config it writes")
+    p.add_argument("--whisper-tokenizer", type=Path, default=None,
+                   help="tokenizer.json for the Whisper folder (default: the packaged Whisper base's)")
     return p.parse_args(argv)
 
 
@@ -158,6 +160,43 @@ def _save_shard(save_file, folder: Path, shard: dict, index: int) -> dict[str, s
     return {k: name for k in shard}
 
 
+# ---------------------------------------------------------------- Whisper base (Hugging Face format)
+WHISPER_BASE = {"d_model": 512, "encoder_layers": 6, "decoder_layers": 6, "encoder_attention_heads": 8,
+                "decoder_attention_heads": 8, "encoder_ffn_dim": 2048, "decoder_ffn_dim": 2048, "vocab_size": 51865,
+                "num_mel_bins": 80, "bos_token_id": 50257, "eos_token_id": 50257, "pad_token_id": 50257,
+                "decoder_start_token_id": 50258, "begin_suppress_tokens": [220, 50257]}
+
+
+def write_whisper(folder: Path, tokenizer: Path | None = None) -> bool:
+    """Whisper base's sizes (74 M parameters) in Hugging Face format for [asr] backend = "whisper-hf": config.json,
+    fp16 model.safetensors with random weights (torch seed SEED), and a real tokenizer.json (the special token ids
+    must be Whisper's). False, after saying why, when no tokenizer.json is found: the folder is then not written."""
+    if (folder / "tokenizer.json").is_file():  # written last
+        return True
+    source = tokenizer or _packaged_whisper_tokenizer()
+    if source is None or not source.is_file():
+        print(f"no Whisper tokenizer.json ({source or 'the packaged Whisper base is not installed'}): {folder} not "
+              "written, the config keeps the packaged Whisper; pass --whisper-tokenizer PATH", file=sys.stderr)
+        return False
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(SEED)
+    model = WhisperForConditionalGeneration(WhisperConfig(**WHISPER_BASE)).to(torch.float16)
+    model.save_pretrained(folder)  # config.json, generation_config.json, model.safetensors
+    shutil.copyfile(source, folder / "tokenizer.json")
+    return True
+
+
+def _packaged_whisper_tokenizer() -> Path | None:
+    from avatar.asr.whisper import packaged_tokenizer
+    from avatar.core.errors import BackendUnavailable
+
+    try:
+        return packaged_tokenizer()
+    except BackendUnavailable:
+        return None
+
+
 # ---------------------------------------------------------------- config
 def write_config(out: Path, device: str) -> Path:
     path = out / "gpu_turn.toml"
@@ -166,9 +205,7 @@ weights_dir = "{out.resolve()}"
 device = "{device}"
 output_dir = "/tmp/avatar-seeded-outputs"
 
-[asr]
-backend = "whisper"      # Whisper base (CTranslate2, float16 on CUDA); Paraformer needs its real weights
-
+{_asr_section(out)}
 [chat]
 backend = "chatglm2"     # ChatGLM2-6B in process, fp16
 model_dir = "chatglm2-6b"
@@ -185,6 +222,19 @@ backend = "gfpgan"
     return path
 
 
+def _asr_section(out: Path) -> str:
+    if not (out / "whisper-base-hf" / "tokenizer.json").is_file():
+        return """[asr]
+backend = "whisper"      # Whisper base (CTranslate2, float16 on CUDA); Paraformer needs its real weights
+"""
+    return """[asr]
+backend = "whisper-hf"   # Whisper base on PyTorch, float16 on CUDA (CTranslate2's CUDA 12 build fails on CUDA 13)
+whisper_hf_dir = "whisper-base-hf"
+# random weights never stop by themselves: 24 tokens, about what a 10-word question takes
+whisper_hf_max_new_tokens = 24
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = args.out
@@ -193,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     write_eat(out / "eat")
     write_gfpgan(out / "gfpgan" / "GFPGANv1.4.pth", args.shared)
     write_chatglm2(out / "chatglm2-6b", args.shared, args.chat_layers)
+    write_whisper(out / "whisper-base-hf", args.whisper_tokenizer)
     print(write_config(out, args.device))
 
 

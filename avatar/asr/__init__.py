@@ -1,6 +1,8 @@
 """Speech recognition stage (`Asr`): speech -> text, Chinese or English. Backends: whisper.py (faster-whisper over
-the packaged Whisper base; always loaded, it also detects the language) and funasr.py (FunASR Paraformer from local
-folders). asr.backend "auto" or "funasr" takes Paraformer for each language whose folder is present, else Whisper.
+the packaged Whisper base; loaded unless whisper-hf runs, it also detects the language), whisper_hf.py (a Hugging Face
+Whisper folder on PyTorch, for GPUs CTranslate2 cannot use) and funasr.py (FunASR Paraformer from local folders).
+asr.backend "auto" or "funasr" takes Paraformer for each language whose folder is present, else Whisper;
+"whisper-hf" takes the folder [asr] whisper_hf_dir, else the packaged Whisper ("auto" never picks it).
 """
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ from avatar.core.paths import SPEECH_FIXTURES
 from avatar.core.timing import best_of
 from avatar.core.types import Audio, check_language
 
-from .base import SAMPLE_RATE, Transcript
-from .whisper import WhisperBackend, prepare_whisper_base, to_simplified
+from .base import SAMPLE_RATE, Transcript, WhisperLike, to_simplified
+from .whisper import WhisperBackend, prepare_whisper_base
 
 __all__ = ["Asr", "Transcript", "SAMPLE_RATE", "bench", "prepare_whisper_base", "to_simplified"]
 
 if TYPE_CHECKING:
     from .funasr import FunAsrBackend
+    from .whisper_hf import WhisperHfBackend
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class Asr:
         asr.transcribe(load_audio("question.wav"), language="auto") -> Transcript(text, language, duration_s, backend)
     """
 
-    def __init__(self, cfg: AvatarConfig, backend: str, device: str, whisper: WhisperBackend,
+    def __init__(self, cfg: AvatarConfig, backend: str, device: str, whisper: WhisperLike,
                  funasr: FunAsrBackend | None, fallback_reason: str | None, load_s: float) -> None:
         self.cfg, self.backend, self.device = cfg, backend, device
         self.fallback_reason = fallback_reason  # None, or why the configured backend was replaced
@@ -54,15 +57,18 @@ class Asr:
         wanted = cfg.asr.backend
         if wanted not in CHOICES["asr.backend"]:
             raise BackendUnavailable(f"unknown ASR backend {wanted!r}; use one of: {', '.join(CHOICES['asr.backend'])}")
-        funasr, reason = None, None
-        if wanted in ("auto", "funasr"):
+        funasr, whisper, reason = None, None, None
+        if wanted == "whisper-hf":
+            whisper, reason = _try_whisper_hf(cfg, device)
+        elif wanted in ("auto", "funasr"):
             funasr, reason = _try_funasr(cfg, device)
-            if funasr is None:
-                level = logging.WARNING if wanted == "funasr" else logging.INFO
-                log.log(level, "ASR: FunASR not used (%s); falling back to Whisper", reason)
-        backend = "funasr" if funasr is not None else "whisper"
+        if reason is not None:
+            level = logging.INFO if wanted == "auto" else logging.WARNING
+            name = "whisper-hf" if wanted == "whisper-hf" else "FunASR"
+            log.log(level, "ASR: %s not used (%s); falling back to Whisper", name, reason)
         # Whisper is also needed beside FunASR: to detect the language, and for a language with no Paraformer folder.
-        whisper = _load_whisper(cfg, device)
+        whisper = whisper or _load_whisper(cfg, device)
+        backend = "funasr" if funasr is not None else whisper.name
         used_device = whisper.device if funasr is None else device
         return cls(cfg, backend, used_device, whisper, funasr, reason, time.perf_counter() - t0)
 
@@ -79,7 +85,8 @@ class Asr:
 
     def transcribe(self, audio: Audio, language: str = "auto", cancel: CancelToken = NEVER) -> Transcript:
         """cancel: checked before recognition and between Whisper's segments (a stopped request frees the model at
-        the end of the current 30 s window instead of transcribing the whole clip); raises Cancelled."""
+        the end of the current 30 s window instead of transcribing the whole clip; whisper-hf checks it between
+        tokens); raises Cancelled."""
         audio16, lang = self.check(audio, language)
         cancel.check()
         text, used_lang, used_backend = self._recognise(audio16.samples, lang, cancel)
@@ -98,7 +105,7 @@ class Asr:
             log.info("ASR: no Paraformer folder for %r; using Whisper for this recording", routed)
             lang = routed
         text, used = self._whisper.transcribe(samples, None if lang == "auto" else lang, cancel)
-        return text, used, "whisper"
+        return text, used, self._whisper.name
 
     def _route_language(self, samples: np.ndarray) -> str:
         return self._whisper.detect_language(samples)
@@ -112,6 +119,19 @@ def _load_whisper(cfg: AvatarConfig, device: str) -> WhisperBackend:
         return WhisperBackend(Path(model_dir), device, cfg.asr.whisper_compute_type, cfg.asr.whisper_window_s)
     except ImportError as e:
         raise BackendUnavailable(f"faster-whisper is not installed ({e})") from None
+
+
+def _try_whisper_hf(cfg: AvatarConfig, device: str) -> tuple[WhisperHfBackend | None, str | None]:
+    """(WhisperHfBackend, None) when [asr] whisper_hf_dir holds a usable folder, else (None, reason)."""
+    from .whisper_hf import WhisperHfBackend
+
+    if not cfg.asr.whisper_hf_dir:
+        return None, "[asr] whisper_hf_dir is not set (a Whisper folder in Hugging Face format)"
+    folder = cfg.weights_path(cfg.asr.whisper_hf_dir)
+    try:
+        return WhisperHfBackend.load(folder, device, cfg.asr.whisper_hf_max_new_tokens), None
+    except (BackendUnavailable, WeightsError) as e:
+        return None, str(e)
 
 
 def _try_funasr(cfg: AvatarConfig, device: str) -> tuple[FunAsrBackend | None, str | None]:

