@@ -1,5 +1,5 @@
 """The "eat" engine end to end on CPU with seeded (random) weights in the official file layout, a tiny frozen
-DeepSpeech graph and real speech. The generator costs ~1.2 TFLOP per frame, so clips are a few frames long."""
+DeepSpeech graph in the official v0.1.0 layout and real speech. The generator costs ~1.2 TFLOP per frame, so clips are a few frames long."""
 from __future__ import annotations
 
 import shutil
@@ -18,7 +18,7 @@ from avatar.head.poses import load_pose, still_pose
 from avatar.head import n_frames
 from avatar.core.types import Audio
 
-from tests.head.test_eat_prep import write_tiny_deepspeech
+from tests.head.deepspeech_graphs import write_official_deepspeech
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 JFK = SHARED / "fixtures" / "speech" / "jfk.flac"
@@ -46,7 +46,7 @@ def _write_eat_dir(root: Path) -> None:
     pad[0] = torch.from_numpy((rng.standard_normal(80) - 3).astype(np.float32))
     pad[1] = (-6.5 + rng.standard_normal((16, 29))).astype(np.float32)
     np.save(root / "pad.npy", pad, allow_pickle=True)
-    write_tiny_deepspeech(root / DEEPSPEECH_FILE)
+    write_official_deepspeech(root / DEEPSPEECH_FILE)  # tiny (16 units), in the official layout: both loaders read it
 
 
 @pytest.fixture(scope="module")
