@@ -131,6 +131,29 @@ def test_feature_streams_cover_n_frames(engine, face, duration_s):
     assert w["mel"].shape == (1, min(3, n), 1, 80, 11) and w["deep"].shape == (1, min(3, n), 11, 16, 29)
 
 
+def test_deepspeech_port_gives_the_engine_the_same_windows(engine, face, cfg):
+    """[head] deepspeech: auto runs TensorFlow on this CPU; "torch" loads the port of the same graph, whose DeepSpeech
+    windows equal TensorFlow's (float32 rounding)."""
+    from avatar.head.eat.deepspeech import DEEPSPEECH_FILE, DeepSpeech
+    from avatar.head.eat.deepspeech_torch import TorchDeepSpeech
+    from avatar.head.eat.engine import driving_pose, load_deepspeech
+
+    assert isinstance(engine.deepspeech, DeepSpeech)
+    port = load_deepspeech(cfg.weights_path(cfg.head.eat_dir) / DEEPSPEECH_FILE, "torch", torch.device("cpu"))
+    assert isinstance(port, TorchDeepSpeech)
+    speech = _speech(1.02)
+    n = n_frames(speech.duration_s)
+    pose = driving_pose(face.cache["eat_latent"]["he_source"], load_pose("talking", n), n)
+    ours = engine.feature_streams(speech, pose)
+    engine.deepspeech, tf_runner = port, engine.deepspeech
+    try:
+        theirs = engine.feature_streams(speech, pose)
+    finally:
+        engine.deepspeech = tf_runner
+    assert ours.deep.shape == theirs.deep.shape and np.abs(ours.deep).max() > 1
+    np.testing.assert_allclose(theirs.deep, ours.deep, rtol=1e-5, atol=2e-5)
+
+
 def test_keypoints_cover_exactly_n_frames(engine, face):
     """0.22 s: 6 frames, 11 DeepSpeech steps -> 5 windows; the last frame runs on the pads."""
     from avatar.head.eat.engine import _pose_tensors, driving_pose

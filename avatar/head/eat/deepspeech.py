@@ -4,7 +4,8 @@ Choice: the official frozen graph `deepspeech-0_1_0-b90017e8.pb` (Mozilla DeepSp
 osmr/deepspeech_features and used by EAT, VOCA, AD-NeRF) is run as-is through `tensorflow.compat.v1` (the
 tensorflow-cpu wheel; imported lazily, only when the EAT engine loads). No conversion step, no second copy of the
 weights, and the numbers are the ones EAT was trained on. It runs on the CPU: about 0.1 GFLOP per 20 ms step, i.e.
-well under a second per 10 s of speech, small next to the EAT generator.
+well under a second per 10 s of speech, small next to the EAT generator. Where TensorFlow is not installed, or the
+device is a GPU, deepspeech_torch.py runs the same .pb in PyTorch ([head] deepspeech; both use the piece runner below).
 
 Graph interface (v0.1.0 export, as fed by EAT's preprocess/deepspeech_features/deepspeech_features.py):
   deepspeech/input_node:0     float32 (1, T, 494)  batch-major: 26 MFCC x (1 + 2*9 context) per 20 ms step
