@@ -21,7 +21,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,8 +28,7 @@ sys.path.insert(0, str(REPO))
 
 SEED = 1234
 SHARD_BYTES = 2 * 1024 ** 3
-DS_HIDDEN = 2048  # DeepSpeech v0.1.0: three dense layers, a bidirectional LSTM and a dense layer of 2048 units
-DS_INPUT, DS_CHARS = 494, 29
+DS_HIDDEN = 2048  # DeepSpeech v0.1.0: dense layers and LSTM cells of 2048 units (the LSTM's input is 4096 wide)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,50 +65,14 @@ def write_eat(root: Path) -> None:
 
 
 def write_deepspeech(path: Path) -> None:
-    """A frozen TF1 graph with DeepSpeech v0.1.0's tensor names and sizes: 494 -> 3 x dense 2048 (clipped ReLU) ->
-    bidirectional LSTM 2048 -> dense 2048 -> 29 logits, time-major, random weights (~120 M parameters, as the
-    real one), so the feature extraction costs what it costs with the real graph."""
-    import tensorflow as tf
+    """A frozen TF1 graph in DeepSpeech v0.1.0's official layout and sizes (tests/head/deepspeech_graphs.py: constants
+    h1/b1..h6/b6 and bidirectional_rnn/{fw,bw}/basic_lstm_cell/{kernel,bias}, TensorFlow's BasicLSTMCell):
+    494 -> dense 2048, 2048, 4096 (clipped ReLU) -> bidirectional LSTM 2048 -> dense 2048 -> 29 logits, time-major,
+    random weights (~123 M parameters, as the real one), so the feature extraction costs what it costs with the real
+    graph, through TensorFlow or the PyTorch port."""
+    from tests.head.deepspeech_graphs import write_official_deepspeech
 
-    rng = np.random.default_rng(7)
-
-    def weights(n_in: int, n_out: int, name: str):
-        w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
-        return tf.constant(w, name=name)
-
-    graph = tf.Graph()
-    with graph.as_default(), tf.compat.v1.name_scope(None):
-        x = tf.compat.v1.placeholder(tf.float32, [None, None, DS_INPUT], name="input_node")
-        lengths = tf.compat.v1.placeholder(tf.int32, [None], name="input_lengths")
-        h = tf.transpose(x, [1, 0, 2])  # time-major (T, B, 494)
-        for i, n_in in enumerate((DS_INPUT, DS_HIDDEN, DS_HIDDEN)):
-            h = tf.minimum(tf.nn.relu(tf.tensordot(h, weights(n_in, DS_HIDDEN, f"h{i + 1}"), 1)), 20.0)
-        forward = _lstm(h, weights(2 * DS_HIDDEN, 4 * DS_HIDDEN, "lstm_fw"))
-        backward = tf.reverse(_lstm(tf.reverse(h, [0]), weights(2 * DS_HIDDEN, 4 * DS_HIDDEN, "lstm_bw")), [0])
-        h = tf.minimum(tf.nn.relu(tf.tensordot(tf.concat([forward, backward], -1),
-                                               weights(2 * DS_HIDDEN, DS_HIDDEN, "h5"), 1)), 20.0)
-        logits = tf.tensordot(h, weights(DS_HIDDEN, DS_CHARS, "h6"), 1)
-        mask = tf.transpose(tf.sequence_mask(lengths, tf.shape(x)[1], dtype=tf.float32))[:, :, None]
-        tf.identity(logits * mask, name="logits")
-    path.write_bytes(graph.as_graph_def().SerializeToString())
-
-
-def _lstm(inputs, kernel):
-    """An LSTM over time-major inputs (T, B, 2048) with one (4096, 8192) kernel, as tf.scan (the graph has no
-    variables: it is frozen as it is built)."""
-    import tensorflow as tf
-
-    batch = tf.shape(inputs)[1]
-    zeros = tf.zeros([batch, DS_HIDDEN])
-
-    def step(state, x):
-        c, h = state
-        i, j, f, o = tf.split(tf.matmul(tf.concat([x, h], 1), kernel), 4, axis=1)
-        c = tf.sigmoid(f + 1.0) * c + tf.sigmoid(i) * tf.tanh(j)
-        return c, tf.sigmoid(o) * tf.tanh(c)
-
-    _, outputs = tf.scan(step, inputs, initializer=(zeros, zeros))
-    return outputs
+    write_official_deepspeech(path, n_hidden=DS_HIDDEN, seed=7)
 
 
 # ---------------------------------------------------------------- GFPGAN

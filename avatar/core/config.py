@@ -109,6 +109,8 @@ class HeadConfig:
     batch_size: int = 16  # frames per generator batch (EAT) / per encoder chunk
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16
     compile: bool = False  # torch.compile the EAT generator (GPU; at start-up, ~1-2 min)
+    deepspeech: str = "auto"  # auto | tensorflow | torch: what runs EAT's DeepSpeech v0.1.0 graph. auto = TensorFlow
+    # when it is installed and the device is the CPU, else the PyTorch port (same .pb, float32, on the device)
     seed: int = 0  # z_trg seed: same inputs + seed = same video
     intensity: float = 1.0  # emotion intensity 0..1 (lite engine)
     pose: str = "talking"  # default pose sequence name (assets/poses)
@@ -316,6 +318,7 @@ CHOICES: dict[str, tuple] = {
     "head.backend": ("auto", "lite", "eat"),
     "head.size": (256, 512),
     "head.dtype": _DTYPES,
+    "head.deepspeech": ("auto", "tensorflow", "torch"),
     "matting.backend": ("auto", "selfie", "modnet", "none"),
     "enhance.backend": ("auto", "off", "gfpgan"),
     "enhance.engine": ("auto", "torch", "onnx", "tensorrt"),

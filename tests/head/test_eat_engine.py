@@ -1,5 +1,5 @@
 """The "eat" engine end to end on CPU with seeded (random) weights in the official file layout, a tiny frozen
-DeepSpeech graph and real speech. The generator costs ~1.2 TFLOP per frame, so clips are a few frames long."""
+DeepSpeech graph in the official v0.1.0 layout and real speech. The generator costs ~1.2 TFLOP per frame, so clips are a few frames long."""
 from __future__ import annotations
 
 import shutil
@@ -18,7 +18,7 @@ from avatar.head.poses import load_pose, still_pose
 from avatar.head import n_frames
 from avatar.core.types import Audio
 
-from tests.head.test_eat_prep import write_tiny_deepspeech
+from tests.head.deepspeech_graphs import write_official_deepspeech
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 JFK = SHARED / "fixtures" / "speech" / "jfk.flac"
@@ -46,7 +46,7 @@ def _write_eat_dir(root: Path) -> None:
     pad[0] = torch.from_numpy((rng.standard_normal(80) - 3).astype(np.float32))
     pad[1] = (-6.5 + rng.standard_normal((16, 29))).astype(np.float32)
     np.save(root / "pad.npy", pad, allow_pickle=True)
-    write_tiny_deepspeech(root / DEEPSPEECH_FILE)
+    write_official_deepspeech(root / DEEPSPEECH_FILE)  # tiny (16 units), in the official layout: both loaders read it
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,29 @@ def test_feature_streams_cover_n_frames(engine, face, duration_s):
     assert streams.n_frames == n and streams.mel.shape[1] >= n and len(streams.deep) in (n - 1, n)
     w = streams.windows(max(0, n - 3), n)
     assert w["mel"].shape == (1, min(3, n), 1, 80, 11) and w["deep"].shape == (1, min(3, n), 11, 16, 29)
+
+
+def test_deepspeech_port_gives_the_engine_the_same_windows(engine, face, cfg):
+    """[head] deepspeech: auto runs TensorFlow on this CPU; "torch" loads the port of the same graph, whose DeepSpeech
+    windows equal TensorFlow's (float32 rounding)."""
+    from avatar.head.eat.deepspeech import DEEPSPEECH_FILE, DeepSpeech
+    from avatar.head.eat.deepspeech_torch import TorchDeepSpeech
+    from avatar.head.eat.engine import driving_pose, load_deepspeech
+
+    assert isinstance(engine.deepspeech, DeepSpeech)
+    port = load_deepspeech(cfg.weights_path(cfg.head.eat_dir) / DEEPSPEECH_FILE, "torch", torch.device("cpu"))
+    assert isinstance(port, TorchDeepSpeech)
+    speech = _speech(1.02)
+    n = n_frames(speech.duration_s)
+    pose = driving_pose(face.cache["eat_latent"]["he_source"], load_pose("talking", n), n)
+    ours = engine.feature_streams(speech, pose)
+    engine.deepspeech, tf_runner = port, engine.deepspeech
+    try:
+        theirs = engine.feature_streams(speech, pose)
+    finally:
+        engine.deepspeech = tf_runner
+    assert ours.deep.shape == theirs.deep.shape and np.abs(ours.deep).max() > 1
+    np.testing.assert_allclose(theirs.deep, ours.deep, rtol=1e-5, atol=2e-5)
 
 
 def test_keypoints_cover_exactly_n_frames(engine, face):

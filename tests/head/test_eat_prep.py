@@ -165,7 +165,8 @@ def test_draw_pose_box_draws_on_float_canvas():
 # ---------------------------------------------------------------- DeepSpeech
 def write_tiny_deepspeech(path: Path, seed: int = 0, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A frozen TF1 graph with DeepSpeech v0.1.0's tensor names and layout: input_node (B,T,494) batch-major,
-    input_lengths (B,), logits (T,B,29) time-major = 5*tanh(x W + b)*mask - 6. Returns (W, b)."""
+    input_lengths (B,), logits (T,B,29) time-major = 5*tanh(x W + b)*mask - 6. Returns (W, b). Per step, so the
+    windowing is checked against a formula (the official network itself: tests/head/deepspeech_graphs.py)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)

@@ -4,7 +4,8 @@ Choice: the official frozen graph `deepspeech-0_1_0-b90017e8.pb` (Mozilla DeepSp
 osmr/deepspeech_features and used by EAT, VOCA, AD-NeRF) is run as-is through `tensorflow.compat.v1` (the
 tensorflow-cpu wheel; imported lazily, only when the EAT engine loads). No conversion step, no second copy of the
 weights, and the numbers are the ones EAT was trained on. It runs on the CPU: about 0.1 GFLOP per 20 ms step, i.e.
-well under a second per 10 s of speech, small next to the EAT generator.
+well under a second per 10 s of speech, small next to the EAT generator. Where TensorFlow is not installed, or the
+device is a GPU, deepspeech_torch.py runs the same .pb in PyTorch ([head] deepspeech; both use the piece runner below).
 
 Graph interface (v0.1.0 export, as fed by EAT's preprocess/deepspeech_features/deepspeech_features.py):
   deepspeech/input_node:0     float32 (1, T, 494)  batch-major: 26 MFCC x (1 + 2*9 context) per 20 ms step
@@ -107,6 +108,26 @@ def chunk_spans(n_steps: int, chunk_steps: int = CHUNK_STEPS, context_steps: int
     return spans
 
 
+# (B, T, 494) float32 batch-major inputs, valid steps per row -> (T, B, 29) time-major logits (the graph's layout)
+RunBatch = Callable[[np.ndarray, list[int]], np.ndarray]
+
+
+def stitched_logits(inputs: np.ndarray, spans: list[tuple[int, int, int, int]], run: RunBatch) -> np.ndarray:
+    """(T, 494) -> (T, 29): the spans (chunk_spans) run MAX_BATCH at a time; each keeps rows [start, stop)."""
+    return np.concatenate([piece for i in range(0, len(spans), MAX_BATCH)
+                           for piece in run_spans(inputs, spans[i:i + MAX_BATCH], run)])
+
+
+def run_spans(inputs: np.ndarray, spans: list[tuple[int, int, int, int]], run: RunBatch) -> list[np.ndarray]:
+    """One batch of spans, zero-padded to the longest, with their own lengths -> the kept rows of each."""
+    longest = max(hi - lo for lo, _, _, hi in spans)
+    batch = np.zeros((len(spans), longest, inputs.shape[1]), np.float32)
+    for b, (lo, _, _, hi) in enumerate(spans):
+        batch[b, :hi - lo] = inputs[lo:hi]
+    out = run(batch, [hi - lo for lo, _, _, hi in spans])
+    return [out[start - lo:stop - lo, b] for b, (lo, start, stop, _) in enumerate(spans)]
+
+
 class DeepSpeech:
     """The frozen v0.1.0 graph in its own tf.Graph and Session (built once, reused for every clip).
 
@@ -160,20 +181,10 @@ class DeepSpeech:
             return self._run(inputs[np.newaxis], [len(inputs)])[:, 0]
         spans = chunk_spans(len(inputs), self.chunk_steps, self.context_steps)
         try:
-            pieces = [piece for i in range(0, len(spans), MAX_BATCH)
-                      for piece in self._run_spans(inputs, spans[i:i + MAX_BATCH])]
+            return stitched_logits(inputs, spans, self._run)
         except Exception:  # noqa: BLE001 - tf.errors.* when the graph's batch size is fixed
             self._batched = False
             return self._run(inputs[np.newaxis], [len(inputs)])[:, 0]
-        return np.concatenate(pieces)
-
-    def _run_spans(self, inputs: np.ndarray, spans: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
-        longest = max(hi - lo for lo, _, _, hi in spans)
-        batch = np.zeros((len(spans), longest, inputs.shape[1]), np.float32)
-        for b, (lo, _, _, hi) in enumerate(spans):
-            batch[b, :hi - lo] = inputs[lo:hi]
-        out = self._run(batch, [hi - lo for lo, _, _, hi in spans])
-        return [out[start - lo:stop - lo, b] for b, (lo, start, stop, _) in enumerate(spans)]
 
     def windows(self, samples_16k: np.ndarray) -> np.ndarray:
         """float32 16 kHz speech -> float32 (ceil((N50-1)/2), 16, 29) EAT DeepSpeech windows."""

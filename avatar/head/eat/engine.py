@@ -22,6 +22,7 @@ Choices:
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +32,7 @@ import torch
 
 from avatar.core import devices
 from avatar.core.config import AvatarConfig
+from avatar.core.errors import AvatarError
 from avatar.core.media import resample
 from avatar.core.types import EMOTIONS, Audio, PoseSequence, check_emotion
 from avatar.core.validate import finite_number
@@ -38,6 +40,7 @@ from avatar.core.validate import finite_number
 from ..base import PreparedFace, n_frames
 from ..face import prepare_face
 from .deepspeech import DEEPSPEECH_FILE, DeepSpeech
+from .deepspeech_torch import TorchDeepSpeech
 from .prep import SAMPLE_RATE, FeatureStreams, PoseLogits, logits_to_degrees, mel_spectrogram, pose_logits_from_degrees
 from .runtime import EatNetworks, EatRenderer, SourceState, load_eat_networks, missing_eat_files
 
@@ -64,6 +67,32 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return devices.resolve_dtype(dtype, device)  # auto: bf16 on CUDA (parity at PSNR >= 35 dB), fp32 on CPU
 
 
+def tensorflow_importable() -> bool:
+    """Whether `import tensorflow` can work, without importing it (seconds, and gigabytes on some machines)."""
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def deepspeech_backend(choice: str, device: torch.device) -> str:
+    """[head] deepspeech -> "tensorflow" or "torch": auto keeps TensorFlow on the CPU where it is installed (the
+    graph as EAT ran it) and takes the PyTorch port elsewhere (a GPU, or no TensorFlow)."""
+    name = (choice or "auto").strip().lower()
+    if name not in ("auto", "tensorflow", "torch"):
+        raise AvatarError(f"[head] deepspeech = {choice!r} is not one of: 'auto', 'tensorflow', 'torch'")
+    if name != "auto":
+        return name
+    return "tensorflow" if device.type == "cpu" and tensorflow_importable() else "torch"
+
+
+def load_deepspeech(path: Path, choice: str, device: torch.device) -> DeepSpeech | TorchDeepSpeech:
+    """The DeepSpeech v0.1.0 graph through TensorFlow (CPU) or the PyTorch port (float32 on `device`)."""
+    if deepspeech_backend(choice, device) == "tensorflow":
+        return DeepSpeech.load(path)
+    return TorchDeepSpeech.load(path, device=device)
+
+
 def seeded_z(seed: int) -> torch.Tensor:
     """z_trg (1,16) from a seed, independent of the global torch RNG."""
     return torch.randn(1, LATENT_DIM, generator=torch.Generator().manual_seed(int(seed)))
@@ -87,7 +116,8 @@ class EatEngine:
     name = "eat"
     size = SIZE
 
-    def __init__(self, cfg: AvatarConfig, nets: EatNetworks, deepspeech: DeepSpeech, template68: np.ndarray | None):
+    def __init__(self, cfg: AvatarConfig, nets: EatNetworks, deepspeech: DeepSpeech | TorchDeepSpeech,
+                 template68: np.ndarray | None):
         self.cfg = cfg
         self.nets = nets
         self.device = str(nets.device)
@@ -105,12 +135,13 @@ class EatEngine:
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.head.dtype, device)
         nets = load_eat_networks(eat_dir, device=device, dtype=dtype)
-        deepspeech = DeepSpeech.load(eat_dir / DEEPSPEECH_FILE)
+        deepspeech = load_deepspeech(eat_dir / DEEPSPEECH_FILE, cfg.head.deepspeech, nets.device)
         template_path = eat_dir / TEMPLATE_FILE
         template = np.load(template_path, allow_pickle=False).astype(np.float32) if template_path.is_file() else None
         if template is None:
             log.info("EAT: %s not found; using the vox-style crop", template_path)
-        log.info("EAT engine on %s (generator %s)", device, str(dtype).replace("torch.", ""))
+        log.info("EAT engine on %s (generator %s, DeepSpeech %s)", device, str(dtype).replace("torch.", ""),
+                 "TensorFlow on the CPU" if isinstance(deepspeech, DeepSpeech) else f"PyTorch on {nets.device}")
         return cls(cfg, nets, deepspeech, template)
 
     # ------------------------------------------------------------ per photo
