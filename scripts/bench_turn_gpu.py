@@ -2,20 +2,24 @@
 """First-chunk latency of a spoken turn on one GPU with the original design's networks (issue 18, GPU goal):
 end of the user's speech -> first video frame out, as the sum of the critical path of a pipelined turn:
 
-  asr          Whisper (base size) on the GPU: 30 s log-mel window of the question, greedy decoding of its words
+  asr          the product's whisper-hf backend (avatar/asr/whisper_hf.py) on a Whisper-base-size folder with
+               seeded weights, fp16 on the GPU: log-mel, language detection, greedy decoding of the question's tokens
   chat         ChatGLM2-6B fp16: prefill of persona + question, then decode to the end of the first clause
                (static KV cache + CUDA graph, as avatar/chat/chatglm2.py runs it)
   tts          a VITS voice (MMS-TTS size) speaking the first clause
-  head         EAT: audio-to-keypoints for the clause's frames, then the generator's first batch of frames
+  head         EAT: DeepSpeech v0.1.0 features of the clause (the PyTorch port, float32 on the GPU, as the engine
+               runs it there), audio-to-keypoints for the clause's frames, then the generator's first batch of frames
   enhance      MODNet matte + GFPGAN v1.4 512 px of that first batch
   encode       the first batch encoded (OpenCV's MPEG-4 writer on the host)
 
 Every stage runs on the GPU machine with random or seeded weights of the real sizes (no checkpoint can be fetched
-there; their timing does not depend on the values). Two parts of the product cannot run there and are named in the
-output instead of timed: the DeepSpeech features that EAT reads (TensorFlow, CPU) and the real tokenizers/voices.
-Each turn is timed `--turns` times after warm-up; p50 and p95 per stage and of the sum are printed as one JSON.
+there; their timing does not depend on the values, except that random weights never end a sentence: the token
+counts are fixed by the options). Not timed there, named in the output: the real voices (a VITS voice of MMS-TTS
+size stands in for GPT-SoVITS). Each turn is timed `--turns` times after warm-up; p50 and p95 per stage and of the
+sum are printed as one JSON.
 
-    python scripts/bench_turn_gpu.py --turns 20              # needs torch + transformers + ../shared (seeded EAT)
+    python scripts/bench_turn_gpu.py --turns 20 --whisper-tokenizer tokenizer.json
+        # needs torch, transformers, python_speech_features, ../shared (seeded EAT) and Whisper's tokenizer.json
 """
 from __future__ import annotations
 
@@ -46,6 +50,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--clause-s", type=float, default=1.5, help="speech length of the first clause")
     p.add_argument("--first-frames", type=int, default=8, help="frames in the first batch sent out")
     p.add_argument("--shared", type=Path, default=None)
+    p.add_argument("--whisper-tokenizer", type=Path, default=None,
+                   help="Whisper's tokenizer.json (default: the packaged Whisper base's, if installed)")
+    p.add_argument("--seeded", type=Path, default=Path("/tmp/seeded"), help="where the seeded Whisper folder goes")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.compile the EAT generator, MODNet and GFPGAN (fixed batch), as a GPU server runs")
     return p.parse_args()
@@ -65,25 +72,24 @@ def timed(fn) -> float:
 
 # ---------------------------------------------------------------- stages
 class Asr:
-    """transformers' Whisper at base size (random weights), fp16 on the GPU, greedy, fixed token count."""
+    """The product's whisper-hf backend on a Whisper-base-size folder with seeded weights, fp16 on the GPU: the
+    question's log-mel, language detection and --question-tokens greedy tokens (random weights never stop)."""
 
-    name = "whisper-base size (transformers, random weights), fp16, cuda"
+    name = "whisper-hf (avatar/asr/whisper_hf.py), Whisper base size, seeded weights, fp16, cuda"
 
     def __init__(self, args):
-        from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+        from make_seeded_weights import write_whisper
 
-        cfg = WhisperConfig(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
-                            decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, vocab_size=51865)
-        self.model = WhisperForConditionalGeneration(cfg).to("cuda", torch.float16).eval()
-        self.features = WhisperFeatureExtractor()
+        from avatar.asr.whisper_hf import WhisperHfBackend
+
+        folder = args.seeded / "whisper-base-hf"
+        if not write_whisper(folder, args.whisper_tokenizer):
+            raise SystemExit("no Whisper tokenizer.json: pass --whisper-tokenizer PATH")
+        self.backend = WhisperHfBackend.load(folder, "cuda", max_new_tokens=args.question_tokens)
         self.audio = np.random.default_rng(0).standard_normal(int(args.question_s * 16000)).astype(np.float32) * 0.1
-        self.tokens = args.question_tokens
 
-    @torch.inference_mode()
     def __call__(self):
-        mel = self.features(self.audio, sampling_rate=16000, return_tensors="pt").input_features
-        mel = mel.to("cuda", torch.float16)
-        self.model.generate(mel, max_new_tokens=self.tokens, min_new_tokens=self.tokens, do_sample=False)
+        self.backend.transcribe(self.audio, None)
 
 
 class Chat:
@@ -142,12 +148,18 @@ class Tts:
 class Head:
     """EAT (seeded official-layout weights), bf16 generator: keypoints for the clause, then the first batch."""
 
-    name = "EAT (seeded weights), generator bf16 channels_last"
+    name = "DeepSpeech v0.1.0 size (PyTorch port, random weights) fp32 + EAT (seeded weights), generator bf16 channels_last"
 
     def __init__(self, args):
         from bench_eat import build_networks, clip_inputs, find_shared, prepare_clip
 
+        from avatar.head.eat.deepspeech_torch import TorchDeepSpeech
         from avatar.head.eat.runtime import EatRenderer, window_chunk
+        from models.deepspeech import DeepSpeechNet
+
+        torch.manual_seed(0)
+        self.deepspeech = TorchDeepSpeech(DeepSpeechNet().to("cuda").eval(), torch.device("cuda"), torch.float32)
+        self.speech = np.random.default_rng(1).standard_normal(int(args.clause_s * 16000)).astype(np.float32) * 0.1
 
         nets = build_networks(find_shared(args.shared), "cuda", torch.bfloat16)
         self.renderer = EatRenderer(nets, batch_size=args.first_frames, a2kp_batch=32, channels_last=True,
@@ -159,6 +171,7 @@ class Head:
 
     @torch.inference_mode()
     def __call__(self):
+        self.deepspeech.windows(self.speech)  # what the keypoints read (here the clip's stored windows stand in)
         kp = self.renderer.driving_keypoints(self.state, self.he, self.n,
                                              lambda a, b: self.window(self.inputs, a, b))
         return next(iter(self.renderer.frame_batches(self.state, kp)))
@@ -232,8 +245,7 @@ def main() -> None:
     result = {"bench": "turn_gpu", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "turns": args.turns, "build_s": round(build_s, 1),
               "stages": {k: v.name for k, v in stages.items()} | {"encode": "OpenCV MPEG-4 (mp4v), host"},
-              "not_timed": ["EAT's DeepSpeech features (TensorFlow on the CPU; not installable there)",
-                            "tokenizers and the text splitter (CPU, < 1 ms)"],
+              "not_timed": ["the chat tokenizer and the text splitter (CPU, < 1 ms)"],
               "setting": {k: getattr(args, k) for k in ("question_s", "question_tokens", "prompt_tokens",
                                                        "clause_tokens", "clause_s", "first_frames", "compile")}}
     for key in turns[0]:
