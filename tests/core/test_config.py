@@ -75,7 +75,7 @@ def test_an_int_is_taken_where_a_float_is_expected(tmp_path):
 
 
 @pytest.mark.parametrize("toml,message", [
-    ('[asr]\nbackend = "wisper"\n', "[asr] backend = 'wisper' is not one of: 'auto', 'whisper', 'funasr'"),
+    ('[asr]\nbackend = "wisper"\n', "[asr] backend = 'wisper' is not one of: 'auto', 'whisper', 'whisper-hf', 'funasr'"),
     ('[chat]\nbackend = "chatgpt"\n', "[chat] backend = 'chatgpt' is not one of: 'auto', 'smollm2', 'chatglm2'"),
     ('[tts]\ngpt_sovits_mode = "grpc"\n', "[tts] gpt_sovits_mode = 'grpc' is not one of: 'http', 'inprocess'"),
     ('[head]\nsize = 384\n', "[head] size = 384 is not one of: 256, 512"),
