@@ -242,3 +242,16 @@ def test_cuda_logits_match_the_cpu(n_hidden):
             print(f"DeepSpeech port n_hidden={n_hidden} chunk={chunk_steps} {dtype}: max error {err:.2e} of "
                   f"max |logit| {scale:.1f} (<= {tol})")
             assert err <= tol, f"{dtype}: {err:.3g} > {tol}"
+
+
+def test_bench_script_reports_both_runners(graph_path):
+    import json
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "scripts/bench_deepspeech.py", str(graph_path), "--durations", "0.5",
+                          "--repeats", "1"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    for runner in ("tensorflow", "torch"):  # the tiny graph takes about a millisecond: only the report's form
+        assert report[runner]["load_s"] >= 0 and set(report[runner]["0.5s"]) == {"windows_s", "logits_s"}
