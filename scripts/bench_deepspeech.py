@@ -92,10 +92,10 @@ def bench(backend: str, args: argparse.Namespace) -> dict:
     for duration_s in args.durations:
         clip = speech(duration_s)
         x = network_inputs(clip)
-        times = {} if x is None else {"windows_s": round(best_of(lambda: runner.windows(clip), args.repeats), 3)}
+        times = {} if x is None else {"windows_s": round(best_of(lambda: runner.windows(clip), args.repeats), 4)}
         if x is None:  # standardised noise of the same shape: the network's cost does not depend on the values
             x = np.random.default_rng(0).standard_normal((int(round(duration_s * 50)), 494))
-        times["logits_s"] = round(best_of(lambda: runner.logits(x), args.repeats), 3)
+        times["logits_s"] = round(best_of(lambda: runner.logits(x), args.repeats), 4)
         row[f"{duration_s:g}s"] = times
     runner.close()
     return row

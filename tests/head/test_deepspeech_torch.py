@@ -223,8 +223,9 @@ def test_config_takes_the_choice():
 @pytest.mark.gpu
 @pytest.mark.parametrize("n_hidden", [64, 2048], ids=["small", "real-size"])
 def test_cuda_logits_match_the_cpu(n_hidden):
-    """CUDA float32 (IEEE, not cuDNN's TF32 default) equals the CPU; bf16 / fp16 stay close. One clip of 400 steps
-    (8 s) whole, and in pieces of 150 (the batch path with uneven lengths)."""
+    """CUDA float32 (IEEE, not cuDNN's TF32 default) equals the CPU; bf16 / fp16 stay close (errors relative to the
+    largest logit; seen on an H200: 1.5e-6, 7.8e-3, 9.8e-4). One clip of 400 steps (8 s) whole, and in pieces of 150
+    (the batch path with uneven lengths)."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     consts = random_constants(n_hidden, seed=5)
@@ -235,9 +236,22 @@ def test_cuda_logits_match_the_cpu(n_hidden):
         cpu.chunk_steps = chunk_steps
         ref = cpu.logits(x)
         scale = float(np.abs(ref).max())
-        for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 0.1), (torch.float16, 0.02)):
+        for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 0.03), (torch.float16, 0.005)):
             gpu = TorchDeepSpeech.from_constants(consts, "cuda", dtype, chunk_steps=chunk_steps, context_steps=20)
             err = float(np.abs(gpu.logits(x) - ref).max()) / scale
             print(f"DeepSpeech port n_hidden={n_hidden} chunk={chunk_steps} {dtype}: max error {err:.2e} of "
                   f"max |logit| {scale:.1f} (<= {tol})")
             assert err <= tol, f"{dtype}: {err:.3g} > {tol}"
+
+
+def test_bench_script_reports_both_runners(graph_path):
+    import json
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "scripts/bench_deepspeech.py", str(graph_path), "--durations", "0.5",
+                          "--repeats", "1"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    for runner in ("tensorflow", "torch"):  # the tiny graph takes about a millisecond: only the report's form
+        assert report[runner]["load_s"] >= 0 and set(report[runner]["0.5s"]) == {"windows_s", "logits_s"}
