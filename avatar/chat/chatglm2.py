@@ -365,6 +365,26 @@ class Sampler:
         return order.gather(-1, choice).view(-1)
 
 
+class TokenReader:
+    """A sampled token to the host without waiting for the work queued after it (the next decode step): an
+    asynchronous copy into pinned memory and an event, instead of .item(), which waits for the whole stream."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.host = torch.empty(1, dtype=torch.long, pin_memory=self.cuda)
+        self.copied = torch.cuda.Event() if self.cuda else None
+
+    def send(self, token: Tensor) -> None:
+        self.host.copy_(token.view(-1)[:1], non_blocking=self.cuda)
+        if self.copied is not None:
+            self.copied.record()
+
+    def receive(self) -> int:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return int(self.host[0])
+
+
 class ChatGLM2Backend:
     """One loaded ChatGLM2 with a static KV cache. On CUDA the one-token decode step runs from a CUDA graph.
     The KV cache of the last prompt + reply is reused: the next turn prefills only the tokens after the common
@@ -427,14 +447,20 @@ class ChatGLM2Backend:
                           self.device)
         logits = self._prefill(prompt_ids, len(prompt_ids) + max_new)
         eos = {self.tokenizer.eos_id, self.model.config.eos_token_id}
+        reader = TokenReader(self.device)
         for step in range(max_new):
             token = sampler(logits)
-            token_id = int(token.item())
+            reader.send(token)
+            # the next step is queued (it reads the token on the device) before the host waits for this token: the
+            # GPU decodes on while the token travels to the host and the caller handles it
+            stepped = step + 1 < max_new
+            logits = self._step(token) if stepped else logits
+            token_id = reader.receive()
             if token_id in eos:
-                return
+                return  # the step queued with eos wrote K/V past _cached_ids: the next prefill overwrites it
+            if stepped:
+                self._cached_ids.append(token_id)  # its K/V is (being) written
             yield token_id
-            if step + 1 < max_new:
-                logits = self._step(token, token_id)
 
     @torch.inference_mode()
     def _prefill(self, prompt_ids: list[int], total_tokens: int) -> Tensor:
@@ -448,12 +474,11 @@ class ChatGLM2Backend:
         return logits[:, -1]
 
     @torch.inference_mode()
-    def _step(self, token: Tensor, token_id: int) -> Tensor:
+    def _step(self, token: Tensor) -> Tensor:
+        """Queues the decode step of `token` (on the device) at the next cache position; the caller records its id."""
         positions = torch.tensor([len(self._cached_ids)], dtype=torch.long, device=self.device)
         step = self._decoder if self._decoder is not None else self.model
-        logits = step(token.view(1, 1), positions, self._cache)
-        self._cached_ids.append(token_id)
-        return logits[:, -1]
+        return step(token.view(1, 1), positions, self._cache)[:, -1]
 
     def _ensure_cache(self, total_tokens: int) -> None:
         if self._cache is not None and self._cache.max_len >= total_tokens:

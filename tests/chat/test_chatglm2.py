@@ -112,6 +112,28 @@ def test_greedy_decoding_with_kv_cache_reproduces_official_tokens(backend, ref):
     assert list(backend.generate_ids(prompt, GREEDY)) == first
 
 
+def test_the_cached_prefix_stays_true_after_a_token_limit_an_early_stop_and_eos(backend, ref):
+    """The next step is queued before the host reads a token: the ids the cache claims to hold must still be the
+    ones whose K/V it holds, or a later turn that reuses the prefix decodes other tokens than a cold prefill."""
+    import dataclasses
+
+    prompt, short = ref["in_input_ids"][0].tolist(), dataclasses.replace(GREEDY, max_new_tokens=5)
+
+    def reused_and_cold(ids: list[int]) -> tuple[list[int], list[int]]:
+        reused = list(backend.generate_ids(ids, short))
+        backend._cached_ids = []  # a cold cache: the whole prompt is prefilled
+        return reused, list(backend.generate_ids(ids, short))
+
+    cut = list(backend.generate_ids(prompt, short))  # stopped by the limit: the last token was never stepped
+    reused, cold = reused_and_cold(prompt + cut + cut[:2])
+    assert reused == cold
+    stream = backend.generate_ids(prompt, GREEDY)
+    early = [next(stream), next(stream)]  # the caller stops after two tokens (a cancelled turn)
+    stream.close()
+    reused, cold = reused_and_cold(prompt + early + cut[:1])
+    assert reused == cold
+
+
 def test_cached_decode_logits_equal_full_forward(backend, ref):
     ids = torch.from_numpy(ref["generated_ids"])  # prompt + 16 greedy tokens
     model, n = backend.model, ids.shape[1]
