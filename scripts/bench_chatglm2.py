@@ -54,6 +54,8 @@ def parse_args() -> argparse.Namespace:
                    help="with --int8: teacher-forced greedy top-1 agreement with the fp model over --new-tokens "
                         "tokens on this many prompts")
     p.add_argument("--smoke", action="store_true", help="tiny config on CPU, float32, a few tokens")
+    p.add_argument("--host-ms", type=float, default=0.0,
+                   help="host work per token in both decode loops (busy wait: the text stream, splitter and queues)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="list the N kernels with the most GPU time over 16 decode steps (torch.profiler)")
     args = p.parse_args()
@@ -112,7 +114,8 @@ def first_token_ms(model: ChatGLM2ForCausalLM, cache: KVCache, prompt: torch.Ten
     return times[1:]
 
 
-def decode(step: Callable, cache: KVCache, first: torch.Tensor, start: int, n: int) -> tuple[float, list[int]]:
+def decode(step: Callable, cache: KVCache, first: torch.Tensor, start: int, n: int, host_ms: float = 0.0
+           ) -> tuple[float, list[int]]:
     """n greedy steps from position `start`; returns (seconds, token ids of stream 0)."""
     device, token, ids = first.device, first, []
     sync(device)
@@ -121,11 +124,19 @@ def decode(step: Callable, cache: KVCache, first: torch.Tensor, start: int, n: i
         positions = torch.tensor([start + i], dtype=torch.long, device=device)
         token = step(token.view(-1, 1), positions, cache)[:, -1].argmax(-1)
         ids.append(int(token[0].item()))  # host read-back per token, as streaming does
+        host_work(host_ms)
     sync(device)
     return time.perf_counter() - t0, ids
 
 
-def decode_pipelined(step: Callable, cache: KVCache, first: torch.Tensor, start: int, n: int
+def host_work(ms: float) -> None:
+    """What the host does with a token before it asks for the next (busy: Python work holds the GIL)."""
+    until = time.perf_counter() + ms / 1e3
+    while time.perf_counter() < until:
+        pass
+
+
+def decode_pipelined(step: Callable, cache: KVCache, first: torch.Tensor, start: int, n: int, host_ms: float = 0.0
                      ) -> tuple[float, list[int]]:
     """As decode(), the way the chat backend streams (avatar/chat/chatglm2.py): step i+1 is queued before the host
     reads token i (TokenReader: an async copy + event), so the GPU does not idle while the host handles a token."""
@@ -139,6 +150,7 @@ def decode_pipelined(step: Callable, cache: KVCache, first: torch.Tensor, start:
         positions = torch.tensor([start + i], dtype=torch.long, device=device)
         token = step(token.view(-1, 1), positions, cache)[:, -1].argmax(-1)
         ids.append(reader.receive())
+        host_work(host_ms)
     sync(device)
     return time.perf_counter() - t0, ids
 
@@ -214,6 +226,9 @@ def run(args: argparse.Namespace) -> dict:
     first = model(prompt, torch.arange(args.prompt_tokens, device=device), cache, last_only=True)[:, -1].argmax(-1)
     seconds, ids = decode(step, cache, first, args.prompt_tokens, args.new_tokens)
     piped_s, piped_ids = decode_pipelined(step, cache, first, args.prompt_tokens, args.new_tokens)
+    if args.host_ms:
+        busy_s = decode(step, cache, first, args.prompt_tokens, args.new_tokens, args.host_ms)[0]
+        busy_piped_s = decode_pipelined(step, cache, first, args.prompt_tokens, args.new_tokens, args.host_ms)[0]
     eager_n = min(32, args.new_tokens)
     eager_s, eager_ids = decode(model, cache, first, args.prompt_tokens, eager_n) if mode != "eager" else (
         seconds * eager_n / args.new_tokens, ids[:eager_n])
@@ -229,6 +244,9 @@ def run(args: argparse.Namespace) -> dict:
         # the same steps with the next one queued before the host reads a token (as the chat backend streams)
         "pipelined_decode_tokens_per_s": round(args.new_tokens / piped_s, 1),
         "pipelined_same_tokens": piped_ids[1:] == ids[:-1],
+        **({f"with_{args.host_ms:g}ms_host_work_tokens_per_s": {
+            "item": round(args.new_tokens / busy_s, 1), "pipelined": round(args.new_tokens / busy_piped_s, 1)}}
+           if args.host_ms else {}),
         "eager_decode_tokens_per_s": round(eager_n / eager_s, 1),
         "same_tokens_as_eager": ids[:eager_n] == eager_ids,
         "build_s": round(build_s, 2),

@@ -46,6 +46,7 @@ for job in "$@"; do
     turn-gpu)   run turn-gpu 500 $py scripts/bench_turn_gpu.py --turns 20 --whisper-tokenizer .gpu_shared/whisper/tokenizer.json ;;
     asr-test)   WHISPER_TOKENIZER_JSON=$PWD/.gpu_shared/whisper/tokenizer.json run asr-test 300 $py -m pytest -q -s -x -m gpu tests/asr/test_whisper_hf.py -p no:cacheprovider ;;
     ds-test)    run ds-test 300 $py -m pytest -q -s -x -m gpu tests/head/test_deepspeech_torch.py -p no:cacheprovider ;;
+    glm-host)   run glm-host 240 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --host-ms 1 ;;
     glm-prof)   run glm-prof 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile --profile 25 ;;
     modnet-c)   run modnet-c 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --profile 25 ;;
     modnet-frz) run modnet-frz 300 $py scripts/bench_enhance.py --device cuda --batch 64,128 --what modnet --compile default --freezing --profile 25 ;;
