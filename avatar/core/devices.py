@@ -1,6 +1,9 @@
 """Config device and dtype names ("auto", "cuda:1", "bfloat16") -> what torch needs, in one place."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Any, Iterator
+
 from .errors import AvatarError
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -52,3 +55,17 @@ def resolve_dtype(dtype: str | None, device, gpu_default: str = "bfloat16"):
     if name not in DTYPE_NAMES:
         raise AvatarError(f"unknown dtype {dtype!r}; use auto, {', '.join(DTYPE_NAMES)}")
     return getattr(torch, name)
+
+
+@contextmanager
+def fp32_precision(knobs: list[Any], mode: str) -> Iterator[None]:
+    """Sets torch.backends knobs' fp32_precision ("ieee" or "tf32": torch.backends.cuda.matmul, .cudnn.conv,
+    .cudnn.rnn) inside the block; their previous values come back after it."""
+    old = [k.fp32_precision for k in knobs]
+    for k in knobs:
+        k.fp32_precision = mode
+    try:
+        yield
+    finally:
+        for k, v in zip(knobs, old):
+            k.fp32_precision = v

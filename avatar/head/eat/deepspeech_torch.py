@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from avatar.core.devices import fp32_precision
 from avatar.core.errors import AvatarError, BackendUnavailable, WeightsError
 
 from .deepspeech import CHUNK_STEPS, CONTEXT_STEPS, chunk_spans, deepspeech_windows, stitched_logits
@@ -155,15 +156,8 @@ def ieee_float32(enabled: bool) -> Iterator[None]:
         yield
         return
     torch = _torch()
-    knobs = [torch.backends.cudnn.rnn, torch.backends.cuda.matmul]
-    old = [k.fp32_precision for k in knobs]
-    for k in knobs:
-        k.fp32_precision = "ieee"
-    try:
+    with fp32_precision([torch.backends.cudnn.rnn, torch.backends.cuda.matmul], "ieee"):
         yield
-    finally:
-        for k, v in zip(knobs, old):
-            k.fp32_precision = v
 
 
 class TorchDeepSpeech:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avatar.core.devices import fp32_precision
 from avatar.core.errors import WeightsError
 from models.eat import PART_CLASSES
 from models.eat.keypoints import align_driving, convex_hull_volume, expression_from_pca, transform_keypoints
@@ -308,15 +309,8 @@ def tf32_math(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    knobs = [torch.backends.cuda.matmul, torch.backends.cudnn.conv]
-    old = [k.fp32_precision for k in knobs]
-    for k in knobs:
-        k.fp32_precision = "tf32"
-    try:
+    with fp32_precision([torch.backends.cuda.matmul, torch.backends.cudnn.conv], "tf32"):
         yield
-    finally:
-        for k, v in zip(knobs, old):
-            k.fp32_precision = v
 
 
 class EatRenderer:
