@@ -81,6 +81,11 @@ _TAG_SYNONYMS = {
     "fearful": "fear", "afraid": "fear", "scared": "fear", "anxious": "fear", "surprise": "surprised",
     "amazed": "surprised", "shocked": "surprised", "contemptuous": "contempt", "scornful": "contempt",
     "calm": "neutral",
+    # stage directions small chat models write ("LONDON [laughs]"): the face shows them, the voice does not read them
+    "laughs": "happy", "laughing": "happy", "laugh": "happy", "smiles": "happy", "smiling": "happy", "grins": "happy",
+    "giggles": "happy", "chuckles": "happy", "sighs": "sad", "sigh": "sad", "cries": "sad", "crying": "sad",
+    "sobs": "sad", "gasps": "surprised", "gasp": "surprised",
+    "笑": "happy", "大笑": "happy", "微笑": "happy", "叹气": "sad", "哭": "sad",
     "开心": "happy", "高兴": "happy", "快乐": "happy", "难过": "sad", "悲伤": "sad", "伤心": "sad", "生气": "angry",
     "愤怒": "angry", "害怕": "fear", "恐惧": "fear", "惊讶": "surprised", "吃惊": "surprised", "厌恶": "disgusted",
     "恶心": "disgusted", "轻蔑": "contempt", "鄙视": "contempt", "中性": "neutral", "平静": "neutral",

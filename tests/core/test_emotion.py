@@ -87,6 +87,8 @@ def test_extract_emotion_tag():
     assert extract_emotion_tag("【开心】你好！") == ("你好！", "happy")
     assert extract_emotion_tag("Oh no. [Sadness]") == ("Oh no. ", "sad")
     assert extract_emotion_tag("See [note] 3.") == ("See [note] 3.", None)
+    assert extract_emotion_tag("LONDON [laughs]") == ("LONDON ", "happy")  # a stage direction is not read aloud
+    assert extract_emotion_tag("Oh dear [sighs] that is sad.") == ("Oh dear that is sad.", "sad")
 
 
 def test_reply_emotion_prefers_the_tag():
