@@ -81,7 +81,8 @@ def measure_turn(system, question: Question, face, media: str, folder: Path, can
             video_out.append((t, len(ev.data["frames"]) / FPS))
         elif ev.kind == "chunk":
             chunks.append((t, ev.data["audio"].duration_s))
-            video_out += [] if media == "raw" else [(t, ev.data["audio"].duration_s)]  # a whole MP4 plays
+            if media != "raw":  # the Talk tab's player plays a whole MP4
+                video_out.append(chunks[-1])
             if cancel is not None:
                 cancel.cancel("interrupted")
         elif ev.kind in ("done", "interrupted"):

@@ -114,16 +114,24 @@ def first_token_ms(model: ChatGLM2ForCausalLM, cache: KVCache, prompt: torch.Ten
     return times[1:]
 
 
-def decode(step: Callable, cache: KVCache, first: torch.Tensor, start: int, n: int, host_ms: float = 0.0
-           ) -> tuple[float, list[int]]:
-    """n greedy steps from position `start`; returns (seconds, token ids of stream 0)."""
-    device, token, ids = first.device, first, []
+def decode(step: Callable, cache: KVCache, first: torch.Tensor, start: int, n: int, host_ms: float = 0.0,
+           pipelined: bool = False) -> tuple[float, list[int]]:
+    """n greedy steps from position `start`, the host reading every token (stream 0) and then spending host_ms on
+    it; returns (seconds, the ids read). pipelined: as the chat backend streams (avatar/chat/chatglm2.py), step i+1
+    is queued before the host reads token i, so the ids read start at `first` (one step behind)."""
+    from avatar.chat.chatglm2 import TokenReader
+
+    device, token, ids, reader = first.device, first, [], TokenReader(first.device)
     sync(device)
     t0 = time.perf_counter()
     for i in range(n):
+        if pipelined:
+            reader.send(token)
         positions = torch.tensor([start + i], dtype=torch.long, device=device)
         token = step(token.view(-1, 1), positions, cache)[:, -1].argmax(-1)
-        ids.append(int(token[0].item()))  # host read-back per token, as streaming does
+        if not pipelined:
+            reader.send(token)  # waits for this step, as .item() would
+        ids.append(reader.receive())
         host_work(host_ms)
     sync(device)
     return time.perf_counter() - t0, ids
@@ -134,25 +142,6 @@ def host_work(ms: float) -> None:
     until = time.perf_counter() + ms / 1e3
     while time.perf_counter() < until:
         pass
-
-
-def decode_pipelined(step: Callable, cache: KVCache, first: torch.Tensor, start: int, n: int, host_ms: float = 0.0
-                     ) -> tuple[float, list[int]]:
-    """As decode(), the way the chat backend streams (avatar/chat/chatglm2.py): step i+1 is queued before the host
-    reads token i (TokenReader: an async copy + event), so the GPU does not idle while the host handles a token."""
-    from avatar.chat.chatglm2 import TokenReader
-
-    device, token, ids, reader = first.device, first, [], TokenReader(first.device)
-    sync(device)
-    t0 = time.perf_counter()
-    for i in range(n):
-        reader.send(token)
-        positions = torch.tensor([start + i], dtype=torch.long, device=device)
-        token = step(token.view(-1, 1), positions, cache)[:, -1].argmax(-1)
-        ids.append(reader.receive())
-        host_work(host_ms)
-    sync(device)
-    return time.perf_counter() - t0, ids
 
 
 def top1_agreement(model: ChatGLM2ForCausalLM, args: argparse.Namespace, device: torch.device) -> dict:
@@ -225,10 +214,10 @@ def run(args: argparse.Namespace) -> dict:
     ttft = first_token_ms(model, cache, prompt, args.repeats)
     first = model(prompt, torch.arange(args.prompt_tokens, device=device), cache, last_only=True)[:, -1].argmax(-1)
     seconds, ids = decode(step, cache, first, args.prompt_tokens, args.new_tokens)
-    piped_s, piped_ids = decode_pipelined(step, cache, first, args.prompt_tokens, args.new_tokens)
+    piped_s, piped_ids = decode(step, cache, first, args.prompt_tokens, args.new_tokens, pipelined=True)
     if args.host_ms:
         busy_s = decode(step, cache, first, args.prompt_tokens, args.new_tokens, args.host_ms)[0]
-        busy_piped_s = decode_pipelined(step, cache, first, args.prompt_tokens, args.new_tokens, args.host_ms)[0]
+        busy_piped_s = decode(step, cache, first, args.prompt_tokens, args.new_tokens, args.host_ms, True)[0]
     eager_n = min(32, args.new_tokens)
     eager_s, eager_ids = decode(model, cache, first, args.prompt_tokens, eager_n) if mode != "eager" else (
         seconds * eager_n / args.new_tokens, ids[:eager_n])

@@ -9,9 +9,7 @@ was spoken is exactly the reply kept in the history.
 """
 from __future__ import annotations
 
-from avatar.core.text import last_word_end, settled_sentences, speech_units
-
-SHORT_FIRST_UNITS = 4  # a first sentence of fewer words / Chinese characters is "short" (the splitter's clause minimum)
+from avatar.core.text import MIN_CHUNK_UNITS, last_word_end, settled_sentences, speech_units
 
 
 class SentenceBudget:
@@ -31,7 +29,7 @@ class SentenceBudget:
         if self.max_sentences and len(sentences) >= self.max_sentences:
             self.full = True
             return self._release("".join(sentences[: self.max_sentences]), settled=True)
-        if len(sentences) == 1 and speech_units(sentences[0]) < SHORT_FIRST_UNITS:
+        if len(sentences) == 1 and speech_units(sentences[0]) < MIN_CHUNK_UNITS:
             return self._release(sentences[0] + rest[: last_word_end(rest)], settled=not rest.strip())
         if sentences:
             return self._release("".join(sentences), settled=True)

@@ -26,6 +26,7 @@ _ABBREVIATIONS = {
 _SOFT_BREAKS = "，,、：:—"  # where an over-long sentence may be cut
 
 MIN_SENTENCE_UNITS = 3  # pieces with fewer syllable-ish units ("OK." "好的。") join the next sentence
+MIN_CHUNK_UNITS = 4  # a first chunk cut at a clause needs this many; a shorter first sentence is "short"
 MAX_SENTENCE_CHARS = 120  # longer sentences are cut at commas so the first audio chunk comes quickly
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from avatar.core.text import is_speakable, speech_units, split_sentences
+from avatar.core.text import MIN_CHUNK_UNITS, is_speakable, speech_units, split_sentences
 
 FULL_WIDTH_CLAUSE_ENDS = "，、；：—"  # always a clause end
 ASCII_CLAUSE_ENDS = ",;:"  # a clause end only before a space: "1,000" and "3:30" are not
-FIRST_CHUNK_MIN_UNITS = 4  # words / Chinese characters before the first clause may be cut off
+FIRST_CHUNK_MIN_UNITS = MIN_CHUNK_UNITS  # words / Chinese characters before the first clause may be cut off
 FIRST_SENTENCE_MIN_UNITS = 2  # a finished first sentence this long goes alone ("I'm Emily."; "OK." joins the next)
 FIRST_CHUNK_MAX_UNITS = 12  # a first clause still without any end after this many is cut at a word boundary
 
@@ -87,20 +87,17 @@ class ChunkSplitter:
 
     def _words_so_far(self) -> list[str]:
         """The pending text up to its last complete word (the next one has begun), if that is first_min_units words."""
-        units = list(_UNIT.finditer(self.pending))
-        if len(units) <= self.first_min_units:
-            return []
-        cut = units[-2].end()
-        head, self.pending = self.pending[:cut].strip(), self.pending[cut:]
-        return [head]
+        complete = len(_UNIT.findall(self.pending)) - 1
+        return self._cut_after_words(complete) if complete >= self.first_min_units else []
 
     def _first_words(self) -> list[str]:
         """A run-on first clause (no punctuation yet after first_max_units words) is cut after that many words, once
         the next one has begun: the avatar does not wait for a long sentence's end to start speaking."""
-        units = list(_UNIT.finditer(self.pending))
-        if len(units) <= self.first_max_units:
-            return []
-        cut = units[self.first_max_units - 1].end()
+        complete = len(_UNIT.findall(self.pending)) - 1
+        return self._cut_after_words(self.first_max_units) if complete >= self.first_max_units else []
+
+    def _cut_after_words(self, n: int) -> list[str]:
+        cut = list(_UNIT.finditer(self.pending))[n - 1].end()
         head, self.pending = self.pending[:cut].strip(), self.pending[cut:]
         return [head]
 
