@@ -51,8 +51,8 @@ class _Reader:
         dims = struct.unpack(f"{rank}I", self.f.read(4 * rank))
         dtype = CT2_DTYPES[self.number("B")]
         data = self.f.read(self.number("I"))
-        if dtype == "bfloat16":  # numpy has none; no Whisper export uses it for the tensors converted here
-            return name, None
+        if dtype == "bfloat16":  # numpy has none
+            raise ValueError(f"{name} is bfloat16: convert a float16 or float32 CTranslate2 model")
         return name, np.frombuffer(data, dtype=dtype).reshape(dims)
 
 
@@ -64,7 +64,11 @@ def read_ct2(path: Path) -> dict[str, np.ndarray]:
         if version != 6:
             raise ValueError(f"{path}: CTranslate2 binary version {version}; this reader knows version 6")
         r.string(), r.number("I")  # the spec's name and revision
-        return dict(r.variable() for _ in range(r.number("I")))
+        variables = dict(r.variable() for _ in range(r.number("I")))
+    scaled = [name for name in variables if name.endswith("_scale")]
+    if scaled:  # int8 / int16 weights with separate scales: copied as they are, they would be nonsense
+        raise ValueError(f"{path}: a quantized model ({scaled[0]}, ...); convert a float16 or float32 one")
+    return variables
 
 
 # ---------------------------------------------------------------- renaming

@@ -123,13 +123,10 @@ def _load_whisper(cfg: AvatarConfig, device: str) -> WhisperBackend:
 
 def _try_whisper_hf(cfg: AvatarConfig, device: str) -> tuple[WhisperHfBackend | None, str | None]:
     """(WhisperHfBackend, None) when [asr] whisper_hf_dir holds a usable folder, else (None, reason)."""
-    from .whisper_hf import WhisperHfBackend
+    from .whisper_hf import WhisperHfBackend, configured_folder
 
-    if not cfg.asr.whisper_hf_dir:
-        return None, "[asr] whisper_hf_dir is not set (a Whisper folder in Hugging Face format)"
-    folder = cfg.weights_path(cfg.asr.whisper_hf_dir)
     try:
-        return WhisperHfBackend.load(folder, device, cfg.asr.whisper_hf_max_new_tokens), None
+        return WhisperHfBackend.load(configured_folder(cfg), device, cfg.asr.whisper_hf_max_new_tokens), None
     except (BackendUnavailable, WeightsError) as e:
         return None, str(e)
 

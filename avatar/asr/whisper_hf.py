@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from avatar.core.cancel import NEVER, CancelToken
+from avatar.core.devices import resolve_dtype
 from avatar.core.errors import BackendUnavailable, WeightsError
+from avatar.core.media import frame_rms_dbfs
+from avatar.core.types import Audio
 
 from .base import SAMPLE_RATE, WHISPER_LANGUAGES, to_simplified
 
@@ -53,6 +56,16 @@ def check_folder(folder: Path) -> None:
     missing = missing_files(folder)
     if missing:
         raise WeightsError(f"the Whisper folder {folder} is incomplete: {', '.join(missing)} missing")
+
+
+def configured_folder(cfg) -> Path:
+    """[asr] whisper_hf_dir (relative to weights_dir or absolute) as a complete folder, or WeightsError saying why
+    not: the stage's rule, which the doctor reports too (cfg: an AvatarConfig)."""
+    if not cfg.asr.whisper_hf_dir:
+        raise WeightsError("[asr] whisper_hf_dir is not set (a Whisper folder in Hugging Face format)")
+    folder = cfg.weights_path(cfg.asr.whisper_hf_dir)
+    check_folder(folder)
+    return folder
 
 
 def weights_file(folder: Path) -> Path:
@@ -170,9 +183,8 @@ def split_windows(samples: np.ndarray, window_s: float = WINDOW_S) -> list[np.nd
 
 def quietest(part: np.ndarray) -> int:
     """Offset of the middle of the lowest-energy 20 ms frame of part."""
-    n = len(part) // SEAM_FRAME
-    energy = np.square(part[: n * SEAM_FRAME].astype(np.float64)).reshape(n, SEAM_FRAME).sum(1)
-    return int(np.argmin(energy)) * SEAM_FRAME + SEAM_FRAME // 2
+    levels = frame_rms_dbfs(Audio(np.asarray(part, np.float32), SAMPLE_RATE), SEAM_FRAME / SAMPLE_RATE)
+    return int(np.argmin(levels)) * SEAM_FRAME + SEAM_FRAME // 2
 
 
 # ---------------------------------------------------------------- decoding
@@ -214,7 +226,7 @@ class WhisperHfBackend:
     def __init__(self, model, tokenizer, tokens: SpecialTokens, folder: Path, max_new_tokens: int) -> None:
         from transformers import WhisperFeatureExtractor
 
-        self.model, self.tokenizer, self.tokens, self.folder = model, tokenizer, tokens, folder
+        self.model, self.tokenizer, self.tokens = model, tokenizer, tokens
         param = next(model.parameters())
         self.device, self.dtype = str(param.device), param.dtype
         room = model.config.max_target_positions - len(tokens.prompt(WHISPER_LANGUAGES[0]))
@@ -224,7 +236,7 @@ class WhisperHfBackend:
         self._lock = threading.Lock()  # one decode at a time: the model and its caches are not shared
 
     @classmethod
-    def load(cls, folder: Path, device: str, max_new_tokens: int = 128) -> "WhisperHfBackend":
+    def load(cls, folder: Path, device: str, max_new_tokens: int = 224) -> "WhisperHfBackend":
         """Raises WeightsError for a missing, incomplete or mismatched folder, BackendUnavailable without torch."""
         folder = Path(folder)
         check_folder(folder)
@@ -239,7 +251,7 @@ class WhisperHfBackend:
             raise WeightsError(f"{folder}: tokenizer.json does not belong to this model (vocab_size "
                                f"{model.config.vocab_size})")
         device = _usable_device(device)
-        model.to(device=device, dtype=torch.float16 if device.startswith("cuda") else torch.float32)
+        model.to(device=device, dtype=resolve_dtype("auto", device, gpu_default="float16"))
         log.info("ASR: Whisper (whisper-hf) from %s on %s", folder, device)
         return cls(model, tokenizer, tokens, folder, max_new_tokens)
 

@@ -42,7 +42,8 @@ class AsrConfig:
     # whisper-hf: a Whisper folder in Hugging Face format (config.json, model.safetensors or pytorch_model.bin,
     # tokenizer.json), relative to weights_dir or absolute, run by PyTorch: float16 on CUDA, float32 on the CPU
     whisper_hf_dir: str = ""
-    whisper_hf_max_new_tokens: int = 128  # text tokens decoded per 30 s window at most
+    # text tokens per 30 s window at most (dense Chinese speech: ~150 characters at ~1.15 tokens each)
+    whisper_hf_max_new_tokens: int = 224
     funasr_zh: str = "funasr/paraformer-zh"  # Paraformer folders (config.yaml + model.pt)
     funasr_en: str = "funasr/paraformer-en"
     funasr_vad: str = "funasr/fsmn-vad"  # optional: long audio is split by the VAD

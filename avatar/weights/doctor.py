@@ -21,7 +21,7 @@ from pathlib import Path
 
 from avatar.core.config import AvatarConfig
 from avatar.core.devices import cuda_available, resolve_device
-from avatar.core.errors import BackendUnavailable
+from avatar.core.errors import BackendUnavailable, WeightsError
 
 from avatar.tts.piper_voices import registry_report
 
@@ -51,7 +51,7 @@ RUNS_WITH = {
 }
 
 RULES = {
-    "asr": StageRule("funasr", "whisper", ("funasr",), ("whisper-hf",)),
+    "asr": StageRule("funasr", "whisper", ("funasr",)),
     "tts": StageRule("gpt_sovits", "builtin"),
     "chat": StageRule("chatglm2", "smollm2", ("sentencepiece",), ("transformers", "openai")),
     "head": StageRule("eat", "lite", ("tensorflow",)),
@@ -182,14 +182,12 @@ def _choose(configured: str, rule: StageRule, blockers: list[str]) -> tuple[str,
 def _whisper_hf_choice(cfg: AvatarConfig, cuda: bool) -> tuple[str, str]:
     """(backend, why) by the ASR stage's own rule: whisper-hf when [asr] whisper_hf_dir is a complete folder (the
     weights are not read here: a mismatched file shows when the stage loads), else the packaged Whisper."""
-    from avatar.asr.whisper_hf import missing_files
+    from avatar.asr.whisper_hf import configured_folder
 
-    if not cfg.asr.whisper_hf_dir:
-        return "whisper", "[asr] whisper_hf_dir is not set"
-    folder = cfg.weights_path(cfg.asr.whisper_hf_dir)
-    missing = missing_files(folder) if folder.is_dir() else ["the folder itself"]
-    if missing:
-        return "whisper", f"the Whisper folder {folder} lacks {', '.join(missing)}"
+    try:
+        folder = configured_folder(cfg)
+    except WeightsError as e:
+        return "whisper", str(e)
     on = "CUDA, float16" if _on_gpu(cfg, cuda) else "CPU, float32"
     return "whisper-hf", f"whisper-hf chosen in the config: {folder} on PyTorch ({on})"
 

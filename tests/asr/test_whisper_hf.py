@@ -210,6 +210,22 @@ def test_cancelled_token_stops_the_decoding(backend, speech):
     token.cancel("interrupted")
     with pytest.raises(Cancelled, match="interrupted"):
         backend.transcribe(speech, "en", token)
+    # cancelled while decoding: it stops between tokens, not at the end of the window
+    steps, forward, later = [], backend._forward, CancelToken()
+
+    def counted(ids, encoded, cache):
+        steps.append(len(ids))
+        if len(steps) == 4:
+            later.cancel("interrupted")
+        return forward(ids, encoded, cache)
+
+    backend._forward = counted
+    try:
+        with pytest.raises(Cancelled, match="interrupted"):
+            backend.transcribe(speech, "en", later)
+    finally:
+        del backend._forward
+    assert len(steps) == 4 < backend.max_new_tokens
 
 
 def test_long_audio_is_cut_in_its_pauses():
