@@ -155,10 +155,10 @@ class Head:
 
         from avatar.head.eat.deepspeech_torch import TorchDeepSpeech
         from avatar.head.eat.runtime import EatRenderer, window_chunk
-        from models.deepspeech import DeepSpeechNet
+        from tests.head.deepspeech_graphs import random_constants
 
-        torch.manual_seed(0)
-        self.deepspeech = TorchDeepSpeech(DeepSpeechNet().to("cuda").eval(), torch.device("cuda"), torch.float32)
+        # the official graph's constants at real size (random), through the loader the engine uses
+        self.deepspeech = TorchDeepSpeech.from_constants(random_constants(2048, seed=0), "cuda")
         self.speech = np.random.default_rng(1).standard_normal(int(args.clause_s * 16000)).astype(np.float32) * 0.1
 
         nets = build_networks(find_shared(args.shared), "cuda", torch.bfloat16)

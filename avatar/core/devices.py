@@ -58,9 +58,12 @@ def resolve_dtype(dtype: str | None, device, gpu_default: str = "bfloat16"):
 
 
 @contextmanager
-def fp32_precision(knobs: list[Any], mode: str) -> Iterator[None]:
+def fp32_precision(knobs: list[Any], mode: str | None) -> Iterator[None]:
     """Sets torch.backends knobs' fp32_precision ("ieee" or "tf32": torch.backends.cuda.matmul, .cudnn.conv,
-    .cudnn.rnn) inside the block; their previous values come back after it."""
+    .cudnn.rnn) inside the block; their previous values come back after it. mode None: leaves them alone."""
+    if mode is None:
+        yield
+        return
     old = [k.fp32_precision for k in knobs]
     for k in knobs:
         k.fp32_precision = mode

@@ -54,7 +54,7 @@ RULES = {
     "asr": StageRule("funasr", "whisper", ("funasr",)),
     "tts": StageRule("gpt_sovits", "builtin"),
     "chat": StageRule("chatglm2", "smollm2", ("sentencepiece",), ("transformers", "openai")),
-    "head": StageRule("eat", "lite", ("tensorflow",)),
+    "head": StageRule("eat", "lite"),  # TensorFlow only with [head] deepspeech = "tensorflow" (see _blockers)
     "matting": StageRule("modnet", "selfie", ("onnxruntime",), ("none",)),
     "enhance": StageRule("gfpgan", "off"),
 }
@@ -225,6 +225,9 @@ def _blockers(cfg: AvatarConfig, stage: str, rule: StageRule, weights_ready: boo
     out = [f"Python package {p!r} is not installed" for p in rule.packages if importlib.util.find_spec(p) is None]
     if stage == "tts":
         return out + _tts_blockers(cfg, weights_ready, probe_servers)
+    if stage == "head" and cfg.head.deepspeech == "tensorflow" and importlib.util.find_spec("tensorflow") is None:
+        out.append("Python package 'tensorflow' is not installed ([head] deepspeech = \"tensorflow\"; \"auto\" runs "
+                   "the PyTorch port without it)")
     if stage == "enhance" and not weights_ready and _exported_gfpgan(cfg):
         return out  # an exported ONNX / TensorRT engine runs without the .pth
     if not weights_ready:

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,16 +146,11 @@ def check_dtype(dtype: Any, device: Any) -> None:
         raise AvatarError(f"DeepSpeech port: {dtype} runs on CUDA only; use float32 on {device}")
 
 
-@contextmanager
-def ieee_float32(enabled: bool) -> Iterator[None]:
+def ieee_float32(enabled: bool):
     """Plain float32 for cuDNN's LSTM and cuBLAS inside the block (cuDNN's default for float32 RNNs is TF32, whose
     rounding the recurrence carries along 1500 steps); the previous settings are restored."""
-    if not enabled:
-        yield
-        return
     torch = _torch()
-    with fp32_precision([torch.backends.cudnn.rnn, torch.backends.cuda.matmul], "ieee"):
-        yield
+    return fp32_precision([torch.backends.cudnn.rnn, torch.backends.cuda.matmul], "ieee" if enabled else None)
 
 
 class TorchDeepSpeech:

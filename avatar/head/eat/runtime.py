@@ -28,7 +28,6 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,14 +302,9 @@ def _to_channels_last(gen: nn.Module) -> None:
             mod.weight_orig.data = mod.weight_orig.data.contiguous(memory_format=torch.channels_last)
 
 
-@contextmanager
-def tf32_math(enabled: bool = True) -> Iterator[None]:
+def tf32_math(enabled: bool = True):
     """TF32 tensor-core math for float32 convs and matmuls inside the block; the previous setting is restored."""
-    if not enabled:
-        yield
-        return
-    with fp32_precision([torch.backends.cuda.matmul, torch.backends.cudnn.conv], "tf32"):
-        yield
+    return fp32_precision([torch.backends.cuda.matmul, torch.backends.cudnn.conv], "tf32" if enabled else None)
 
 
 class EatRenderer:
