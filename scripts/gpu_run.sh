@@ -26,6 +26,8 @@ for job in "$@"; do
     eat-b64c)   run eat-b64c 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 64 --a2kp-batch 128 --compile --long-frames 3000 ;;
     eat-10min)  run eat-10min 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --iters 3 --long-frames 15000 ;;
     eat-prof)   run eat-prof 200 $py scripts/profile_eat.py --device cuda --dtype bfloat16 --batch 32 ;;
+    eat-profc)  run eat-profc 400 $py scripts/profile_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --parts ;;
+    modnet-p40) run modnet-p40 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --freezing --profile 45 ;;
     eat-fp32)   run eat-fp32 200 $py scripts/bench_eat.py --device cuda --dtype float32 --batch 1 --iters 5 --long-frames 0 ;;
     glm-test)   run glm-test 200 $py -m pytest -q -x -m gpu tests/chat/test_chatglm2.py -p no:cacheprovider ;;
     glm-graph)  run glm-graph 240 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 ;;

@@ -33,43 +33,82 @@ class SNConv2d(nn.Module):
         return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
 
 
-def _phase_offsets(phase: int, scale: int) -> list[int]:
-    """Low-res row offsets that a 3-tap kernel at high-res row `phase` (mod scale) touches after nearest x scale."""
-    return sorted({(phase + d) // scale for d in (-1, 0, 1)})
+def _phase_window(phase: int, scale: int) -> tuple[int, tuple[tuple[int, int, int], ...]]:
+    """The 2 low-res rows a 3-tap kernel at high-res row `phase` (mod scale >= 2) reads after nearest x scale: the
+    first row's offset (-1 or 0) and, per window row, which taps (-1, 0, 1) land on it (a 2x3 0/1 matrix)."""
+    start = (phase - 1) // scale
+    rows = tuple(tuple(int((phase + d) // scale - start == r) for d in (-1, 0, 1)) for r in (0, 1))
+    return start, rows
 
 
-def _phase_matrix(phase: int, scale: int, offsets: list[int], like: torch.Tensor) -> torch.Tensor:
-    """(len(offsets), 3) 0/1 matrix: high-res tap d (-1, 0, 1) -> low-res offset it reads."""
-    m = torch.zeros(len(offsets), 3, dtype=like.dtype, device=like.device)
-    for d in (-1, 0, 1):
-        m[offsets.index((phase + d) // scale), d + 1] = 1
-    return m
+def _phase_tables(scale: int, device: torch.device) -> tuple[list[tuple[tuple[int, int, int], ...]], torch.Tensor,
+                                                               torch.Tensor]:
+    """Distinct phase windows (2x3 matrices) and, per phase, the window it uses and the row offset (0 or 1) into the
+    2x2 conv's output (padding 1: output row i + 1 starts at low-res row i)."""
+    windows = [_phase_window(p, scale) for p in range(scale)]
+    unique = sorted({rows for _, rows in windows})
+    group = torch.tensor([unique.index(rows) for _, rows in windows], dtype=torch.int32, device=device)
+    offset = torch.tensor([start + 1 for start, _ in windows], dtype=torch.int32, device=device)
+    return unique, group, offset
 
 
-def upsampled_conv3x3(seg: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: int) -> torch.Tensor:
-    """conv2d(interpolate(seg, scale_factor=scale, nearest), weight, bias, padding=1) without the upsampling.
+def _gather_torch(z: torch.Tensor, bias: torch.Tensor, offset: torch.Tensor, group: torch.Tensor, groups: int,
+                  relu: bool) -> torch.Tensor:
+    """The gather of upsampled_conv3x3 in torch ops (the CPU's form; the Triton kernel does it in one pass)."""
+    scale, (h1, w1) = offset.numel(), z.shape[-2:]
+    hi_rows, hi_cols = torch.arange(scale * (h1 - 1), device=z.device), torch.arange(scale * (w1 - 1), device=z.device)
+    rows, cols = hi_rows // scale + offset[hi_rows % scale], hi_cols // scale + offset[hi_cols % scale]
+    grouped = (z.permute(0, 2, 3, 1) + bias.repeat(groups * groups)).unflatten(3, (groups, groups, -1))
+    out = grouped[:, rows[:, None], cols[None, :], group[hi_rows % scale][:, None], group[hi_cols % scale][None, :]]
+    out = out.permute(0, 3, 1, 2)  # (B, C, H, W) over NHWC memory
+    return F.relu(out) if relu else out
 
-    Polyphase form: output pixel (s*i + p, s*j + q) only reads low-res rows/cols i + offsets(p) / j + offsets(q),
-    so each phase is a 1x1, 1x2, 2x1 or 2x2 conv at low resolution with summed taps (9 -> 2.25 taps per output
-    pixel at scale 4, 4 at scale 2). Same products, summed in another order (fp32 differences ~1e-7).
+
+_GATHER_KERNEL = None  # models.eat.spade_triton.phase_gather once loaded (None where triton is missing)
+_GATHER_KERNEL_TRIED = False
+
+
+def gather_kernel():
+    """The Triton gather (CUDA) or None where triton is not installed or a GPU is older than triton supports."""
+    global _GATHER_KERNEL, _GATHER_KERNEL_TRIED
+    if not _GATHER_KERNEL_TRIED and not torch.compiler.is_compiling():
+        _GATHER_KERNEL_TRIED = True
+        try:
+            from models.eat.spade_triton import phase_gather
+            capable = all(torch.cuda.get_device_capability(i)[0] >= 7 for i in range(torch.cuda.device_count()))
+            _GATHER_KERNEL = phase_gather if capable else None
+        except ImportError:
+            _GATHER_KERNEL = None
+    return _GATHER_KERNEL
+
+
+def upsampled_conv3x3(seg: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: int,
+                      relu: bool = False) -> torch.Tensor:
+    """conv2d(interpolate(seg, scale_factor=scale, nearest), weight, bias, padding=1) (then a ReLU if `relu`)
+    without the upsampling.
+
+    Polyphase form: after nearest x scale (>= 2), the 3 rows a tap window covers at high-res row s*i + p lie in
+    the 2 low-res rows i + start(p), i + start(p) + 1, with the taps summed per low-res row. The phases have only
+    3 distinct row windows (2 at scale 2), so ONE 2x2 conv at low resolution computes every distinct (row window,
+    column window) pair (9 * Cout outputs at scale 4, 4 * Cout at scale 2: 2.25-4x fewer products than the 3x3
+    conv at high resolution), and ONE gather places them: phase (p, q) of low-res pixel (i, j) reads its pair's
+    channels at (i + start(p) + 1, j + start(q) + 1) (a Triton kernel on CUDA). Same products, summed in another
+    order (fp32 ~1e-7).
     """
-    b, _, h, w = seg.shape
-    cout = weight.shape[0]
-    padded = F.pad(seg, (1, 1, 1, 1))
+    if scale == 1:
+        out = F.conv2d(seg, weight, bias, padding=1)
+        return F.relu(out) if relu else out
+    rows, group, offset = _phase_tables(scale, seg.device)
+    m = torch.tensor(rows, dtype=weight.dtype, device=weight.device)  # (U, 2, 3)
+    u = len(rows)
+    kernels = torch.einsum("ard,bce,oide->aboirc", m, m, weight).reshape(u * u * weight.shape[0], -1, 2, 2)
     fmt = channels_last_format(seg)
-    out = torch.empty(b, cout, h * scale, w * scale, dtype=seg.dtype, device=seg.device, memory_format=fmt)
-    groups: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[int, int]]] = {}
-    for p in range(scale):
-        for q in range(scale):
-            groups.setdefault((tuple(_phase_offsets(p, scale)), tuple(_phase_offsets(q, scale))), []).append((p, q))
-    for (oy, ox), phases in groups.items():
-        kernels = [torch.einsum("ad,be,oide->oiab", _phase_matrix(p, scale, list(oy), weight),
-                                _phase_matrix(q, scale, list(ox), weight), weight) for p, q in phases]
-        inp = padded[:, :, 1 + oy[0]:1 + oy[0] + h + len(oy) - 1, 1 + ox[0]:1 + ox[0] + w + len(ox) - 1]
-        res = F.conv2d(inp, torch.cat(kernels), bias.repeat(len(phases)))
-        for i, (p, q) in enumerate(phases):
-            out[:, :, p::scale, q::scale] = res[:, i * cout:(i + 1) * cout]
-    return out
+    z = F.conv2d(seg, kernels.contiguous(memory_format=fmt), None, padding=1)
+    kernel = gather_kernel() if seg.is_cuda else None
+    if kernel is not None:
+        return kernel(z, bias.to(z.dtype), offset, group, u, relu)
+    out = _gather_torch(z, bias.to(z.dtype), offset, group, u, relu)
+    return out if fmt == torch.channels_last else out.contiguous()
 
 
 class SPADE(nn.Module):
@@ -97,7 +136,7 @@ class SPADE(nn.Module):
 
     def _modulate_fast(self, normalized: torch.Tensor, seg: torch.Tensor, scale: int) -> torch.Tensor:
         conv = self.mlp_shared[0]
-        actv = F.relu(upsampled_conv3x3(seg, conv.weight, conv.bias, scale))
+        actv = upsampled_conv3x3(seg, conv.weight, conv.bias, scale, relu=True)
         w = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
         gamma, beta = F.conv2d(actv, w, torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias]), padding=1).chunk(2, 1)
         return normalized * (1 + gamma) + beta
@@ -136,7 +175,10 @@ class SPADEDecoder(nn.Module):
         self.conv_img = nn.Conv2d(oc, 3, 3, padding=1)
 
     def set_fast(self, fast: bool = True) -> None:
-        """Switch every SPADE layer to the polyphase / fused form (see SPADE)."""
+        """Switch every SPADE layer to the polyphase / fused form (see SPADE). Loads the CUDA gather kernel now:
+        torch.compile traces the forward, and a module imported while tracing would not be used."""
+        if fast and torch.cuda.is_available():
+            gather_kernel()
         for mod in self.modules():
             if isinstance(mod, SPADE):
                 mod.fast = fast

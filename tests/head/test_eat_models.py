@@ -6,6 +6,9 @@ and read back through avatar.head.eat.runtime.load_eat_networks.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -162,13 +165,47 @@ def test_window_assembly_matches_demo(ref):
     assert torch.equal(deep, torch.from_numpy(ref["in_deep"][0]))
 
 
-@pytest.mark.parametrize("scale", [1, 2, 4])
-def test_polyphase_upsampled_conv_equals_upsample_then_conv(scale):
+@pytest.mark.parametrize("scale", [1, 2, 3, 4])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_polyphase_upsampled_conv_equals_upsample_then_conv(scale, layout):
     g = torch.Generator().manual_seed(scale)
     seg, w, b = torch.randn(2, 5, 6, 7, generator=g), torch.randn(3, 5, 3, 3, generator=g), torch.randn(3, generator=g)
+    seg = seg.contiguous(memory_format=layout)
     want = torch.nn.functional.conv2d(torch.nn.functional.interpolate(seg, scale_factor=scale, mode="nearest"),
                                       w, b, padding=1)
-    assert (upsampled_conv3x3(seg, w, b, scale) - want).abs().max() < 2e-5
+    got = upsampled_conv3x3(seg, w, b, scale)
+    assert got.shape == want.shape and got.is_contiguous(memory_format=layout)
+    assert (got - want).abs().max() < 2e-5
+
+
+GATHER_KERNEL_CHECK = """
+import torch
+from models.eat.spade import _gather_torch, _phase_tables
+from models.eat.spade_triton import phase_gather
+g = torch.Generator().manual_seed(0)
+worst = 0.0
+for scale, b, c, h, w in ((2, 1, 3, 1, 1), (4, 2, 17, 3, 5), (3, 1, 20, 4, 2)):
+    rows, group, offset = _phase_tables(scale, torch.device("cpu"))
+    u = len(rows)
+    z = torch.randn(b, u * u * c, h + 1, w + 1, generator=g).contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(c, generator=g)
+    for relu in (False, True):
+        got, want = phase_gather(z, bias, offset, group, u, relu), _gather_torch(z, bias, offset, group, u, relu)
+        assert got.shape == want.shape, (got.shape, want.shape)
+        worst = max(worst, float((got - want).abs().max()))
+print(worst)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (CUDA machines)")
+def test_phase_gather_kernel_equals_torch_form_in_the_triton_interpreter():
+    """The CUDA gather of the polyphase SPADE conv, run by triton's CPU interpreter against the torch form."""
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", GATHER_KERNEL_CHECK], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "TRITON_INTERPRET": "1",
+                              "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert float(run.stdout.split()[-1]) < 1e-6
 
 
 def test_fast_spade_equals_reference():
