@@ -92,6 +92,17 @@ class IBNorm(nn.Module):
         return torch.cat([self.bnorm(x[:, :self.n_bn]), self.inorm(x[:, self.n_bn:])], dim=1)
 
 
+def cat_padded(parts: list[Tensor], multiple: int) -> Tensor:
+    """torch.cat(parts, dim=1) with zero channels appended up to a multiple of `multiple`."""
+    pad = -sum(p.shape[1] for p in parts) % multiple
+    if pad:
+        first = parts[0]
+        fmt = torch.channels_last if first.is_contiguous(memory_format=torch.channels_last) and not \
+            first.is_contiguous() else torch.contiguous_format
+        parts = parts + [first.new_zeros(first.shape[0], pad, *first.shape[2:]).contiguous(memory_format=fmt)]
+    return torch.cat(parts, dim=1)
+
+
 class ConvIBNormRelu(nn.Module):
     def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, norm_relu: bool = True):
         super().__init__()
@@ -102,6 +113,17 @@ class ConvIBNormRelu(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+    def forward_cat(self, parts: list[Tensor], multiple: int = 1) -> Tensor:
+        """self(torch.cat(parts, 1)); with multiple > 1 the concatenation gets zero channels up to a multiple of it
+        and the conv zero input weights for them (same output): cuDNN pads an NHWC input whose channel count is not
+        a multiple of 8 in a separate copy, and the 35- and 99-channel convs ran on slower kernels."""
+        x = cat_padded(parts, multiple)
+        conv = self.layers[0]
+        weight = conv.weight
+        if x.shape[1] != weight.shape[1]:
+            weight = F.pad(weight, (0, 0, 0, 0, 0, x.shape[1] - weight.shape[1]))
+        return self.layers[1:](F.conv2d(x, weight, conv.bias, conv.stride, conv.padding))
 
 
 class SEBlock(nn.Module):
@@ -146,12 +168,14 @@ class HRBranch(nn.Module):
                                        ConvIBNormRelu(hr, hr, 3, padding=1), ConvIBNormRelu(hr, hr, 3, padding=1))
         self.conv_hr = nn.Sequential(ConvIBNormRelu(hr + 3, hr, 3, padding=1),  # training head
                                      ConvIBNormRelu(hr, 1, 1, norm_relu=False))
+        self.cat_multiple = 1  # see MODNet.pad_concatenations
 
     def forward(self, img: Tensor, enc2x: Tensor, enc4x: Tensor, lr8x: Tensor) -> Tensor:
+        m = self.cat_multiple
         enc2x = self.tohr_enc2x(enc2x)
-        hr4x = self.conv_enc2x(torch.cat([_up(img, 0.5), enc2x], dim=1))
+        hr4x = self.conv_enc2x.forward_cat([_up(img, 0.5), enc2x], m)
         hr4x = self.conv_enc4x(torch.cat([hr4x, self.tohr_enc4x(enc4x)], dim=1))
-        hr4x = self.conv_hr4x(torch.cat([hr4x, _up(lr8x, 2.0), _up(img, 0.25)], dim=1))
+        hr4x = self.conv_hr4x[1:](self.conv_hr4x[0].forward_cat([hr4x, _up(lr8x, 2.0), _up(img, 0.25)], m))
         return self.conv_hr2x(torch.cat([_up(hr4x, 2.0), enc2x], dim=1))
 
 
@@ -162,11 +186,13 @@ class FusionBranch(nn.Module):
         self.conv_f2x = ConvIBNormRelu(2 * hr, hr, 3, padding=1)
         self.conv_f = nn.Sequential(ConvIBNormRelu(hr + 3, hr // 2, 3, padding=1),
                                     ConvIBNormRelu(hr // 2, 1, 1, norm_relu=False))
+        self.cat_multiple = 1  # see MODNet.pad_concatenations
 
     def forward(self, img: Tensor, lr8x: Tensor, hr2x: Tensor) -> Tensor:
         lr2x = _up(self.conv_lr4x(_up(lr8x, 2.0)), 2.0)
         f2x = self.conv_f2x(torch.cat([lr2x, hr2x], dim=1))
-        return torch.sigmoid(self.conv_f(torch.cat([_up(f2x, 2.0), img], dim=1)))
+        fused = self.conv_f[0].forward_cat([_up(f2x, 2.0), img], self.cat_multiple)
+        return torch.sigmoid(self.conv_f[1:](fused))
 
 
 class MODNet(nn.Module):
@@ -177,6 +203,12 @@ class MODNet(nn.Module):
         self.lr_branch = LRBranch(self.backbone)
         self.hr_branch = HRBranch(cfg.hr_channels)
         self.f_branch = FusionBranch(cfg.hr_channels)
+
+    def pad_concatenations(self, multiple: int = 8) -> "MODNet":
+        """Inference form for NHWC on a GPU: the concatenations with the image (35 and 99 channels) get zero channels
+        up to a multiple of `multiple`, and their convs zero weights for them; the output is unchanged. 1 = off."""
+        self.hr_branch.cat_multiple = self.f_branch.cat_multiple = multiple
+        return self
 
     def forward(self, img: Tensor) -> Tensor:
         """(B,3,H,W) in [-1,1] -> alpha (B,1,H,W) in [0,1]."""

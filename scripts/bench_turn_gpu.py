@@ -192,7 +192,7 @@ class Enhance:
         net, self.weights = gfpgan_net(V1_4)
         self.gfpgan = TorchRunner(net, "cuda", torch.float16, args.first_frames, compile=args.compile)
         self.gfpgan.warm_up()
-        modnet = MODNet().eval().to("cuda", torch.float16).to(memory_format=torch.channels_last)
+        modnet = MODNet().eval().to("cuda", torch.float16).to(memory_format=torch.channels_last).pad_concatenations(8)
         self.modnet = torch.compile(modnet, dynamic=False) if args.compile else modnet
 
     @torch.inference_mode()

@@ -201,9 +201,9 @@ print(worst)
 def test_phase_gather_kernel_equals_torch_form_in_the_triton_interpreter():
     """The CUDA gather of the polyphase SPADE conv, run by triton's CPU interpreter against the torch form."""
     root = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
     run = subprocess.run([sys.executable, "-c", GATHER_KERNEL_CHECK], cwd=root, capture_output=True, text=True,
-                         env={**os.environ, "TRITON_INTERPRET": "1",
-                              "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}, timeout=600)
+                         env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert float(run.stdout.split()[-1]) < 1e-6
 

@@ -110,3 +110,32 @@ def test_missing_or_corrupt_model(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"nope")
     with pytest.raises(WeightsError, match="not a usable"):
         ModnetMatting.load(tmp_path / "bad.onnx")
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_padded_concatenations_keep_the_alpha(layout, monkeypatch):
+    """The GPU inference form (the 35- and 99-channel concatenations padded to 40 and 104 with zero channels and
+    zero conv weights) gives the same alpha, and the padded concatenations really ran."""
+    import models.modnet as modnet
+
+    torch.manual_seed(0)
+    net = MODNet().eval().to(memory_format=layout)
+    for p in net.parameters():  # random BatchNorm statistics too, so every term matters
+        p.data.normal_(0, 0.1)
+    x = (torch.rand(2, 3, 64, 96) * 2 - 1).contiguous(memory_format=layout)
+    widths: list[int] = []
+    original = modnet.cat_padded
+
+    def recording(parts, multiple):
+        out = original(parts, multiple)
+        widths.append(out.shape[1])
+        return out
+
+    monkeypatch.setattr(modnet, "cat_padded", recording)
+    with torch.inference_mode():
+        want = net(x)
+        plain, widths[:] = list(widths), []
+        got = net.pad_concatenations(8)(x)
+    assert plain == [35, 99, 35] and widths == [40, 104, 40]
+    assert (got - want).abs().max() < 1e-5 and want.std() > 1e-3
+    assert net.f_branch.conv_f[0].layers[0].weight.shape[1] == 35  # the parameters (checkpoint layout) unchanged
