@@ -106,8 +106,9 @@ def upsampled_conv3x3(seg: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     z = F.conv2d(seg, kernels.contiguous(memory_format=fmt), None, padding=1)
     kernel = gather_kernel() if seg.is_cuda else None
     if kernel is not None:
-        return kernel(z, bias.to(z.dtype), offset, group, u, relu)
-    out = _gather_torch(z, bias.to(z.dtype), offset, group, u, relu)
+        out = kernel(z, bias.to(z.dtype), offset, group, u, relu)
+    else:
+        out = _gather_torch(z, bias.to(z.dtype), offset, group, u, relu)
     return out if fmt == torch.channels_last else out.contiguous()
 
 
