@@ -66,12 +66,21 @@ def find_shared(flag: Path | None) -> Path:
 
 
 def build_networks(shared: Path, device: str, dtype: torch.dtype):
-    from avatar.head.eat.runtime import build_eat_networks
+    return networks_from_parts(seeded_parts(shared), device, dtype)
 
+
+def seeded_parts(shared: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The seeded EAT state_dicts {part: state_dict} (seed 1234, the parity data's weights)."""
     sys.path.insert(0, str(shared / "tools"))
     from seeded_weights import seeded_state_dict, split_eat
 
-    parts = split_eat(seeded_state_dict(shared / "reference" / "eat.tsv", 1234))
+    return split_eat(seeded_state_dict(shared / "reference" / "eat.tsv", 1234))
+
+
+def networks_from_parts(parts: dict[str, dict[str, torch.Tensor]], device: str, dtype: torch.dtype):
+    """EatNetworks from seeded parts, with a random orthonormal expression basis and constant pads."""
+    from avatar.head.eat.runtime import build_eat_networks
+
     rng = np.random.default_rng(0)
     u = np.linalg.qr(rng.standard_normal((45, 45)))[0].astype(np.float32)
     mean = (0.05 * rng.standard_normal(45)).astype(np.float32)

@@ -2,6 +2,7 @@
 # Runs GPU tests and benchmarks on the lent GPU machine in one call; every job's output lands in $OUT/<job>.log and
 # its JSON (last line starting with '{') in $OUT/<job>.json. Usage: bash scripts/gpu_run.sh JOB [JOB...]
 # The shared reference data travels in .gpu_shared/ (copied from ../shared; git-ignored) and is linked as ../shared.
+# off-* jobs also need the official code there: bash scripts/stage_official.sh (.gpu_shared/official/, never committed).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -60,6 +61,9 @@ for job in "$@"; do
     eat-frz)    run eat-frz 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --freezing --long-frames 0 ;;
     gfp-frz)    run gfp-frz 420 $py scripts/bench_enhance.py --device cuda --batch 64 --what gfpgan --compile default --freezing --no-e2e ;;
     gfp-c)      run gfp-c 420 $py scripts/bench_enhance.py --device cuda --batch 64 --what gfpgan --compile default --no-e2e ;;
+    off-eat)    run off-eat 580 $py scripts/bench_official.py --official-eat .gpu_shared/official/eat --device cuda --compile ;;
+    off-gfp)    run off-gfp 420 $py scripts/bench_official.py --official-gfpgan .gpu_shared/official/gfpgan --device cuda --compile ;;
+    off-modnet) run off-modnet 300 $py scripts/bench_official.py --official-modnet .gpu_shared/official/modnet --device cuda --compile ;;
     *) echo "unknown job $job" ;;
   esac
 done

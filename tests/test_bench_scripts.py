@@ -104,3 +104,13 @@ def test_eval_chat_judges_answers_length_and_endings():
     kinds = {kind for _, _, kind in eval_chat.PROMPTS}
     assert len(eval_chat.PROMPTS) == 20 and kinds == {"answers", "remembers", "open"}
     assert all(len(turns) == 2 for turns, _, kind in eval_chat.PROMPTS if kind == "remembers")
+
+
+def test_bench_official_asks_for_the_official_code():
+    """bench_official.py times only networks whose official code is given; without any, or with a folder that
+    is not there, it stops at once and says how to stage the code (the official files are never committed)."""
+    for args, expected in (([], "give at least one of --official-eat"),
+                           (["--official-gfpgan", "no/such/dir"], "stage_official.sh")):
+        run = subprocess.run([sys.executable, "scripts/bench_official.py", *args], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 2 and expected in run.stderr, run.stderr[-2000:]
