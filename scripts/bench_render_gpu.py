@@ -30,6 +30,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32, help="generator and enhancement frames per call")
     p.add_argument("--shared", type=Path, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--compile-keypoints", action="store_true", help="torch.compile EAT's audio2kp too")
     args = p.parse_args()
     args.first_frames, args.clause_s = args.batch, args.clip_s  # the names Head / Enhance read
     return args
@@ -57,7 +58,7 @@ def main() -> None:
     fps = frames / walls[-1]
     print(json.dumps({"bench": "render_gpu", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
                       "networks": {"head": Head.name, "enhance": Enhance.name}, "batch": args.batch,
-                      "clip_s": args.clip_s, "clips": args.clips, "frames": frames, "build_s": round(build_s, 1),
+                      "compile_keypoints": args.compile_keypoints, "clip_s": args.clip_s, "clips": args.clips, "frames": frames, "build_s": round(build_s, 1),
                       "aggregate_fps": round(fps, 1), "rtf_in_queue": [round(w / args.clip_s, 3) for w in walls],
                       "real_time_sessions_at_this_rate": round(fps / FPS, 2),
                       "not_timed": ["DeepSpeech features (stored windows stand in)", "video encoding (CPU)"]}))

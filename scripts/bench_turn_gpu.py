@@ -55,6 +55,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeded", type=Path, default=Path("/tmp/seeded"), help="where the seeded Whisper folder goes")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.compile the EAT generator, MODNet and GFPGAN (fixed batch), as a GPU server runs")
+    p.add_argument("--compile-keypoints", action="store_true", help="torch.compile EAT's audio2kp too")
     return p.parse_args()
 
 
@@ -163,7 +164,7 @@ class Head:
 
         nets = build_networks(find_shared(args.shared), "cuda", torch.bfloat16)
         self.renderer = EatRenderer(nets, batch_size=args.first_frames, a2kp_batch=32, channels_last=True,
-                                    compile=args.compile)
+                                    compile=args.compile, compile_keypoints=args.compile_keypoints)
         self.n = int(round(args.clause_s * FPS))
         source, self.he, self.inputs = clip_inputs(nets, self.n)
         self.state = prepare_clip(self.renderer, source)  # once per portrait, at start-up: not in the turn

@@ -330,18 +330,20 @@ def test_render_frames_end_to_end(renderer, states, he_driving, kp_driving, ref)
 
 # ------------------------------------------------------------------------------------------ GPU
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype,compile,freezing", [(torch.bfloat16, False, False), (torch.float16, False, False),
-                                                    (torch.bfloat16, True, False), (torch.bfloat16, True, True)],
-                         ids=["bf16", "fp16", "bf16-compiled", "bf16-compiled-frozen"])
-def test_half_precision_generator_psnr(eat_dir, ref, dtype, compile, freezing):
+@pytest.mark.parametrize("dtype,compile,freezing,keypoints", [
+    (torch.bfloat16, False, False, False), (torch.float16, False, False, False), (torch.bfloat16, True, False, False),
+    (torch.bfloat16, True, True, False), (torch.bfloat16, True, False, True)],
+    ids=["bf16", "fp16", "bf16-compiled", "bf16-compiled-frozen", "bf16-compiled-keypoints-compiled"])
+def test_half_precision_generator_psnr(eat_dir, ref, dtype, compile, freezing, keypoints):
     """bf16/fp16 generator on CUDA vs the stored fp32 frames: PSNR >= 35 dB; also compiled as the app runs it on a
-    GPU, with and without inductor's freezing (BatchNorm folded into the convs, weights as constants)."""
+    GPU, with and without inductor's freezing (BatchNorm folded into the convs, weights as constants), and with
+    audio2kp compiled too (EatRenderer(compile_keypoints=True))."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     r = EatRenderer(load_eat_networks(eat_dir, device="cuda", dtype=dtype), batch_size=4, channels_last=True,
-                    compile=compile, freezing=freezing)
+                    compile=compile, freezing=freezing, compile_keypoints=keypoints)
     he = {k: torch.from_numpy(ref[f"in_he_driving_{k}"][0]) for k in HEAD}
     src, z = torch.from_numpy(ref["source_image"]), torch.from_numpy(ref["in_z_trg"])
     for emo in EMOTIONS:
@@ -350,6 +352,6 @@ def test_half_precision_generator_psnr(eat_dir, ref, dtype, compile, freezing):
         pred = r.generate(st, kp)["prediction"].float().cpu().numpy()
         mse = float(np.mean((pred - ref[f"{emo}_prediction"]) ** 2))
         psnr = 10 * np.log10(1.0 / max(mse, 1e-12))
-        print(f"EAT generator {dtype} compile={compile} freezing={freezing} (TF32 keypoints: {r.tf32}) vs fp32 frames, {emo}: "
-              f"PSNR {psnr:.2f} dB (>= 35)")
+        print(f"EAT generator {dtype} compile={compile} freezing={freezing} keypoints compiled={keypoints} "
+              f"(TF32 keypoints: {r.tf32}) vs fp32 frames, {emo}: PSNR {psnr:.2f} dB (>= 35)")
         assert psnr >= 35.0, f"{emo} {dtype}: PSNR {psnr:.1f} dB"

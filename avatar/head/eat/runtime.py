@@ -318,11 +318,14 @@ class EatRenderer:
     frames/s on an H100); equal to the official order up to fp32 rounding, covered by the parity test. tf32: TF32
     math for the float32 networks (audio2kp is ~20 GFLOP per frame; on an H100 a 10 s clip took 1.12 s without
     and 0.87 s with it); default: on when the generator itself runs in reduced precision on CUDA (the GPU PSNR test
-    covers it).
+    covers it). compile_keypoints: torch.compile audio2kp too (its chunks are padded to a2kp_batch like the
+    generator's batches); off by default until measured on a GPU (audio2kp took 0.13 of a 10 s clip's 0.72 s on an
+    H200; `bench_eat.py --compile-keypoints`).
     """
 
     def __init__(self, nets: EatNetworks, batch_size: int = 16, a2kp_batch: int = 5, channels_last: bool = False,
-                 compile: bool = False, fast: bool = True, tf32: bool | None = None, freezing: bool = False):
+                 compile: bool = False, fast: bool = True, tf32: bool | None = None, freezing: bool = False,
+                 compile_keypoints: bool = False):
         self.nets = nets
         self.tf32 = tf32 if tf32 is not None else nets.device.type == "cuda" and nets.dtype != torch.float32
         self.batch_size = batch_size
@@ -334,11 +337,12 @@ class EatRenderer:
         # Compiled graphs and cuDNN's tuned kernels are specialised to shapes: on CUDA every generator batch and
         # audio2kp chunk is padded to one size (see frame_batches, driving_keypoints).
         self.compiled = compile
-        self.fixed_shapes = compile or nets.device.type == "cuda"
+        self.fixed_shapes = compile or compile_keypoints or nets.device.type == "cuda"
         # freezing: the compiled graph takes the weights as constants and folds BatchNorm into the convs; off by
         # default: +4 % frames/s for +2.4 GB peak memory on an H200 (bf16, batch 32; README "Measured speed")
         self._render = torch.compile(gen.render, dynamic=False, options={"freezing": freezing}) if compile \
             else gen.render
+        self._audio2kp = torch.compile(nets.audio2kp, dynamic=False) if compile_keypoints else nets.audio2kp
 
     def warm_up(self) -> None:
         """With compile: build the generator's graph now (start-up), not in the first render: one batch of
@@ -401,7 +405,7 @@ class EatRenderer:
         yaw/pitch/roll (B,66), t (B,3) -> a2kp PCA coefficients 'emo' (B,32)."""
         dev = self.nets.device
         with tf32_math(self.tf32):
-            return self.nets.audio2kp(mel.to(dev, torch.float32), pose.to(dev, torch.float32),
+            return self._audio2kp(mel.to(dev, torch.float32), pose.to(dev, torch.float32),
                                       deep.to(dev, torch.float32), headpose, state.face, state.emoprompt,
                                       state.deepprompt)
 
