@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.triton_loader import load_cuda_kernel
+
 LRELU_SLOPE = 0.2
 STYLE_CONV_GAIN = math.sqrt(2.0)  # StyleGAN2's "equalised" gain after the modulated conv
 
@@ -156,12 +158,7 @@ def load_tap_kernel() -> bool:
     global _TAP_KERNEL, _TAP_KERNEL_TRIED
     if not _TAP_KERNEL_TRIED:
         _TAP_KERNEL_TRIED = True
-        capable = all(torch.cuda.get_device_capability(i)[0] >= 7 for i in range(torch.cuda.device_count()))
-        try:
-            from models.gfpgan_triton import tap_sums
-            _TAP_KERNEL = tap_sums if capable else None
-        except ImportError:
-            _TAP_KERNEL = None
+        _TAP_KERNEL = load_cuda_kernel("models.gfpgan_triton", "tap_sums")
     return _TAP_KERNEL is not None
 
 

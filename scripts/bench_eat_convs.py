@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Forms of the EAT generator's single most expensive convolution, the dense-motion mask conv (7x7x7, 112 -> 16
 channels over the 16x64x64 hourglass volume, with the 7x7 occlusion conv riding along as 16 more outputs), timed
-at the generator's batch on one GPU; prints one JSON object. Each form is checked against F.conv3d in float32 first.
+at the generator's batch on one GPU; prints one JSON object. Each form is checked against F.conv3d in float32
+(TF32 off) first.
 
   planar        the form the generator runs (models/eat/blocks.py planar_conv3d): ONE 2-D 7x7 conv over the 16 depth
                 planes, the 7 depth taps stacked as outputs (128 = 7*16 + 16); fp16 and bf16 taps
@@ -66,16 +67,19 @@ def timed(fn, iters: int) -> float:
     return round((time.perf_counter() - t0) / iters * 1e3, 3)
 
 
+@torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=False)
 def check(batch: int = 2) -> dict:
-    """Every form against F.conv3d in float32 on a small batch: max |difference| / max |reference|."""
+    """Every form against F.conv3d in float32 (TF32 off) on a small batch: max |difference| / max |reference|."""
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(batch, CIN, DEPTH, SIZE, SIZE, device="cuda", generator=g).contiguous(
         memory_format=torch.channels_last_3d)
     w = torch.randn(COUT, CIN, K, K, K, device="cuda", generator=g) / (CIN * K ** 3) ** 0.5
     ref = F.conv3d(x, w, None, padding=K // 2)
     planes, w2 = depth_planes(x), planar_weight(w.contiguous(memory_format=torch.channels_last_3d))
+    tuned = torch.compile(planar, mode="max-autotune-no-cudagraphs", dynamic=False)
     got = {"planar": conv3d_from_planes(planar(planes, w2), batch, K, None),
-           "row_taps": conv3d_from_planes(row_taps(planes, row_taps_weight(w2)), batch, K, None)}
+           "row_taps": conv3d_from_planes(row_taps(planes, row_taps_weight(w2)), batch, K, None),
+           "max_autotune": conv3d_from_planes(tuned(planes, w2), batch, K, None)}
     scale = ref.abs().max().item()
     return {name: float(f"{(v - ref).abs().max().item() / scale:.2e}") for name, v in got.items()}
 

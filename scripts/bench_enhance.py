@@ -278,6 +278,18 @@ def alpha_psnr(fn, reference, x: torch.Tensor, x32: torch.Tensor) -> float:
     return round(10 * math.log10(1.0 / max(mse, 1e-20)), 2)
 
 
+CONV_MARKS = ("fprop", "conv", "cutlass", "xmma", "implicit_gemm", "gemm", "nvjet")  # cuDNN / cuBLAS kernel names
+OWN_KERNELS = ("_tap_sums_kernel", "_phase_gather_kernel")  # this project's Triton kernels (models/*_triton.py)
+
+
+def kernel_group(name: str) -> str:
+    """conv (cuDNN convolutions, cuBLAS matrix products), fused_pointwise (inductor's Triton fusions and this
+    project's own Triton kernels) or other (copies, grid_sample, memsets ...)."""
+    if name.startswith("triton") or name in OWN_KERNELS:
+        return "fused_pointwise"
+    return "conv" if any(m in name.lower() for m in CONV_MARKS) else "other"
+
+
 def kernel_rows(prof, cuda: bool) -> list[tuple[str, int, float]]:
     """(name, calls, ms) of every kernel (CUDA) or op (CPU) a torch.profiler run timed, the most time first."""
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"

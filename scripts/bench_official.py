@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Official-architecture timing mode: the authors' network code timed next to ours in one process (same device,
 dtype, batch, torch.compile flag, channels_last where the official code allows it); prints one JSON object with
-both rates and the ratio ours / official per network. The official code view()s activations in ways that fail on
+both rates and the speed-up per network (official time / ours, > 1: ours faster). The official code view()s activations in ways that fail on
 channels_last tensors: GFPGAN runs NCHW, the EAT generator NHWC only from the warp on (the 2-D convs there and
 the SPADE decoder); `layout` in each result says so.
 
@@ -18,7 +18,7 @@ put on sys.path here, never vendored. Only the networks whose DIR is given run:
           a batch from a source volume encoded once (EatRenderer.generate). The official forward cannot be split:
           `forward` times it with the source repeated for the batch (the demo's per-frame call, batched; it
           re-encodes the source every frame); `tail` times the official modules on the lines of that forward after
-          the source encoding (the same work as ours). Both are reported, `ratio` of each = ours / that call.
+          the source encoding (the same work as ours). Both are reported, `ratio` of each = that call's time / ours.
   gfpgan  GFPGAN v1.4, 512 px (TencentARC/GFPGAN gfpganv1_clean_arch.py), seeded weights, strict;
           official call m(x, return_rgb=False, randomize_noise=False)[0].
   modnet  MODNet, 512 px (ZHKKKe/MODNet src/models/modnet.py, backbone_pretrained=False), random weights shared

@@ -20,7 +20,7 @@ run() {  # name, timeout_s, command...
 }
 for job in "$@"; do
   case $job in
-    eat-test)   run eat-test 300 $py -m pytest -q -s -x -m gpu tests/head/test_eat_models.py -p no:cacheprovider ;;
+    eat-test)   run eat-test 480 $py -m pytest -q -s -x -m gpu tests/head/test_eat_models.py -p no:cacheprovider ;;
     eat-bf16)   run eat-bf16 300 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --long-frames 3000 ;;
     eat-bf16c)  run eat-bf16c 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --long-frames 3000 ;;
     eat-fp16c)  run eat-fp16c 420 $py scripts/bench_eat.py --device cuda --dtype float16 --batch 64 --compile --long-frames 0 ;;

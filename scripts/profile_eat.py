@@ -2,7 +2,7 @@
 
     python scripts/profile_eat.py --device cuda --dtype bfloat16 --batch 32 [--compile] [--parts]
 Kernels: one batch under torch.profiler (compiled when --compile), the top kernels by device time and their split
-into convolutions (cuDNN / cuBLAS), inductor's fused Triton passes and the rest. --parts: the eager generator's
+into convolutions (cuDNN / cuBLAS), fused Triton passes (inductor's and ours) and the rest. --parts: the eager generator's
 time per module (CUDA events around every module of the render path; nested modules are included in their
 parents), which names the layers the fused kernels came from. Prints tables (stdout) and, last, one JSON line.
 """
@@ -20,14 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_eat import (DTYPES, build_networks, find_shared, generator_kp, parse_args, prepare_clip,  # noqa: E402
                        random_clip)
-
-CONV_MARKS = ("fprop", "conv", "cutlass", "xmma", "implicit_gemm", "gemm", "sm90", "nvjet")
-
-
-def kernel_group(name: str) -> str:
-    if name.startswith("triton"):
-        return "fused_pointwise"
-    return "conv_or_gemm" if any(m in name.lower() for m in CONV_MARKS) else "other"
+from bench_enhance import kernel_group  # noqa: E402
 
 
 def kernel_profile(renderer, state, kp, top: int) -> dict:

@@ -20,18 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_enhance import DTYPES, gfpgan_net, kernel_rows, sync  # noqa: E402
+from bench_enhance import DTYPES, gfpgan_net, kernel_group, kernel_rows, sync  # noqa: E402
 
 from avatar.enhance.gfpgan import TorchRunner  # noqa: E402
 from models.gfpgan import V1_4, GFPGANConfig  # noqa: E402
-
-CONV_MARKS = ("fprop", "conv", "cutlass", "xmma", "implicit_gemm")
-
-
-def kernel_group(name: str) -> str:
-    if name.startswith("triton") or name == "_tap_sums_kernel":  # inductor's fusions; the tap form's sums
-        return "fused_pointwise"
-    return "conv" if any(m in name.lower() for m in CONV_MARKS) else "other"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -36,7 +36,8 @@ def test_kernel_groups():
 
     assert kernel_group("sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc_tilesize128x256x64") == "conv"
     assert kernel_group("triton_poi_fused__to_copy_add_addcmul_leaky_relu_12") == "fused_pointwise"
-    assert kernel_group("_tap_sums_kernel") == "fused_pointwise"
+    assert kernel_group("_tap_sums_kernel") == kernel_group("_phase_gather_kernel") == "fused_pointwise"
+    assert kernel_group("nvjet_sm90_hsh_192x192_64x4_2x1_v_bz_coopB_TNN") == "conv"  # a cuBLAS matrix product
     assert kernel_group("void at::native::elementwise_kernel<128, 4, direct_copy_kernel_cuda>") == "other"
 
 

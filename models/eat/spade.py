@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..triton_loader import load_cuda_kernel
 from .blocks import channels_last_format
 
 
@@ -73,12 +74,7 @@ def gather_kernel():
     global _GATHER_KERNEL, _GATHER_KERNEL_TRIED
     if not _GATHER_KERNEL_TRIED and not torch.compiler.is_compiling():
         _GATHER_KERNEL_TRIED = True
-        try:
-            from models.eat.spade_triton import phase_gather
-            capable = all(torch.cuda.get_device_capability(i)[0] >= 7 for i in range(torch.cuda.device_count()))
-            _GATHER_KERNEL = phase_gather if capable else None
-        except ImportError:
-            _GATHER_KERNEL = None
+        _GATHER_KERNEL = load_cuda_kernel("models.eat.spade_triton", "phase_gather")
     return _GATHER_KERNEL
 
 
@@ -178,7 +174,7 @@ class SPADEDecoder(nn.Module):
     def set_fast(self, fast: bool = True) -> None:
         """Switch every SPADE layer to the polyphase / fused form (see SPADE). Loads the CUDA gather kernel now:
         torch.compile traces the forward, and a module imported while tracing would not be used."""
-        if fast and torch.cuda.is_available():
+        if fast and any(p.is_cuda for p in self.parameters()):
             gather_kernel()
         for mod in self.modules():
             if isinstance(mod, SPADE):

@@ -19,7 +19,7 @@ def _phase_gather_kernel(Z, BIAS, ROW, GROUP, Y, HS, WS, W1, SCALE: tl.constexpr
                          RELU: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_C: tl.constexpr):
     """Z (B, h+1, w+1, U*U*C) NHWC -> Y (B, HS, WS, C) NHWC, HS = SCALE*h; ROW / GROUP (SCALE,) int32 per phase."""
     pid = tl.program_id(0)
-    b = (pid // HS).to(tl.int64)  # offsets pass 2**31 elements at big batches
+    b = (pid // HS).to(tl.int64)  # offsets pass 2**31 elements from batch ~256 (2**23 per 256 px frame)
     y = pid % HS
     x = tl.program_id(1) * BLOCK_X + tl.arange(0, BLOCK_X)
     c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -35,7 +35,7 @@ def _phase_gather_kernel(Z, BIAS, ROW, GROUP, Y, HS, WS, W1, SCALE: tl.constexpr
     v = tl.load(src, mask=mask, other=0.0).to(tl.float32)
     v += tl.load(BIAS + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
     if RELU:
-        v = tl.maximum(v, 0.0)
+        v = tl.maximum(v, 0.0, propagate_nan=tl.PropagateNan.ALL)  # a NaN stays NaN, as with F.relu
     out = Y + ((b * HS + y) * WS + x)[:, None] * C + c[None, :]
     tl.store(out, v.to(Y.dtype.element_ty), mask=mask)
 

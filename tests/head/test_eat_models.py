@@ -330,6 +330,32 @@ def test_render_frames_end_to_end(renderer, states, he_driving, kp_driving, ref)
 
 # ------------------------------------------------------------------------------------------ GPU
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_polyphase_conv_with_the_cuda_gather_kernel(dtype, layout):
+    """The Triton gather on CUDA (what the compiled generator runs) against upsample-then-conv, scales 2-4,
+    non-square maps, a channel count off the kernel's blocks, batch > 1, with and without the fused ReLU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from models.eat.spade import gather_kernel
+
+    assert gather_kernel() is not None, "triton is missing on this GPU machine"
+    torch.backends.cudnn.allow_tf32 = False
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for scale in (2, 3, 4):
+        seg = torch.randn(3, 40, 9, 13, device="cuda", generator=g).contiguous(memory_format=layout)
+        w, b = torch.randn(33, 40, 3, 3, device="cuda", generator=g) * 0.1, torch.randn(33, device="cuda", generator=g)
+        want = torch.nn.functional.conv2d(torch.nn.functional.interpolate(seg, scale_factor=scale, mode="nearest"),
+                                          w, b, padding=1)
+        for relu in (False, True):
+            got = upsampled_conv3x3(seg.to(dtype), w.to(dtype), b.to(dtype), scale, relu=relu).float()
+            ref = torch.relu(want) if relu else want
+            assert got.shape == ref.shape and got.is_contiguous(memory_format=layout)
+            tol = 1e-4 if dtype == torch.float32 else 0.03 * ref.abs().max().item()
+            assert (got - ref).abs().max().item() < tol, (scale, relu, dtype)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype,compile,freezing,keypoints", [
     (torch.bfloat16, False, False, False), (torch.float16, False, False, False), (torch.bfloat16, True, False, False),
     (torch.bfloat16, True, True, False), (torch.bfloat16, True, False, True)],

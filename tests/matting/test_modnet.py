@@ -120,8 +120,13 @@ def test_padded_concatenations_keep_the_alpha(layout, monkeypatch):
 
     torch.manual_seed(0)
     net = MODNet().eval().to(memory_format=layout)
-    for p in net.parameters():  # random BatchNorm statistics too, so every term matters
+    for p in net.parameters():
         p.data.normal_(0, 0.1)
+    for name, buf in net.named_buffers():  # random BatchNorm statistics too, so every term matters
+        if name.endswith("running_mean"):
+            buf.normal_(0, 0.1)
+        elif name.endswith("running_var"):
+            buf.uniform_(0.5, 1.5)
     x = (torch.rand(2, 3, 64, 96) * 2 - 1).contiguous(memory_format=layout)
     widths: list[int] = []
     original = modnet.cat_padded

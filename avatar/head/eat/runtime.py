@@ -280,6 +280,11 @@ def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     return t if n >= rows else torch.cat([t, t[-1:].expand(rows - n, *t.shape[1:])])
 
 
+def _fresh(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy with canonical strides (contiguous() keeps odd strides of size-1 dimensions)."""
+    return t.clone(memory_format=torch.contiguous_format)
+
+
 def _headpose_slice(he: dict[str, torch.Tensor], start: int, stop: int, device: torch.device) -> dict:
     return {k: _frames_first(v)[start:stop].to(device=device, dtype=torch.float32) for k, v in he.items()}
 
@@ -319,8 +324,8 @@ class EatRenderer:
     math for the float32 networks (audio2kp is ~20 GFLOP per frame; on an H100 a 10 s clip took 1.12 s without
     and 0.87 s with it); default: on when the generator itself runs in reduced precision on CUDA (the GPU PSNR test
     covers it). compile_keypoints: torch.compile audio2kp too (its chunks are padded to a2kp_batch like the
-    generator's batches); off by default until measured on a GPU (audio2kp took 0.13 of a 10 s clip's 0.72 s on an
-    H200; `bench_eat.py --compile-keypoints`).
+    generator's batches); off by default until measured on a GPU (audio2kp took 0.13 s of a 10 s clip's 0.72 s on
+    an H200; `bench_eat.py --compile-keypoints`).
     """
 
     def __init__(self, nets: EatNetworks, batch_size: int = 16, a2kp_batch: int = 5, channels_last: bool = False,
@@ -335,30 +340,45 @@ class EatRenderer:
         if channels_last:
             _to_channels_last(gen)
         # Compiled graphs and cuDNN's tuned kernels are specialised to shapes: on CUDA every generator batch and
-        # audio2kp chunk is padded to one size (see frame_batches, driving_keypoints).
-        self.compiled = compile
-        self.fixed_shapes = compile or compile_keypoints or nets.device.type == "cuda"
+        # audio2kp chunk is padded to one size (see frame_batches, driving_keypoints); a compiled audio2kp pads its
+        # chunks on the CPU too.
+        self.compiled, self.keypoints_compiled = compile, compile_keypoints
+        self.fixed_shapes = compile or nets.device.type == "cuda"
+        self.fixed_chunks = self.fixed_shapes or compile_keypoints
         # freezing: the compiled graph takes the weights as constants and folds BatchNorm into the convs; off by
-        # default: +4 % frames/s for +2.4 GB peak memory on an H200 (bf16, batch 32; README "Measured speed")
+        # default: +2-4 % frames/s for +0.1-2.4 GB peak memory on an H200 (bf16, batch 32; README "Measured speed")
         self._render = torch.compile(gen.render, dynamic=False, options={"freezing": freezing}) if compile \
             else gen.render
         self._audio2kp = torch.compile(nets.audio2kp, dynamic=False) if compile_keypoints else nets.audio2kp
 
     def warm_up(self) -> None:
-        """With compile: build the generator's graph now (start-up), not in the first render: one batch of
-        batch_size frames from a blank source."""
-        if not self.compiled:
+        """With compile: build the compiled graphs now (start-up), not in the first render: one batch of
+        batch_size frames from a blank source, and one audio2kp chunk of silence when that is compiled too."""
+        if not (self.compiled or self.keypoints_compiled):
             return
         t0 = time.perf_counter()
-        log.info("compiling the EAT generator for batches of %d (torch.compile, one to two minutes) ...",
-                 self.batch_size)
+        log.info("compiling the EAT networks (torch.compile, one to two minutes) ...")
         try:
             state = self.prepare(torch.full((1, 3, 256, 256), 0.5), 0, torch.zeros(1, 16))
-            self.generate(state, state.kp_source.repeat(self.batch_size, 1, 1))  # contiguous, as real batches
+            if self.compiled:
+                self.generate(state, state.kp_source.repeat(self.batch_size, 1, 1))  # contiguous, as real batches
+            if self.keypoints_compiled:
+                self._blank_chunk(state)
         except Exception:  # the first render compiles instead: slower, nothing lost
-            log.warning("EAT warm-up failed; the generator compiles in the first render", exc_info=True)
+            log.warning("EAT warm-up failed; the networks compile in the first render", exc_info=True)
             return
-        log.info("EAT generator compiled in %.0f s", time.perf_counter() - t0)
+        log.info("EAT networks compiled in %.0f s", time.perf_counter() - t0)
+
+    @torch.inference_mode()
+    def _blank_chunk(self, state: SourceState) -> torch.Tensor:
+        """One audio2kp chunk of a2kp_batch silent frames, windowed as driving_keypoints windows a clip (same
+        shapes and strides, so the compiled graph built here is the one real chunks use)."""
+        n, nets = self.a2kp_batch, self.nets
+        blank = EatFrameInputs(mel=torch.zeros(80, n), pose=torch.zeros(n, 1, 64, 64), deep=torch.zeros(n, 16, 29),
+                               pad_mel=nets.pad_mel.cpu(), pad_deep=nets.pad_deep.cpu())
+        headpose = _headpose_slice({k: torch.zeros(n, 66) for k in ("yaw", "pitch", "roll")} | {"t": torch.zeros(n, 3)},
+                                   0, n, nets.device)
+        return self.expression_coeffs(state, *window_chunk(blank, 0, n), headpose)
 
     # -- per source / emotion
     @torch.inference_mode()
@@ -404,10 +424,12 @@ class EatRenderer:
         """Windows of B frames (mel (B,1,80,11), pose (B,11,1,64,64), deep (B,11,16,29)), headpose
         yaw/pitch/roll (B,66), t (B,3) -> a2kp PCA coefficients 'emo' (B,32)."""
         dev = self.nets.device
+        mel, pose, deep = (t.to(dev, torch.float32) for t in (mel, pose, deep))
+        if self.keypoints_compiled:  # fresh contiguous copies: the compiled graph's guards check strides too
+            mel, pose, deep = (_fresh(t) for t in (mel, pose, deep))
+            headpose = {k: _fresh(v) for k, v in headpose.items()}
         with tf32_math(self.tf32):
-            return self._audio2kp(mel.to(dev, torch.float32), pose.to(dev, torch.float32),
-                                      deep.to(dev, torch.float32), headpose, state.face, state.emoprompt,
-                                      state.deepprompt)
+            return self._audio2kp(mel, pose, deep, headpose, state.face, state.emoprompt, state.deepprompt)
 
     def expression(self, state: SourceState, emo: torch.Tensor) -> torch.Tensor:
         """emo (B,32) -> exp (B,45) = (emo U^T + mean + EDN offset) * source hull volume."""
@@ -427,7 +449,7 @@ class EatRenderer:
             stop = min(start + self.a2kp_batch, num_frames)
             hp = _headpose_slice(he_driving, start, stop, self.nets.device)
             mel, pose, deep = windows(start, stop)
-            if self.fixed_shapes:  # one shape for every chunk: no cuDNN re-tuning for the clip's last chunk
+            if self.fixed_chunks:  # one shape for every chunk: no cuDNN re-tuning for the clip's last chunk
                 hp, mel, pose, deep = ({k: _pad_rows(v, self.a2kp_batch) for k, v in hp.items()},
                                        *(_pad_rows(t, self.a2kp_batch) for t in (mel, pose, deep)))
             emo = self.expression_coeffs(state, mel, pose, deep, hp)
