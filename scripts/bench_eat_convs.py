@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_enhance import timed  # noqa: E402
 from models.eat.blocks import conv3d_from_planes, depth_planes, planar_weight  # noqa: E402
 
 CIN, COUT, DEPTH, SIZE, K = 112, 16, 16, 64, 7
@@ -56,15 +57,8 @@ def row_taps(x: torch.Tensor, wr: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def timed(fn, iters: int) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    torch.cuda.synchronize()
-    return round((time.perf_counter() - t0) / iters * 1e3, 3)
+def ms(fn, iters: int) -> float:
+    return round(timed(fn, "cuda", 3, iters) * 1e3, 3)
 
 
 @torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=False)
@@ -102,19 +96,19 @@ def main() -> None:
         w2 = (torch.randn(n, CIN, K, K, device="cuda", dtype=dtype) * 0.01).contiguous(
             memory_format=torch.channels_last)
         if "planar" in forms:
-            out["ms"][f"planar_{name}"] = timed(lambda: planar(x, w2), args.iters)
+            out["ms"][f"planar_{name}"] = ms(lambda: planar(x, w2), args.iters)
         if "row_taps" in forms:
             wr = row_taps_weight(w2)
-            out["ms"][f"row_taps_{name}"] = timed(lambda: row_taps(x, wr), args.iters)
+            out["ms"][f"row_taps_{name}"] = ms(lambda: row_taps(x, wr), args.iters)
         if "max_autotune" in forms:
             fn = torch.compile(planar, mode="max-autotune-no-cudagraphs", dynamic=False)
-            out["ms"][f"max_autotune_{name}"] = timed(lambda: fn(x, w2), args.iters)
+            out["ms"][f"max_autotune_{name}"] = ms(lambda: fn(x, w2), args.iters)
         if "conv3d" in forms:
             x3 = torch.randn(args.batch, CIN, DEPTH, SIZE, SIZE, device="cuda", dtype=dtype).contiguous(
                 memory_format=torch.channels_last_3d)
             w3 = (torch.randn(COUT, CIN, K, K, K, device="cuda", dtype=dtype) * 0.01).contiguous(
                 memory_format=torch.channels_last_3d)
-            out["ms"][f"conv3d_{name}"] = timed(lambda: F.conv3d(x3, w3, None, padding=K // 2), args.iters)
+            out["ms"][f"conv3d_{name}"] = ms(lambda: F.conv3d(x3, w3, None, padding=K // 2), args.iters)
         print(json.dumps(out["ms"]), file=sys.stderr, flush=True)
     print(json.dumps(out))
 

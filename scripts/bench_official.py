@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,13 +46,13 @@ sys.path.insert(0, str(REPO))
 
 from bench_eat import (find_shared, generator_kp, networks_from_parts, prepare_clip, random_clip,  # noqa: E402
                        seeded_parts)
+from bench_enhance import DTYPES, timed  # noqa: E402
 
 from avatar.enhance.gfpgan import TorchRunner, build_gfpgan  # noqa: E402
 from avatar.head.eat.runtime import EatRenderer  # noqa: E402
 from models.modnet import MODNet  # noqa: E402
 
 NETWORKS = ("eat", "gfpgan", "modnet")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CUDA_DTYPE = {"eat": "bfloat16", "gfpgan": "float16", "modnet": "float16"}  # what the app runs on a GPU
 BATCH = {"eat": 32, "gfpgan": 64, "modnet": 64}
 UNIT = {"eat": "frames/s", "gfpgan": "faces/s", "modnet": "frames/s"}
@@ -93,11 +92,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def network_dtype(args, name: str) -> str:
     return args.dtype or (CUDA_DTYPE[name] if args.device.startswith("cuda") else "float32")
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def maybe_compile(fn: Callable, args) -> Callable:
@@ -145,28 +139,16 @@ class Side:
     fn: Callable[[], torch.Tensor]  # one batch -> the image output
 
 
-def timed(fn: Callable, args) -> float:
-    """Seconds per call after args.warmup untimed calls (device-synchronised)."""
-    for _ in range(args.warmup):
-        fn()
-    sync(args.device)
-    t0 = time.perf_counter()
-    for _ in range(args.iters):
-        fn()
-    sync(args.device)
-    return (time.perf_counter() - t0) / args.iters
-
-
 def compare(ours: Side, official: dict[str, Side], batch: int, args) -> dict:
     """The first call of each side (compiles; its output is the difference check), then the timed calls."""
     with torch.inference_mode():
         ref = ours.fn().float().clone()
-        ours_s = timed(ours.fn, args)
+        ours_s = timed(ours.fn, args.device, args.warmup, args.iters)
         out = {"ours": {"call": ours.call, "per_s": round(batch / ours_s, 2), "ms_per_batch": round(ours_s * 1e3, 3)},
                "official": {}}
         for name, side in official.items():
             diff = (side.fn().float() - ref).abs()
-            dt = timed(side.fn, args)
+            dt = timed(side.fn, args.device, args.warmup, args.iters)
             out["official"][name] = {"call": side.call, "per_s": round(batch / dt, 2),
                                      "ms_per_batch": round(dt * 1e3, 3), "ratio": round(dt / ours_s, 3),
                                      "max_abs_diff": float(f"{diff.max().item():.3g}"),

@@ -2,9 +2,6 @@
 interpreter where triton is installed, and on a GPU), and int8 weights within quantisation error."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -13,7 +10,7 @@ import torch.nn.functional as F
 
 from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM
 from models.gemv import DecodeLinear, Int8Linear, swap_linears
-from tests.conftest import ROOT
+from tests.triton_interpreter import interpreted_error
 
 TINY = ChatGLM2Config(num_layers=2, hidden_size=64, num_attention_heads=4, kv_channels=16, ffn_hidden_size=128,
                       seq_length=256)
@@ -70,12 +67,7 @@ def test_triton_kernel_matches_fp64_under_the_interpreter(tmp_path):
             worst = max(worst, float((got - want).norm() / want.norm()))
         print(worst)
     """)
-    env = {**os.environ, "TRITON_INTERPRET": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    worst = float(out.stdout.strip().splitlines()[-1])
+    worst = interpreted_error(script, timeout=300)
     print(f"worst relative error {worst:.2e}")
     assert worst < 1e-3  # fp16 output rounding is ~3e-4
 

@@ -3,7 +3,6 @@ the ONNX export (ONNX Runtime vs torch) and, on a GPU, fp16 and TensorRT against
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from avatar.enhance.gfpgan import _channels_last, build_gfpgan, load_gfpgan_stat
 from avatar.core.errors import WeightsError
 from models.gfpgan import (TAPS_MIN_CIN, GFPGANConfig, GFPGANv1Clean, ModulatedConv2d, border_kernels,
                            polyphase_weight, tap_weight, upsample_conv3x3, upsample_conv3x3_taps)
+from tests.triton_interpreter import interpreted_error
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -195,14 +195,7 @@ print(worst)
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (CUDA machines)")
 def test_tap_kernel_equals_torch_form_in_the_triton_interpreter():
     """The Triton kernel's indexing, masks and edge taps, run by triton's CPU interpreter against the torch form."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    run = subprocess.run([sys.executable, "-c", TAP_KERNEL_CHECK], cwd=root, capture_output=True, text=True,
-                         env={**os.environ, "TRITON_INTERPRET": "1",
-                              "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert float(run.stdout.split()[-1]) < 1e-5
+    assert interpreted_error(TAP_KERNEL_CHECK) < 1e-5
 
 
 def test_small_net_in_tap_form_equals_polyphase(monkeypatch):

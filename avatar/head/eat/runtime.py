@@ -371,14 +371,12 @@ class EatRenderer:
 
     @torch.inference_mode()
     def _blank_chunk(self, state: SourceState) -> torch.Tensor:
-        """One audio2kp chunk of a2kp_batch silent frames, windowed as driving_keypoints windows a clip (same
-        shapes and strides, so the compiled graph built here is the one real chunks use)."""
-        n, nets = self.a2kp_batch, self.nets
-        blank = EatFrameInputs(mel=torch.zeros(80, n), pose=torch.zeros(n, 1, 64, 64), deep=torch.zeros(n, 16, 29),
-                               pad_mel=nets.pad_mel.cpu(), pad_deep=nets.pad_deep.cpu())
-        headpose = _headpose_slice({k: torch.zeros(n, 66) for k in ("yaw", "pitch", "roll")} | {"t": torch.zeros(n, 3)},
-                                   0, n, nets.device)
-        return self.expression_coeffs(state, *window_chunk(blank, 0, n), headpose)
+        """One audio2kp chunk of a2kp_batch silent frames (expression_coeffs gives the compiled call fresh
+        contiguous inputs, so this graph is the one real chunks use)."""
+        n = self.a2kp_batch
+        headpose = {k: torch.zeros(n, 66) for k in ("yaw", "pitch", "roll")} | {"t": torch.zeros(n, 3)}
+        return self.expression_coeffs(state, torch.zeros(n, 1, 80, 11), torch.zeros(n, 11, 1, 64, 64),
+                                      torch.zeros(n, 11, 16, 29), headpose)
 
     # -- per source / emotion
     @torch.inference_mode()
@@ -425,9 +423,9 @@ class EatRenderer:
         yaw/pitch/roll (B,66), t (B,3) -> a2kp PCA coefficients 'emo' (B,32)."""
         dev = self.nets.device
         mel, pose, deep = (t.to(dev, torch.float32) for t in (mel, pose, deep))
-        if self.keypoints_compiled:  # fresh contiguous copies: the compiled graph's guards check strides too
-            mel, pose, deep = (_fresh(t) for t in (mel, pose, deep))
-            headpose = {k: _fresh(v) for k, v in headpose.items()}
+        if self.keypoints_compiled:  # fresh contiguous copies on the device: the compiled graph's guards check
+            mel, pose, deep = (_fresh(t) for t in (mel, pose, deep))  # strides and dispatch keys too
+            headpose = {k: _fresh(v.to(dev, torch.float32)) for k, v in headpose.items()}
         with tf32_math(self.tf32):
             return self._audio2kp(mel, pose, deep, headpose, state.face, state.emoprompt, state.deepprompt)
 
