@@ -197,13 +197,17 @@ class Enhance:
         self.modnet = torch.compile(modnet, dynamic=False) if args.compile else modnet
 
     @torch.inference_mode()
-    def __call__(self, frames: np.ndarray):
+    def on_gpu(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (B,256,256,3) host frames -> matted, enhanced uint8 (B,512,512,3) frames left on the GPU."""
         x = torch.from_numpy(frames).to("cuda").permute(0, 3, 1, 2).to(torch.float16) / 127.5 - 1
         x = torch.nn.functional.interpolate(x, size=(512, 512), mode="bilinear").contiguous(
             memory_format=torch.channels_last)
         alpha = self.modnet(x)
         out = self.gfpgan(x) * alpha + (1 - alpha)
-        return ((out.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return ((out.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return self.on_gpu(frames).cpu().numpy()
 
 
 def encode(frames: np.ndarray, path: Path) -> None:

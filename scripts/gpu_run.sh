@@ -20,7 +20,7 @@ run() {  # name, timeout_s, command...
 }
 for job in "$@"; do
   case $job in
-    eat-test)   run eat-test 480 $py -m pytest -q -s -x -m gpu tests/head/test_eat_models.py -p no:cacheprovider ;;
+    eat-test)   run eat-test 480 $py -m pytest -q -s -x -m gpu tests/head/test_eat_models.py tests/core/test_host_copy.py -p no:cacheprovider ;;
     eat-bf16)   run eat-bf16 300 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --long-frames 3000 ;;
     eat-bf16c)  run eat-bf16c 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --long-frames 3000 ;;
     eat-fp16c)  run eat-fp16c 420 $py scripts/bench_eat.py --device cuda --dtype float16 --batch 64 --compile --long-frames 0 ;;
@@ -53,8 +53,8 @@ for job in "$@"; do
     glm-prof)   run glm-prof 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile --profile 25 ;;
     modnet-c)   run modnet-c 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --profile 25 ;;
     modnet-frz) run modnet-frz 300 $py scripts/bench_enhance.py --device cuda --batch 64,128 --what modnet --compile default --freezing --profile 25 ;;
-    render-gpu) run render-gpu 280 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 ;;
-    render-ckp) run render-ckp 360 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints ;;
+    render-gpu) run render-gpu 400 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 ;;
+    render-ckp) run render-ckp 420 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints ;;
     eat-convs)  run eat-convs 400 $py scripts/bench_eat_convs.py --batch 32 ;;
     eat-ckp)    run eat-ckp 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --compile-keypoints --long-frames 0 ;;
     modnet-pad1) run modnet-pad1 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --freezing --modnet-pad 1 ;;

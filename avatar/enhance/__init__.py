@@ -14,6 +14,7 @@ import numpy as np
 from avatar.core.config import AvatarConfig
 from avatar.core.devices import resolve_device
 from avatar.core.errors import AudioTooLong, BackendUnavailable, NoFaceFound
+from avatar.core.host_copy import host_batches
 from avatar.core.types import check_frames, check_rgb
 
 from .base import FACE_SIZE, FivePointDetector, align_faces, paste_faces
@@ -125,8 +126,8 @@ class Enhancer:
 
         runner = self._require()
         faces = check_frames(faces)
-        out = [output_to_faces(runner(faces_to_input(faces[i:i + self.batch_size], self.device)))
-               for i in range(0, len(faces), self.batch_size)]
+        out = list(host_batches(output_to_faces(runner(faces_to_input(faces[i:i + self.batch_size], self.device)))
+                                for i in range(0, len(faces), self.batch_size)))  # batch i+1 queued while i copies
         return np.concatenate(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
 
     def detector(self) -> FivePointDetector:

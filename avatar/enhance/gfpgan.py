@@ -113,10 +113,11 @@ def faces_to_input(faces: np.ndarray, device: str | torch.device) -> torch.Tenso
     return x / 127.5 - 1.0
 
 
-def output_to_faces(y: torch.Tensor) -> np.ndarray:
-    """Raw network output (B,3,S,S) -> uint8 (B,S,S,3), clamped to [-1,1] as the official post-processing."""
+def output_to_faces(y: torch.Tensor) -> torch.Tensor:
+    """Raw network output (B,3,S,S) -> uint8 (B,S,S,3) on y's device, clamped to [-1,1] as the official
+    post-processing (avatar.core.host_copy brings it to the host)."""
     u8 = ((y.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return u8.permute(0, 2, 3, 1).contiguous()
 
 
 def make_runner(engine: str, cfg: AvatarConfig, device: str) -> tuple[Runner, str]:

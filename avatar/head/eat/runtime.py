@@ -37,6 +37,7 @@ from torch import nn
 
 from avatar.core.devices import fp32_precision
 from avatar.core.errors import WeightsError
+from avatar.core.host_copy import host_batches
 from models.eat import PART_CLASSES
 from models.eat.keypoints import align_driving, convex_hull_volume, expression_from_pca, transform_keypoints
 
@@ -464,28 +465,17 @@ class EatRenderer:
         return self._render(state.feature_3d, state.kp_source, kp_driving.to(self.nets.device))
 
     def frame_batches(self, state: SourceState, kp_driving: torch.Tensor) -> Iterator[np.ndarray]:
-        """Yield uint8 (B,256,256,3) RGB batches of `batch_size` frames (the last one may be shorter)."""
-        pending = None  # on CUDA the copy of batch i to the host overlaps the generator's work on batch i+1
+        """Yield uint8 (B,256,256,3) RGB batches of `batch_size` frames (the last one may be shorter). On CUDA the
+        copy of batch i to the host overlaps the generator's work on batch i+1 (avatar.core.host_copy)."""
+        return host_batches(self._device_frames(state, kp_driving))
+
+    def _device_frames(self, state: SourceState, kp_driving: torch.Tensor) -> Iterator[torch.Tensor]:
         for start in range(0, kp_driving.shape[0], self.batch_size):
             kp = kp_driving[start:start + self.batch_size]
             n = kp.shape[0]
             if self.fixed_shapes and n < self.batch_size:
                 kp = _pad_rows(kp, self.batch_size)
-            frames = _uint8_frames(self.generate(state, kp)["prediction"][:n])
-            if frames.device.type != "cuda":
-                yield frames.numpy()
-                continue
-            host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
-            host.copy_(frames, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
-            if pending is not None:
-                pending[1].synchronize()
-                yield pending[0].numpy()
-            pending = (host, done)
-        if pending is not None:
-            pending[1].synchronize()
-            yield pending[0].numpy()
+            yield _uint8_frames(self.generate(state, kp)["prediction"][:n])
 
     def render_frames(self, state: SourceState, he_driving: dict[str, torch.Tensor], inputs: EatFrameInputs
                       ) -> Iterator[np.ndarray]:
