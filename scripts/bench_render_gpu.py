@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,14 +36,32 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--clips", type=int, default=4)
     p.add_argument("--clip-s", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=2, help="times every mode is timed (the slowest round is reported)")
-    p.add_argument("--batch", type=int, default=32, help="generator and enhancement frames per call")
+    p.add_argument("--batch", type=int, default=32, help="generator frames per call")
+    p.add_argument("--enhance-batch", type=int, default=None,
+                   help="MODNet + GFPGAN frames per call (default --batch; a multiple of it: generator batches joined)")
+    p.add_argument("--freezing", action="store_true", help="inductor's freezing for the EAT generator")
     p.add_argument("--shared", type=Path, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile-keypoints", action="store_true", help="torch.compile EAT's audio2kp too")
     p.add_argument("--modes", default=",".join(MODES), help=f"host copy modes, timed in turn: {', '.join(MODES)}")
     args = p.parse_args()
+    args.enhance_batch = args.enhance_batch or args.batch
+    if args.enhance_batch % args.batch:
+        raise SystemExit("--enhance-batch must be a multiple of --batch")
     args.first_frames, args.clause_s = args.batch, args.clip_s  # the names Head / Enhance read
     return args
+
+
+def joined(batches, size: int):
+    """Generator batches joined into batches of `size` frames (the last may be shorter)."""
+    buf: list[np.ndarray] = []
+    for frames in batches:
+        buf.append(frames)
+        if sum(len(b) for b in buf) >= size:
+            yield buf[0] if len(buf) == 1 else np.concatenate(buf)
+            buf = []
+    if buf:
+        yield np.concatenate(buf)
 
 
 def render_clip(head: Head, enhance: Enhance, mode: str) -> int:
@@ -50,7 +69,7 @@ def render_clip(head: Head, enhance: Enhance, mode: str) -> int:
     with torch.inference_mode():
         kp = head.renderer.driving_keypoints(head.state, head.he, head.n,
                                              lambda a, b: head.window(head.inputs, a, b))
-    batches = head.renderer.frame_batches(head.state, kp)
+    batches = joined(head.renderer.frame_batches(head.state, kp), enhance.batch)
     if mode == "sync":
         return sum(enhance(frames).shape[0] for frames in batches)
     return sum(frames.shape[0] for frames in host_batches(enhance.on_gpu(frames) for frames in batches))
@@ -73,7 +92,9 @@ def main() -> None:
     if unknown := set(modes) - set(MODES):
         raise SystemExit(f"unknown --modes {sorted(unknown)}: use {', '.join(MODES)}")
     t0 = time.perf_counter()
-    head, enhance = Head(args), Enhance(args)
+    head = Head(args)
+    enhance = Enhance(argparse.Namespace(**vars(args) | {"first_frames": args.enhance_batch}))
+    enhance.batch = args.enhance_batch
     for mode in modes:
         render_clip(head, enhance, mode)  # warm-up: compile, cuDNN's choices, pinned buffers
     render_clip(head, enhance, modes[0])
@@ -84,7 +105,7 @@ def main() -> None:
             runs[mode].append(time_clips(head, enhance, mode, args.clips, args.clip_s))
     result = {"bench": "render_gpu", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "networks": {"head": Head.name, "enhance": Enhance.name}, "batch": args.batch,
-              "compile_keypoints": args.compile_keypoints, "clip_s": args.clip_s, "clips": args.clips,
+              "enhance_batch": args.enhance_batch, "freezing": args.freezing, "compile_keypoints": args.compile_keypoints, "clip_s": args.clip_s, "clips": args.clips,
               "rounds": args.rounds, "build_s": round(build_s, 1),
               "not_timed": ["DeepSpeech features (stored windows stand in)", "video encoding (CPU)"]}
     for mode, rounds in runs.items():

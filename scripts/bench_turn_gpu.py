@@ -164,7 +164,8 @@ class Head:
 
         nets = build_networks(find_shared(args.shared), "cuda", torch.bfloat16)
         self.renderer = EatRenderer(nets, batch_size=args.first_frames, a2kp_batch=32, channels_last=True,
-                                    compile=args.compile, compile_keypoints=args.compile_keypoints)
+                                    compile=args.compile, compile_keypoints=args.compile_keypoints,
+                                    freezing=getattr(args, "freezing", False))
         self.n = int(round(args.clause_s * FPS))
         source, self.he, self.inputs = clip_inputs(nets, self.n)
         self.state = prepare_clip(self.renderer, source)  # once per portrait, at start-up: not in the turn

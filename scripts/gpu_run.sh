@@ -54,7 +54,8 @@ for job in "$@"; do
     modnet-c)   run modnet-c 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --profile 25 ;;
     modnet-frz) run modnet-frz 300 $py scripts/bench_enhance.py --device cuda --batch 64,128 --what modnet --compile default --freezing --profile 25 ;;
     render-gpu) run render-gpu 400 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 ;;
-    render-ckp) run render-ckp 420 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints ;;
+    render-best) run render-best 420 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined --enhance-batch 64 --freezing ;;
+    render-ckp) run render-ckp ${CKP_S:-420} $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined ;;
     eat-convs)  run eat-convs 400 $py scripts/bench_eat_convs.py --batch 32 ;;
     eat-ckp)    run eat-ckp 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --compile-keypoints --long-frames 0 ;;
     modnet-pad1) run modnet-pad1 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --freezing --modnet-pad 1 ;;

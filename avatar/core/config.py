@@ -109,7 +109,7 @@ class HeadConfig:
     eat_dir: str = "eat"  # folder with ckpt/, expPCAnorm_fin/, pad.npy, deepspeech-0_1_0-b90017e8.pb, demo/
     batch_size: int = 16  # frames per generator batch (EAT) / per encoder chunk
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16
-    compile: bool = False  # torch.compile the EAT generator (GPU; at start-up, ~1-2 min)
+    compile: bool = False  # torch.compile the EAT generator and audio2kp (GPU; at start-up, ~1-2 min)
     deepspeech: str = "auto"  # auto | tensorflow | torch: what runs EAT's DeepSpeech v0.1.0 graph. auto = TensorFlow
     # when it is installed and the device is the CPU, else the PyTorch port (same .pb, float32, on the device)
     seed: int = 0  # z_trg seed: same inputs + seed = same video

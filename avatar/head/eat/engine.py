@@ -125,7 +125,8 @@ class EatEngine:
         self.template68 = template68
         cuda = nets.device.type == "cuda"
         self.renderer = EatRenderer(nets, batch_size=cfg.head.batch_size, a2kp_batch=max(5, cfg.head.batch_size),
-                                    channels_last=cuda, compile=cfg.head.compile and cuda)
+                                    channels_last=cuda, compile=cfg.head.compile and cuda,
+                                    compile_keypoints=cfg.head.compile and cuda)
         self.renderer.warm_up()
         self.fallback_reason: str | None = None
 
