@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--freezing", action="store_true",
                     help="with --compile: inductor freezing (weights as constants, BatchNorm folded into the convs)")
     ap.add_argument("--compile-keypoints", action="store_true", help="torch.compile audio2kp too")
+    ap.add_argument("--autotune", action="store_true", help="inductor's max-autotune for the generator (with --compile)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 (off by default: parity)")
     ap.add_argument("--shared", type=Path, default=None, help="folder with tools/seeded_weights.py")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run to check the script")
@@ -183,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     nets = build_networks(find_shared(args.shared), args.device, DTYPES[args.dtype])
     renderer = EatRenderer(nets, batch_size=args.batch, a2kp_batch=args.a2kp_batch,
                            channels_last=not args.no_channels_last, compile=args.compile,
-                           freezing=args.freezing, compile_keypoints=args.compile_keypoints)
+                           freezing=args.freezing, compile_keypoints=args.compile_keypoints, autotune=args.autotune)
     state = prepare_clip(renderer, random_clip(1)[0])
     out = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
            "dtype": args.dtype, "batch": args.batch, "compile": args.compile, "freezing": args.compile and args.freezing,
-           "compile_keypoints": args.compile_keypoints, "a2kp_batch": args.a2kp_batch,
+           "compile_keypoints": args.compile_keypoints, "autotune": args.autotune, "a2kp_batch": args.a2kp_batch,
            "channels_last": not args.no_channels_last, "torch": torch.__version__}
     out.update(bench_generator(renderer, state, args))
     if not args.smoke:

@@ -6,7 +6,9 @@ aggregate frames/s, every clip's wall time / clip length, and how many 25 fps se
 time (aggregate / 25) if every frame were batched as well as here. Two ways of bringing the enhanced frames to the
 host are timed in turn in one run: `sync` (`.cpu()` after each batch: the GPU waits while the 512 px frames are
 copied into pageable memory) and `pipelined` (avatar.core.host_copy, as the app's enhancement stage does: pinned
-memory on a side stream while the next batch is queued). Torch only (seeded official-layout weights, the
+memory on a side stream while the next batch is queued); a third, `device`, keeps the 256 px frames on the GPU
+between EAT and the enhancement (what a render worker holding both on one GPU could do; the app does not yet) and
+copies only the results as `pipelined`. Torch only (seeded official-layout weights, the
 DeepSpeech port built at its real size), so it runs on a GPU machine without the app's other dependencies.
 
     python scripts/bench_render_gpu.py --clips 4 --clip-s 10
@@ -28,7 +30,7 @@ from bench_turn_gpu import FPS, Enhance, Head, sync  # noqa: E402
 
 from avatar.core.host_copy import host_batches  # noqa: E402
 
-MODES = ("sync", "pipelined")
+MODES = ("sync", "pipelined", "device")
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--shared", type=Path, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile-keypoints", action="store_true", help="torch.compile EAT's audio2kp too")
-    p.add_argument("--modes", default=",".join(MODES), help=f"host copy modes, timed in turn: {', '.join(MODES)}")
+    p.add_argument("--modes", default="sync,pipelined", help=f"host copy modes, timed in turn: {', '.join(MODES)}")
     args = p.parse_args()
     args.enhance_batch = args.enhance_batch or args.batch
     if args.enhance_batch % args.batch:
@@ -53,15 +55,22 @@ def parse_args() -> argparse.Namespace:
 
 
 def joined(batches, size: int):
-    """Generator batches joined into batches of `size` frames (the last may be shorter)."""
-    buf: list[np.ndarray] = []
+    """Generator batches (host arrays or GPU tensors) joined into batches of `size` frames (the last may be
+    shorter)."""
+    buf: list = []
     for frames in batches:
         buf.append(frames)
         if sum(len(b) for b in buf) >= size:
-            yield buf[0] if len(buf) == 1 else np.concatenate(buf)
+            yield _concat(buf)
             buf = []
     if buf:
-        yield np.concatenate(buf)
+        yield _concat(buf)
+
+
+def _concat(buf: list):
+    if len(buf) == 1:
+        return buf[0]
+    return torch.cat(buf) if isinstance(buf[0], torch.Tensor) else np.concatenate(buf)
 
 
 def render_clip(head: Head, enhance: Enhance, mode: str) -> int:
@@ -69,7 +78,8 @@ def render_clip(head: Head, enhance: Enhance, mode: str) -> int:
     with torch.inference_mode():
         kp = head.renderer.driving_keypoints(head.state, head.he, head.n,
                                              lambda a, b: head.window(head.inputs, a, b))
-    batches = joined(head.renderer.frame_batches(head.state, kp), enhance.batch)
+    frames_of = head.renderer.device_frame_batches if mode == "device" else head.renderer.frame_batches
+    batches = joined(frames_of(head.state, kp), enhance.batch)
     if mode == "sync":
         return sum(enhance(frames).shape[0] for frames in batches)
     return sum(frames.shape[0] for frames in host_batches(enhance.on_gpu(frames) for frames in batches))

@@ -198,9 +198,10 @@ class Enhance:
         self.modnet = torch.compile(modnet, dynamic=False) if args.compile else modnet
 
     @torch.inference_mode()
-    def on_gpu(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (B,256,256,3) host frames -> matted, enhanced uint8 (B,512,512,3) frames left on the GPU."""
-        x = torch.from_numpy(frames).to("cuda").permute(0, 3, 1, 2).to(torch.float16) / 127.5 - 1
+    def on_gpu(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B,256,256,3) frames (host or GPU) -> matted, enhanced uint8 (B,512,512,3) frames left on the GPU."""
+        frames = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
+        x = frames.to("cuda").permute(0, 3, 1, 2).to(torch.float16) / 127.5 - 1
         x = torch.nn.functional.interpolate(x, size=(512, 512), mode="bilinear").contiguous(
             memory_format=torch.channels_last)
         alpha = self.modnet(x)

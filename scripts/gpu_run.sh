@@ -55,8 +55,10 @@ for job in "$@"; do
     modnet-frz) run modnet-frz 300 $py scripts/bench_enhance.py --device cuda --batch 64,128 --what modnet --compile default --freezing --profile 25 ;;
     render-gpu) run render-gpu 400 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 ;;
     render-best) run render-best 420 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined --enhance-batch 64 --freezing ;;
+    render-dev) run render-dev 420 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined,device ;;
     render-ckp) run render-ckp ${CKP_S:-420} $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined ;;
     eat-convs)  run eat-convs 400 $py scripts/bench_eat_convs.py --batch 32 ;;
+    eat-maxa)   run eat-maxa 560 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --compile-keypoints --autotune --long-frames 0 ;;
     eat-ckp)    run eat-ckp 420 $py scripts/bench_eat.py --device cuda --dtype bfloat16 --batch 32 --compile --compile-keypoints --long-frames 0 ;;
     modnet-pad1) run modnet-pad1 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --freezing --modnet-pad 1 ;;
     modnet-pad8) run modnet-pad8 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --freezing --modnet-pad 8 --profile 25 ;;

@@ -331,7 +331,7 @@ class EatRenderer:
 
     def __init__(self, nets: EatNetworks, batch_size: int = 16, a2kp_batch: int = 5, channels_last: bool = False,
                  compile: bool = False, fast: bool = True, tf32: bool | None = None, freezing: bool = False,
-                 compile_keypoints: bool = False):
+                 compile_keypoints: bool = False, autotune: bool = False):
         self.nets = nets
         self.tf32 = tf32 if tf32 is not None else nets.device.type == "cuda" and nets.dtype != torch.float32
         self.batch_size = batch_size
@@ -348,8 +348,12 @@ class EatRenderer:
         self.fixed_chunks = self.fixed_shapes or compile_keypoints
         # freezing: the compiled graph takes the weights as constants and folds BatchNorm into the convs; off by
         # default: +2-4 % frames/s for +0.1-2.4 GB peak memory on an H200 (bf16, batch 32; README "Measured speed")
-        self._render = torch.compile(gen.render, dynamic=False, options={"freezing": freezing}) if compile \
-            else gen.render
+        # autotune: inductor's max-autotune for the generator's convs and matmuls (its Triton convs next to cuDNN's,
+        # each timed at compile time; minutes longer to compile): the 7x7 motion-mask conv took 5.9 ms as a Triton
+        # conv vs 7.7 ms in cuDNN on an H200 (bf16, batch 32, scripts/bench_eat_convs.py); off until the whole
+        # generator is measured with it (bench_eat.py --autotune)
+        options = {"freezing": freezing} | ({"max_autotune": True} if autotune else {})
+        self._render = torch.compile(gen.render, dynamic=False, options=options) if compile else gen.render
         self._audio2kp = torch.compile(nets.audio2kp, dynamic=False) if compile_keypoints else nets.audio2kp
 
     def warm_up(self) -> None:
@@ -467,9 +471,10 @@ class EatRenderer:
     def frame_batches(self, state: SourceState, kp_driving: torch.Tensor) -> Iterator[np.ndarray]:
         """Yield uint8 (B,256,256,3) RGB batches of `batch_size` frames (the last one may be shorter). On CUDA the
         copy of batch i to the host overlaps the generator's work on batch i+1 (avatar.core.host_copy)."""
-        return host_batches(self._device_frames(state, kp_driving))
+        return host_batches(self.device_frame_batches(state, kp_driving))
 
-    def _device_frames(self, state: SourceState, kp_driving: torch.Tensor) -> Iterator[torch.Tensor]:
+    def device_frame_batches(self, state: SourceState, kp_driving: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The same uint8 (B,256,256,3) batches, left on the generator's device."""
         for start in range(0, kp_driving.shape[0], self.batch_size):
             kp = kp_driving[start:start + self.batch_size]
             n = kp.shape[0]
