@@ -115,3 +115,16 @@ def test_bench_official_asks_for_the_official_code():
         run = subprocess.run([sys.executable, "scripts/bench_official.py", *args], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
         assert run.returncode == 2 and expected in run.stderr, run.stderr[-2000:]
+
+
+def test_bench_serve_gpu_smoke_batches_the_enhancement_of_concurrent_sessions():
+    """A real local Ray instance and Serve deployment (stand-in networks on the CPU): four sessions at once get
+    their frames enhanced in shared calls, every frame comes back, and the report compares with one at a time."""
+    report = _last_json(["scripts/bench_serve_gpu.py", "--smoke", "--sessions", "1,4", "--clip-s", "2"])
+    one, four = report["runs"]
+    assert (one["sessions"], four["sessions"]) == (1, 4)
+    assert one["frames"] == 50 and four["frames"] == 200  # 2 s at 25 fps per session
+    assert one["clips_per_call_max"] == 1 and four["clips_per_call_max"] >= 2
+    assert four["enhance_calls"] < 4 * one["enhance_calls"]
+    assert len(four["rtf"]) == 4 and report["max_real_time_sessions"] == 4
+    assert report["one_at_a_time"]["aggregate_fps"] > 0 and four["gain_over_one_at_a_time"] > 0

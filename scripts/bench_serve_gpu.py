@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Ray Serve on one GPU (issue 21): bench_render_gpu's render path (EAT keypoints + generator bf16 -> MODNet +
+GFPGAN 512 fp16 -> uint8 frames on the host) as one Serve deployment holding the GPU, built like the app's render
+replica (avatar/cluster/serve.py): every clip runs in its own thread, and the enhancement of its frame batches goes
+through one `@serve.batch` method, so frames of all the sessions in flight are enhanced together.
+
+N sessions ask for a --clip-s clip at the same moment, for every N of --sessions. Prints one JSON object: per N the
+aggregate frames/s, each session's real-time factor (its clip's wall time from the common start / clip length),
+the enhancement calls' sizes (clips and frames per call), and the gain over one session at a time through the same
+deployment; and the largest N at which every session stayed faster than real time. Torch + Ray only (seeded
+weights), so it runs on the GPU machine without the app's other dependencies; Ray travels there as the archive
+scripts/pack_ray.sh makes.
+
+    python scripts/bench_serve_gpu.py --sessions 1,4,8,10,12 --clip-s 10
+    python scripts/bench_serve_gpu.py --smoke      # CPU: stand-in networks, checks the Serve plumbing only
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+FPS = 25
+APP = "bench-render-gpu"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sessions", default="1,2,4,8,10,12", help="numbers of concurrent sessions, comma separated")
+    p.add_argument("--clip-s", type=float, default=10.0)
+    p.add_argument("--batch", type=int, default=32, help="generator frames per call")
+    p.add_argument("--enhance-batch", type=int, default=64, help="MODNet + GFPGAN frames per network call")
+    p.add_argument("--max-batch-size", type=int, default=8, help="frame batches (any sessions) per enhancement call")
+    p.add_argument("--batch-wait-ms", type=float, default=10.0)
+    p.add_argument("--compile-keypoints", action="store_true", help="torch.compile EAT's audio2kp too")
+    p.add_argument("--shared", type=Path, default=None)
+    p.add_argument("--smoke", action="store_true", help="CPU, stand-in networks: checks the Serve plumbing")
+    args = p.parse_args()
+    args.sessions = sorted({int(n) for n in args.sessions.split(",") if n.strip()})
+    if args.smoke:
+        args.clip_s = min(args.clip_s, 2.0)
+    return args
+
+
+# ---------------------------------------------------------------- the networks (real or stand-in)
+def build_networks(args: argparse.Namespace):
+    """(clip_frames(enhance) -> frame count, enhance_on_device(frames) -> uint8 tensor), warmed up."""
+    if args.smoke:
+        return _standins(args)
+    import torch
+    from bench_turn_gpu import Enhance, Head
+
+    args.compile, args.first_frames, args.clause_s = True, args.batch, args.clip_s  # the names Head reads
+    head = Head(args)
+    enhance = Enhance(argparse.Namespace(**vars(args) | {"first_frames": args.enhance_batch}))
+
+    def clip_frames(enhance_fn) -> int:
+        with torch.inference_mode():
+            kp = head.renderer.driving_keypoints(head.state, head.he, head.n,
+                                                 lambda a, b: head.window(head.inputs, a, b))
+        return sum(len(enhance_fn(frames)) for frames in head.renderer.frame_batches(head.state, kp))
+
+    for _ in range(2):  # compile, cuDNN's choices, pinned buffers
+        clip_frames(enhance)
+    torch.cuda.synchronize()
+    return clip_frames, enhance.on_gpu
+
+
+def _standins(args: argparse.Namespace):
+    """CPU stand-ins with the real flow (small frames in, 2x larger out) and a little sleep as 'GPU' time; numpy
+    only, so the smoke run checks a packed Ray (scripts/pack_ray.sh) in a bare environment too."""
+    n = int(round(args.clip_s * FPS))
+
+    def clip_frames(enhance_fn) -> int:
+        done = 0
+        for start in range(0, n, args.batch):
+            time.sleep(0.002)
+            frames = np.full((min(args.batch, n - start), 64, 64, 3), start % 256, np.uint8)
+            done += len(enhance_fn(frames))
+        return done
+
+    def enhance_on_device(frames: np.ndarray) -> _HostFrames:
+        time.sleep(0.001)
+        return _HostFrames(frames.repeat(2, axis=1).repeat(2, axis=2))
+
+    return clip_frames, enhance_on_device
+
+
+class _HostFrames:
+    """What host_batches needs of a CPU tensor."""
+
+    device = argparse.Namespace(type="cpu")
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+    def numpy(self) -> np.ndarray:
+        return self.a
+
+
+# ---------------------------------------------------------------- the deployment
+class RenderReplica:
+    """Holds the networks; `render` renders one clip, its enhancement batched with the other clips in flight."""
+
+    def __init__(self, opts: dict) -> None:
+        self.args = argparse.Namespace(**opts)
+        self.clip_frames, self.enhance_on_device = build_networks(self.args)
+        self.calls: list[tuple[int, int]] = []
+
+    async def render(self) -> dict:
+        loop = asyncio.get_running_loop()
+
+        def enhance(frames: np.ndarray) -> np.ndarray:  # from the clip's thread
+            return asyncio.run_coroutine_threadsafe(self._enhance(frames), loop).result()
+
+        start = time.time()
+        frames = await asyncio.to_thread(self.clip_frames, enhance)
+        return {"frames": frames, "start": start, "end": time.time()}
+
+    def take_calls(self) -> list[tuple[int, int]]:
+        calls, self.calls = self.calls, []
+        return calls
+
+    async def _enhance(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls.append((len(batches), sum(len(b) for b in batches)))
+        return await asyncio.to_thread(self._enhance_joined, batches)
+
+    def _enhance_joined(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """Frame batches of several clips -> one stream of --enhance-batch network calls -> the batches' results."""
+        from avatar.core.host_copy import host_batches
+
+        frames = np.concatenate(batches)
+        size = self.args.enhance_batch
+        out = np.concatenate(list(host_batches(self.enhance_on_device(frames[i:i + size])
+                                               for i in range(0, len(frames), size))))
+        return np.split(out, np.cumsum([len(b) for b in batches])[:-1])
+
+
+def deployment(args: argparse.Namespace):
+    """The replica class as a Serve deployment on one GPU, its enhancement batched with serve.batch."""
+    from ray import serve
+
+    cls = type("RenderReplica", (RenderReplica,), {})
+    cls._enhance = serve.batch(max_batch_size=args.max_batch_size,
+                               batch_wait_timeout_s=args.batch_wait_ms / 1000)(RenderReplica._enhance)
+    return serve.deployment(cls, name="render", max_ongoing_requests=max(args.sessions) + 1,
+                            ray_actor_options={"num_gpus": 0 if args.smoke else 1, "num_cpus": 1},
+                            logging_config={"log_level": "WARNING", "enable_access_log": False})
+
+
+# ---------------------------------------------------------------- the clients
+def sessions_at_once(handle, n: int, clip_s: float) -> dict:
+    t0 = time.time()
+    responses = [handle.render.remote() for _ in range(n)]
+    results = [r.result() for r in responses]
+    walls = [r["end"] - t0 for r in results]
+    frames = sum(r["frames"] for r in results)
+    calls = handle.take_calls.remote().result()
+    return {"sessions": n, "frames": frames, "aggregate_fps": round(frames / max(walls), 1),
+            "rtf": sorted(round(w / clip_s, 3) for w in walls), "all_real_time": max(walls) <= clip_s,
+            "enhance_calls": len(calls), "clips_per_call_max": max((c for c, _ in calls), default=0),
+            "frames_per_call_mean": round(float(np.mean([f for _, f in calls])), 1) if calls else 0.0}
+
+
+def one_at_a_time(handle, clips: int, clip_s: float) -> dict:
+    t0, frames = time.time(), 0
+    for _ in range(clips):
+        frames += handle.render.remote().result()["frames"]
+    handle.take_calls.remote().result()
+    return {"clips": clips, "aggregate_fps": round(frames / (time.time() - t0), 1)}
+
+
+def main() -> None:
+    args = parse_args()
+    import ray
+    from ray import serve
+
+    here = Path(__file__).resolve().parent  # the replica imports bench_turn_gpu and avatar: Ray's worker processes
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])
+    t0 = time.perf_counter()  # inherit this environment from the local instance started here
+    ray.init(include_dashboard=False, logging_level="WARNING", num_cpus=max(2, len(args.sessions)))
+    try:
+        serve.start(http_options={"location": "NoServer"})
+        handle = serve.run(deployment(args).bind(vars(args)), name=APP, route_prefix=None)
+        build_s = time.perf_counter() - t0
+        handle.render.remote().result()  # the first request through the handle sets up its routing
+        single = one_at_a_time(handle, 2, args.clip_s)
+        runs = [sessions_at_once(handle, n, args.clip_s) for n in args.sessions]
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    for r in runs:
+        r["gain_over_one_at_a_time"] = round(r["aggregate_fps"] / single["aggregate_fps"], 2)
+    real_time = [r["sessions"] for r in runs if r["all_real_time"]]
+    device = "cpu (smoke: stand-in networks)" if args.smoke else _gpu_name()
+    print(json.dumps({"bench": "serve_gpu", "device": device, "ray": ray.__version__, "clip_s": args.clip_s,
+                      "batch": args.batch, "enhance_batch": args.enhance_batch,
+                      "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms,
+                      "compile_keypoints": args.compile_keypoints, "build_s": round(build_s, 1),
+                      "one_at_a_time": single, "runs": runs,
+                      "max_real_time_sessions": max(real_time, default=0)}))
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
+if __name__ == "__main__":
+    main()
