@@ -3,6 +3,7 @@
 # its JSON (last line starting with '{') in $OUT/<job>.json. Usage: bash scripts/gpu_run.sh JOB [JOB...]
 # The shared reference data travels in .gpu_shared/ (copied from ../shared; git-ignored) and is linked as ../shared.
 # off-* jobs also need the official code there: bash scripts/stage_official.sh (.gpu_shared/official/, never committed).
+# serve-gpu needs Ray: bash scripts/pack_ray.sh (.gpu_ray/ray-site.tar.xz, 38 MB; carry .gpu_shared and .gpu_ray).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -55,6 +56,8 @@ for job in "$@"; do
     modnet-frz) run modnet-frz 300 $py scripts/bench_enhance.py --device cuda --batch 64,128 --what modnet --compile default --freezing --profile 25 ;;
     render-gpu) run render-gpu 400 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 ;;
     render-best) run render-best 420 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined --enhance-batch 64 --freezing ;;
+    serve-gpu)  mkdir -p /tmp/raysite && tar xJf .gpu_ray/ray-site.tar.xz -C /tmp/raysite &&
+                PYTHONPATH=/tmp/raysite:${PYTHONPATH:-} run serve-gpu 560 $py scripts/bench_serve_gpu.py --sessions 1,4,8,10,12 --clip-s 10 --compile-keypoints ;;
     render-dev) run render-dev 420 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined,device ;;
     render-ckp) run render-ckp ${CKP_S:-420} $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined ;;
     eat-convs)  run eat-convs 400 $py scripts/bench_eat_convs.py --batch 32 ;;
