@@ -375,11 +375,9 @@ class AvatarSystem:
             if info.duration_s > lim.max_render_audio_s:
                 raise media.AudioTooLong(f"the video is {info.duration_s:.0f} s long; the maximum is "
                                          f"{lim.max_render_audio_s:g} s")
-            if self.remote is not None:
-                raise BackendUnavailable("enhancing a video file runs in local mode only; enhance photos, or "
-                                         "render with enhancement on")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
-            return enhancer.enhance_video(source, out, lim.max_render_audio_s)  # also without a duration header
+            # also without a duration header; in ray mode the enhancer is the render deployment's handle
+            return enhancer.enhance_video(source, out, lim.max_render_audio_s)
         return enhancer.enhance_image(load_photo(source, lim.max_image_side, lim))
 
     # ------------------------------------------------------------ a conversation turn

@@ -75,6 +75,17 @@ class RenderReplica:
     def enhance_image(self, image: np.ndarray) -> np.ndarray:
         return self.worker.enhance_image(image)
 
+    async def enhance_video(self, data: bytes, suffix: str, max_s: float | None) -> bytes:
+        """A video file's bytes -> the enhanced MP4's bytes: decoded, enhanced and encoded here, in a thread."""
+        folder = Path(tempfile.mkdtemp(prefix="avatar-video-"))
+        try:
+            source = folder / f"in{suffix}"
+            source.write_bytes(data)
+            out = await asyncio.to_thread(self.worker.enhance_video, source, folder / "out.mp4", max_s)
+            return out.read_bytes()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     async def render(self, job: RenderJob):
         """Yields ("progress", fraction) events, then ("mp4", bytes) of the finished clip."""
         loop = asyncio.get_running_loop()
@@ -177,6 +188,15 @@ class RemoteRender:
 
     def enhance_image(self, image: np.ndarray) -> np.ndarray:
         return np.array(_result(self.handle.enhance_image.remote(image)))
+
+    def enhance_video(self, source: str | Path, out_path: str | Path, max_s: float | None = None) -> Path:
+        """A video file -> the enhanced MP4 at out_path; the file travels to a replica and the result back."""
+        source, out_path = Path(source), Path(out_path)
+        suffix = source.suffix if source.suffix[1:].isalnum() and len(source.suffix) <= 8 else ".video"
+        data = _result(self.handle.enhance_video.remote(source.read_bytes(), suffix.lower(), max_s))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(out_path, data)
+        return out_path
 
     def status(self) -> dict:
         return _result(self.handle.status.remote())
