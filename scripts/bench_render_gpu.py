@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from batching import joined  # noqa: E402
 from bench_turn_gpu import FPS, Enhance, Head, sync  # noqa: E402
 
 from avatar.core.host_copy import host_batches  # noqa: E402
@@ -52,25 +52,6 @@ def parse_args() -> argparse.Namespace:
         raise SystemExit("--enhance-batch must be a multiple of --batch")
     args.first_frames, args.clause_s = args.batch, args.clip_s  # the names Head / Enhance read
     return args
-
-
-def joined(batches, size: int):
-    """Generator batches (host arrays or GPU tensors) joined into batches of `size` frames (the last may be
-    shorter)."""
-    buf: list = []
-    for frames in batches:
-        buf.append(frames)
-        if sum(len(b) for b in buf) >= size:
-            yield _concat(buf)
-            buf = []
-    if buf:
-        yield _concat(buf)
-
-
-def _concat(buf: list):
-    if len(buf) == 1:
-        return buf[0]
-    return torch.cat(buf) if isinstance(buf[0], torch.Tensor) else np.concatenate(buf)
 
 
 def render_clip(head: Head, enhance: Enhance, mode: str) -> int:

@@ -6,8 +6,10 @@ through one `@serve.batch` method, so frames of all the sessions in flight are e
 
 N sessions ask for a --clip-s clip at the same moment, for every N of --sessions. Prints one JSON object: per N the
 aggregate frames/s, each session's real-time factor (its clip's wall time from the common start / clip length),
-the enhancement calls' sizes (clips and frames per call), and the gain over one session at a time through the same
-deployment; and the largest N at which every session stayed faster than real time. Torch + Ray only (seeded
+the enhancement calls' sizes (clips and frames per call), and the gain over one session at a time; and the largest
+N at which every session stayed faster than real time. "One at a time" is local mode's way, on the same replica:
+clips one after another, each enhancing its own frames directly (two generator batches per enhancement call, no
+batch wait). Torch + Ray only (seeded
 weights), so it runs on the GPU machine without the app's other dependencies; Ray travels there as the archive
 scripts/pack_ray.sh makes.
 
@@ -53,7 +55,8 @@ def parse_args() -> argparse.Namespace:
 
 # ---------------------------------------------------------------- the networks (real or stand-in)
 def build_networks(args: argparse.Namespace):
-    """(clip_frames(enhance) -> frame count, enhance_on_device(frames) -> uint8 tensor), warmed up."""
+    """(clip_batches() -> the clip's uint8 generator batches, enhance_on_device(frames) -> uint8 tensor),
+    warmed up."""
     if args.smoke:
         return _standins(args)
     import torch
@@ -63,16 +66,17 @@ def build_networks(args: argparse.Namespace):
     head = Head(args)
     enhance = Enhance(argparse.Namespace(**vars(args) | {"first_frames": args.enhance_batch}))
 
-    def clip_frames(enhance_fn) -> int:
+    def clip_batches():
         with torch.inference_mode():
             kp = head.renderer.driving_keypoints(head.state, head.he, head.n,
                                                  lambda a, b: head.window(head.inputs, a, b))
-        return sum(len(enhance_fn(frames)) for frames in head.renderer.frame_batches(head.state, kp))
+        return head.renderer.frame_batches(head.state, kp)
 
-    for _ in range(2):  # compile, cuDNN's choices, pinned buffers
-        clip_frames(enhance)
+    for _ in range(2):  # compile, cuDNN's choices, pinned buffers (every enhancement call is padded to one size)
+        for frames in clip_batches():
+            enhance(frames)
     torch.cuda.synchronize()
-    return clip_frames, enhance.on_gpu
+    return clip_batches, enhance.on_gpu
 
 
 def _standins(args: argparse.Namespace):
@@ -80,19 +84,16 @@ def _standins(args: argparse.Namespace):
     only, so the smoke run checks a packed Ray (scripts/pack_ray.sh) in a bare environment too."""
     n = int(round(args.clip_s * FPS))
 
-    def clip_frames(enhance_fn) -> int:
-        done = 0
+    def clip_batches():
         for start in range(0, n, args.batch):
             time.sleep(0.002)
-            frames = np.full((min(args.batch, n - start), 64, 64, 3), start % 256, np.uint8)
-            done += len(enhance_fn(frames))
-        return done
+            yield np.full((min(args.batch, n - start), 64, 64, 3), start % 256, np.uint8)
 
     def enhance_on_device(frames: np.ndarray) -> _HostFrames:
         time.sleep(0.001)
         return _HostFrames(frames.repeat(2, axis=1).repeat(2, axis=2))
 
-    return clip_frames, enhance_on_device
+    return clip_batches, enhance_on_device
 
 
 class _HostFrames:
@@ -112,18 +113,39 @@ class RenderReplica:
     """Holds the networks; `render` renders one clip, its enhancement batched with the other clips in flight."""
 
     def __init__(self, opts: dict) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.args = argparse.Namespace(**opts)
-        self.clip_frames, self.enhance_on_device = build_networks(self.args)
+        self.clip_batches, self.enhance_on_device = build_networks(self.args)
         self.calls: list[tuple[int, int]] = []
+        # own threads: a clip thread waits for its enhancement, which must never wait for a free clip thread
+        self.clip_threads = ThreadPoolExecutor(max(self.args.sessions) + 1, thread_name_prefix="clip")
+        self.enhance_thread = ThreadPoolExecutor(1, thread_name_prefix="enhance")
 
     async def render(self) -> dict:
+        """One clip, its enhancement batched with every other clip in flight (ray mode)."""
         loop = asyncio.get_running_loop()
 
         def enhance(frames: np.ndarray) -> np.ndarray:  # from the clip's thread
             return asyncio.run_coroutine_threadsafe(self._enhance(frames), loop).result()
 
+        def clip() -> int:
+            return sum(len(enhance(frames)) for frames in self.clip_batches())
+
         start = time.time()
-        frames = await asyncio.to_thread(self.clip_frames, enhance)
+        frames = await loop.run_in_executor(self.clip_threads, clip)
+        return {"frames": frames, "start": start, "end": time.time()}
+
+    async def render_alone(self) -> dict:
+        """One clip enhancing its own frames directly, --enhance-batch frames per call (local mode's way)."""
+        from batching import joined
+
+        def clip() -> int:
+            batches = joined(self.clip_batches(), self.args.enhance_batch)
+            return sum(len(out) for b in batches for out in self._enhance_joined([b]))
+
+        start = time.time()
+        frames = await asyncio.get_running_loop().run_in_executor(self.clip_threads, clip)
         return {"frames": frames, "start": start, "end": time.time()}
 
     def take_calls(self) -> list[tuple[int, int]]:
@@ -132,7 +154,7 @@ class RenderReplica:
 
     async def _enhance(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         self.calls.append((len(batches), sum(len(b) for b in batches)))
-        return await asyncio.to_thread(self._enhance_joined, batches)
+        return await asyncio.get_running_loop().run_in_executor(self.enhance_thread, self._enhance_joined, batches)
 
     def _enhance_joined(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         """Frame batches of several clips -> one stream of --enhance-batch network calls -> the batches' results."""
@@ -171,11 +193,10 @@ def sessions_at_once(handle, n: int, clip_s: float) -> dict:
             "frames_per_call_mean": round(float(np.mean([f for _, f in calls])), 1) if calls else 0.0}
 
 
-def one_at_a_time(handle, clips: int, clip_s: float) -> dict:
+def one_at_a_time(handle, clips: int) -> dict:
     t0, frames = time.time(), 0
     for _ in range(clips):
-        frames += handle.render.remote().result()["frames"]
-    handle.take_calls.remote().result()
+        frames += handle.render_alone.remote().result()["frames"]
     return {"clips": clips, "aggregate_fps": round(frames / (time.time() - t0), 1)}
 
 
@@ -187,13 +208,15 @@ def main() -> None:
     here = Path(__file__).resolve().parent  # the replica imports bench_turn_gpu and avatar: Ray's worker processes
     os.environ["PYTHONPATH"] = os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])
     t0 = time.perf_counter()  # inherit this environment from the local instance started here
-    ray.init(include_dashboard=False, logging_level="WARNING", num_cpus=max(2, len(args.sessions)))
+    ray.init(include_dashboard=False, logging_level="WARNING")
     try:
         serve.start(http_options={"location": "NoServer"})
         handle = serve.run(deployment(args).bind(vars(args)), name=APP, route_prefix=None)
         build_s = time.perf_counter() - t0
-        handle.render.remote().result()  # the first request through the handle sets up its routing
-        single = one_at_a_time(handle, 2, args.clip_s)
+        handle.render.remote().result()  # the first requests through the handle set up its routing
+        handle.render_alone.remote().result()
+        handle.take_calls.remote().result()
+        single = one_at_a_time(handle, 3)
         runs = [sessions_at_once(handle, n, args.clip_s) for n in args.sessions]
     finally:
         serve.shutdown()

@@ -201,11 +201,14 @@ class Enhance:
     def on_gpu(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B,256,256,3) frames (host or GPU) -> matted, enhanced uint8 (B,512,512,3) frames left on the GPU."""
         frames = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
+        n = frames.shape[0]
+        if n < self.gfpgan.batch_size:  # one shape for the compiled MODNet too (GFPGAN's runner pads its own)
+            frames = torch.cat([frames, frames[-1:].expand(self.gfpgan.batch_size - n, -1, -1, -1)])
         x = frames.to("cuda").permute(0, 3, 1, 2).to(torch.float16) / 127.5 - 1
         x = torch.nn.functional.interpolate(x, size=(512, 512), mode="bilinear").contiguous(
             memory_format=torch.channels_last)
-        alpha = self.modnet(x)
-        out = self.gfpgan(x) * alpha + (1 - alpha)
+        alpha = self.modnet(x)[:n]
+        out = self.gfpgan(x)[:n] * alpha + (1 - alpha)
         return ((out.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:

@@ -304,6 +304,22 @@ def test_batched_generator_equals_per_frame(renderer, states, kp_driving, gen_ou
         assert (gen_out["emo0"]["prediction"][i:i + 1] - single).abs().max() < 1e-5
 
 
+def test_a_failed_warm_up_leaves_the_eager_networks_in_place(eat_dir, monkeypatch):
+    """With compile on, a warm-up that fails (torch.compile raising at start-up) must not leave renders retrying the
+    compile: the renderer falls back to the eager generator and audio2kp."""
+    nets = load_eat_networks(eat_dir)
+    r = EatRenderer(nets, batch_size=2, compile=True, compile_keypoints=True)
+    assert r._render != nets.generator.render and r._audio2kp is not nets.audio2kp
+
+    def broken(*_a, **_k):
+        raise RuntimeError("inductor failed")
+
+    monkeypatch.setattr(r, "prepare", broken)
+    r.warm_up()
+    assert r._render == nets.generator.render and r._audio2kp is nets.audio2kp
+    assert not (r.compiled or r.keypoints_compiled)
+
+
 @pytest.mark.slow
 def test_render_frames_end_to_end(renderer, states, he_driving, kp_driving, ref):
     """Per-frame inputs -> windows -> keypoints -> lazily generated uint8 batches (first batch checked)."""

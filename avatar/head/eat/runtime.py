@@ -369,8 +369,10 @@ class EatRenderer:
                 self.generate(state, state.kp_source.repeat(self.batch_size, 1, 1))  # contiguous, as real batches
             if self.keypoints_compiled:
                 self._blank_chunk(state)
-        except Exception:  # the first render compiles instead: slower, nothing lost
-            log.warning("EAT warm-up failed; the networks compile in the first render", exc_info=True)
+        except Exception:  # renders run the eager networks instead: slower, nothing lost
+            log.warning("EAT warm-up (torch.compile) failed; the networks run uncompiled", exc_info=True)
+            self._render, self._audio2kp = self.nets.generator.render, self.nets.audio2kp
+            self.compiled = self.keypoints_compiled = False
             return
         log.info("EAT networks compiled in %.0f s", time.perf_counter() - t0)
 
