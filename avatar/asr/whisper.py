@@ -149,11 +149,16 @@ class WhisperBackend:
     def _transcribe(self, samples: np.ndarray, language: str | None, cancel: CancelToken) -> tuple[str, str]:
         segments, info = self._model.transcribe(
             samples, language=language, beam_size=WHISPER_BEAM_SIZE, condition_on_previous_text=False,
-            vad_filter=False,
+            vad_filter=False, temperature=0.0,
             # beyond one window the timestamps tell faster-whisper where to resume: without them it steps on in
             # blind 30 s windows, cutting words at the seams and falling into repetition loops (a 57 s clip:
             # WER 1.34 without, 0.0 with)
             without_timestamps=len(samples) <= WHISPER_WINDOW_S * SAMPLE_RATE)
+        # temperature 0 only (faster-whisper's default retries at 0.2 ... 1.0 with random sampling when a window's
+        # text compresses too well, then keeps the try with the best mean log-probability): speech that really
+        # repeats itself (3 takes of jfk.flac: ratio 2.48 > 2.4 at every temperature) then got a random sample's
+        # words in about 1 run of 7, a phrase repeated at the window seam (WER 0.08-0.11 instead of 0). Beam search
+        # alone gives the same audio the same words every time, as the transformers backend does.
         text = "".join(_checked(seg.text, cancel) for seg in segments).strip()
         lang = info.language if info.language in WHISPER_LANGUAGES else None
         if lang is None:  # Whisper guessed a third language: redo with the likelier of zh / en
