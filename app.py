@@ -275,10 +275,12 @@ class AvatarApp:
         return str(out)
 
     @user_errors
-    def enhance_video(self, video: str | None, request: gr.Request) -> str:
+    def enhance_video(self, video: str | None, request: gr.Request, progress=gr.Progress()) -> str:
         if not video:
             raise gr.Error("upload a video first")
-        return str(self.system.enhance(video, self.system.new_output_path(".mp4", self.session_folder(request))))
+        progress(0.0, desc="enhancing")
+        out = self.system.new_output_path(".mp4", self.session_folder(request))
+        return str(self.system.enhance(video, out, progress=lambda f, msg: progress(f, desc=msg)))
 
     @user_errors
     def talk(self, audio: str | None, text: str, photo, pose: str, emotion: str, background: str,
@@ -601,13 +603,13 @@ class AvatarApp:
                                 f"`{self.system.config.weights_path(self.system.config.enhance.gfpgan_path)}`) and "
                                 "restart. " + (f"({note.note})" if note and note.note else ""))
                 with gr.Row():
-                    e_photo = Photo(label="照片 Photo", type="filepath")
-                    e_photo_out = gr.Image(label="结果 Result", type="filepath", format="png")
-                e_go = gr.Button("增强照片 Enhance photo", interactive=enh_ok)
+                    e_photo = Photo(label="照片 Photo", type="filepath", elem_id="enhance-photo")
+                    e_photo_out = gr.Image(label="结果 Result", type="filepath", format="png", elem_id="enhance-out")
+                e_go = gr.Button("增强照片 Enhance photo", interactive=enh_ok, elem_id="enhance-go")
                 with gr.Row():
-                    e_video = gr.Video(label="短视频 Short video")
-                    e_video_out = gr.Video(label="结果 Result")
-                e_vgo = gr.Button("增强视频 Enhance video", interactive=enh_ok)
+                    e_video = gr.Video(label="短视频 Short video", elem_id="enhance-video")
+                    e_video_out = gr.Video(label="结果 Result", elem_id="enhance-video-out")
+                e_vgo = gr.Button("增强视频 Enhance video", interactive=enh_ok, elem_id="enhance-video-go")
                 e_go.click(self.enhance_photo, e_photo, e_photo_out, api_name="enhance", concurrency_id="gpu")
                 e_vgo.click(self.enhance_video, e_video, e_video_out, api_name="enhance_video", concurrency_id="gpu")
 

@@ -276,7 +276,7 @@ def cmd_enhance(args, cfg) -> int:
     from avatar.core import media
 
     system = _system(cfg, "enhance")
-    result = system.enhance(args.input, args.out)
+    result = system.enhance(args.input, args.out, progress=lambda _f, msg: print(msg, file=sys.stderr, flush=True))
     if not isinstance(result, Path):
         media.save_png(result, args.out)
     print(f"wrote {args.out}")

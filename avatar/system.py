@@ -364,8 +364,10 @@ class AvatarSystem:
             return np.dstack([image, np.round(alpha[0] * 255).astype(np.uint8)])
         return matting.composite(image[None], alpha, colour)[0]
 
-    def enhance(self, source: str | Path | np.ndarray, out_path: str | Path | None = None):
-        """A photo (array/path) -> enhanced array; a video path -> enhanced MP4 path."""
+    def enhance(self, source: str | Path | np.ndarray, out_path: str | Path | None = None,
+                progress: ProgressFn | None = None):
+        """A photo (array/path) -> enhanced array; a video path -> enhanced MP4 path (progress(fraction, text) after
+        every batch of frames; the fraction is None when the file's header has no duration)."""
         from avatar.head.face import load_photo
 
         enhancer = self._require("enhance")
@@ -377,7 +379,7 @@ class AvatarSystem:
                                          f"{lim.max_render_audio_s:g} s")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
             # also without a duration header; in ray mode the enhancer is the render deployment's handle
-            return enhancer.enhance_video(source, out, lim.max_render_audio_s)
+            return enhancer.enhance_video(source, out, lim.max_render_audio_s, progress=progress)
         return enhancer.enhance_image(load_photo(source, lim.max_image_side, lim))
 
     # ------------------------------------------------------------ a conversation turn

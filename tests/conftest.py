@@ -93,3 +93,21 @@ def astronaut_png(tmp_path_factory, astronaut) -> Path:
     from avatar.core import media
 
     return media.save_png(astronaut, tmp_path_factory.mktemp("photo") / "astronaut.png")
+
+
+@pytest.fixture(scope="session")
+def gfpgan_weights(tmp_path_factory, shared_dir) -> Path:
+    """A weights folder holding only GFPGAN v1.4, with the shared seeded weights where the config looks for the
+    official file (the other stages use their embedded defaults)."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(shared_dir / "tools"))
+    from seeded_weights import seeded_state_dict
+
+    weights = tmp_path_factory.mktemp("gfpgan-weights")
+    (weights / "gfpgan").mkdir()
+    state = seeded_state_dict(str(shared_dir / "reference" / "gfpgan_v1.4.tsv"), 1234)
+    torch.save({"params_ema": state}, weights / "gfpgan" / "GFPGANv1.4.pth")
+    return weights

@@ -3,7 +3,10 @@ test-artifacts/test_browser/."""
 from __future__ import annotations
 
 import shutil
+import urllib.request
+from urllib.parse import urljoin
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -226,3 +229,81 @@ def test_chat_markup_never_makes_the_browser_fetch(browser, app_url, artifacts):
         trap.shutdown()
     assert not hits, f"the browser fetched {hits}"
     assert "<img" in shown  # the tag shows as the text that was typed; the markdown image at most as a link
+
+
+@pytest.fixture(scope="module")
+def enhance_app_url(gfpgan_weights, tmp_path_factory):
+    """The app with the enhancement stage only (GFPGAN v1.4 with the seeded weights), on its own port."""
+    import socket
+
+    import app as app_module
+    from avatar.core.config import AvatarConfig
+    from avatar.system import AvatarSystem
+
+    cfg = AvatarConfig(weights_dir=str(gfpgan_weights), device="cpu",
+                       output_dir=str(tmp_path_factory.mktemp("enhance-out"))).replace(**{"enhance.batch_size": 1})
+    system = AvatarSystem.load(cfg, stages=("enhance",))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app_module.launch(system, host="127.0.0.1", port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_enhance_tab_photo_and_video_in_browser(browser, enhance_app_url, astronaut, astronaut_png, tmp_path,
+                                                artifacts):
+    """The Enhance tab as a person uses it: a photo, then a 3-frame video; the video shows "enhanced k/3 frames" while
+    its frames are enhanced, and both results come back with the face changed and the rest kept."""
+    from avatar.core import media
+
+    video = media.write_video(tmp_path / "clip.mp4", [np.stack([np.roll(astronaut, k, axis=1) for k in (0, 4, 8)])])
+    ctx, page = _open(browser, enhance_app_url, "人脸增强 Enhance")
+    try:
+        _upload(page, "enhance-photo", astronaut_png)
+        page.wait_for_timeout(1000)
+        page.locator("#enhance-go").click()
+        page.wait_for_function("() => { const i = document.querySelector('#enhance-out img');"
+                               " return i && i.naturalWidth > 0; }", timeout=120_000)
+        photo_src = page.locator("#enhance-out img").get_attribute("src")
+
+        _upload(page, "enhance-video", video)
+        page.wait_for_function("() => !!document.querySelector('#enhance-video video')", timeout=60_000)
+        page.locator("#enhance-video-go").click()
+        page.wait_for_function(  # the stage's own progress (a frame per batch here), not only Gradio's start
+            "() => /enhanced [12]\\/3 frames/.test(document.querySelector('#enhance-video-out').innerText)",
+            timeout=60_000)
+        progress_seen = page.locator("#enhance-video-out").inner_text()
+        page.wait_for_function("() => { const v = document.querySelector('#enhance-video-out video');"
+                               " return v && v.duration > 0; }", timeout=240_000)
+        page.screenshot(path=str(artifacts / "enhance.png"), full_page=True)
+        video_src = page.locator("#enhance-video-out video").get_attribute("src")
+    finally:
+        ctx.close()
+    print(f"while enhancing: {progress_seen!r}")
+    photo = _fetched_image(enhance_app_url, photo_src, tmp_path / "out.png")
+    frames = _fetched_video(enhance_app_url, video_src, tmp_path / "out.mp4")
+    assert frames.shape == (3, 512, 512, 3)
+    source = next(media.read_video(video))  # the frames as decoded from the uploaded file
+    for out, original in [(photo, astronaut), (frames[0], source[0]), (frames[2], source[2])]:
+        diff = np.abs(out.astype(int) - original.astype(int))
+        assert diff[95:160, 200:260].mean() > 1 and diff[400:, :100].mean() < 2  # the face changed, the corner kept
+
+
+def _fetched(base_url: str, src: str, path):
+    """The file behind a result's src, downloaded from the app as the browser got it."""
+    with urllib.request.urlopen(urljoin(base_url, src), timeout=60) as r:
+        path.write_bytes(r.read())
+    return path
+
+
+def _fetched_image(base_url: str, src: str, path) -> np.ndarray:
+    from avatar.core import media
+
+    return media.load_image(_fetched(base_url, src, path))
+
+
+def _fetched_video(base_url: str, src: str, path) -> np.ndarray:
+    from avatar.core import media
+
+    return np.concatenate(list(media.read_video(_fetched(base_url, src, path))))

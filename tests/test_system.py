@@ -121,7 +121,7 @@ def test_enhance_chooses_video_by_its_streams_and_checks_its_length(system, tmp_
     calls = []
 
     class Recorder:
-        def enhance_video(self, source, out, max_s=None):
+        def enhance_video(self, source, out, max_s=None, progress=None):
             calls.append(("video", Path(source).suffix))
             return out
 

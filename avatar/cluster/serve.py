@@ -11,6 +11,7 @@ and frees its place in the batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -60,6 +61,7 @@ class RenderReplica:
         self._enhance.set_batch_wait_timeout_s(max(0.0, cfg.cluster.batch_wait_ms) / 1000)
         self.batches: list[tuple[int, int]] = []  # (clips, frames) of each enhancement call, for the benchmark
         self.active = 0  # clips being rendered now
+        self._count_lock = threading.Lock()
         self.pid = os.getpid()
 
     def status(self) -> dict:
@@ -75,47 +77,45 @@ class RenderReplica:
     def enhance_image(self, image: np.ndarray) -> np.ndarray:
         return self.worker.enhance_image(image)
 
-    async def enhance_video(self, data: bytes, suffix: str, max_s: float | None) -> bytes:
-        """A video file's bytes -> the enhanced MP4's bytes: decoded, enhanced and encoded here, in a thread."""
-        folder = Path(tempfile.mkdtemp(prefix="avatar-video-"))
-        try:
+    async def enhance_video(self, data: bytes, suffix: str, max_s: float | None):
+        """A video file's bytes -> yields ("progress", (fraction, text)) events, then ("mp4", bytes) of the enhanced
+        video: decoded, enhanced and encoded here, in a thread that a cancelled request stops at its next batch."""
+        def enhance(folder: Path, progress: ProgressFn, cancelled: threading.Event) -> Path:
+            def report(fraction: float | None, text: str) -> None:
+                if cancelled.is_set():
+                    raise RenderCancelled("the video was cancelled")
+                progress(fraction, text)
+
             source = folder / f"in{suffix}"
             source.write_bytes(data)
-            out = await asyncio.to_thread(self.worker.enhance_video, source, folder / "out.mp4", max_s)
-            return out.read_bytes()
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            return self.worker.enhance_video(source, folder / "out.mp4", max_s, report)
+
+        async for event in _file_events("avatar-video-", enhance):
+            yield event
 
     async def render(self, job: RenderJob):
-        """Yields ("progress", fraction) events, then ("mp4", bytes) of the finished clip."""
+        """Yields ("progress", (fraction, text)) events, then ("mp4", bytes) of the finished clip."""
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        cancelled = threading.Event()
-        folder = Path(tempfile.mkdtemp(prefix="avatar-clip-"))
 
         def enhance(frames: np.ndarray) -> np.ndarray:  # called from the clip's thread
             return asyncio.run_coroutine_threadsafe(self._enhance(frames), loop).result()
 
-        def progress(fraction: float, _text: str) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, fraction)
+        def render(folder: Path, progress: ProgressFn, cancelled: threading.Event) -> Path:
+            with self._rendering():  # counted while the clip's thread runs, also after a cancel
+                return self.worker.render_to_file(job, folder / "clip.mp4", enhance, progress, cancelled)
 
-        task = asyncio.ensure_future(asyncio.to_thread(self.worker.render_to_file, job, folder / "clip.mp4",
-                                                       enhance, progress, cancelled))
-        self.active += 1
-        task.add_done_callback(lambda _t: setattr(self, "active", self.active - 1))
+        async for event in _file_events("avatar-clip-", render):
+            yield event
+
+    @contextlib.contextmanager
+    def _rendering(self):
+        with self._count_lock:
+            self.active += 1
         try:
-            while not task.done():
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield ("progress", getter.result())
-                else:
-                    getter.cancel()
-            path = await task
-            yield ("mp4", path.read_bytes())
-        finally:  # also on cancellation: the clip's thread stops at its next frame batch and removes its file
-            cancelled.set()
-            task.add_done_callback(lambda _t: shutil.rmtree(folder, ignore_errors=True))
+            yield
+        finally:
+            with self._count_lock:
+                self.active -= 1
 
     @_batch_decorator()
     async def _enhance(self, batches: list[np.ndarray]) -> list[np.ndarray]:
@@ -132,6 +132,34 @@ def _enhance_grouped(enhance: Callable[[np.ndarray], np.ndarray], batches: list[
         for i, part in zip(members, np.split(result, np.cumsum([len(batches[i]) for i in members])[:-1])):
             out[i] = part
     return out
+
+
+async def _file_events(prefix: str, make: Callable[[Path, ProgressFn, threading.Event], Path]):
+    """Runs make(folder, progress, cancelled) in a thread; yields ("progress", (fraction, text)) as it reports, then
+    ("mp4", the bytes of the file it returns). Cancelling the request sets `cancelled` (the work stops at its next
+    check) and the temporary folder goes when the thread ends."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    cancelled = threading.Event()
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+
+    def progress(fraction: float | None, text: str) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, (fraction, text))
+
+    task = asyncio.ensure_future(asyncio.to_thread(make, folder, progress, cancelled))
+    try:
+        while not task.done():
+            getter = asyncio.ensure_future(events.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield ("progress", getter.result())
+            else:
+                getter.cancel()
+        path = await task
+        yield ("mp4", path.read_bytes())
+    finally:  # also on cancellation: the thread stops at its next check, then its folder goes
+        cancelled.set()
+        task.add_done_callback(lambda _t: shutil.rmtree(folder, ignore_errors=True))
 
 
 class SpeechReplica:
@@ -168,20 +196,7 @@ class RemoteRender:
     def render(self, job: RenderJob, out_path: Path, progress: ProgressFn | None = None, cancel=None) -> Path:
         """Runs the clip on a replica and writes its MP4 to out_path; `cancel` (anything with is_set()) stops it."""
         stream = self.handle.options(stream=True).render.remote(job)
-        try:
-            for kind, value in _unwrapped(stream):
-                if cancel is not None and cancel.is_set():
-                    raise RenderCancelled("the clip was cancelled")
-                if kind == "progress" and progress is not None:
-                    progress(value, f"rendered {value:.0%}")
-                elif kind == "mp4":
-                    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-                    _write_atomically(Path(out_path), value)
-                    return Path(out_path)
-        except BaseException:
-            stream.cancel()
-            raise
-        raise AvatarError("the render worker ended without a clip")
+        return _received_mp4(stream, Path(out_path), progress, cancel, "the render worker ended without a clip")
 
     def matte(self, image: np.ndarray, colour) -> np.ndarray:
         return np.array(_result(self.handle.matte.remote(image, colour)))  # Ray returns read-only arrays
@@ -189,14 +204,13 @@ class RemoteRender:
     def enhance_image(self, image: np.ndarray) -> np.ndarray:
         return np.array(_result(self.handle.enhance_image.remote(image)))
 
-    def enhance_video(self, source: str | Path, out_path: str | Path, max_s: float | None = None) -> Path:
+    def enhance_video(self, source: str | Path, out_path: str | Path, max_s: float | None = None,
+                      progress: ProgressFn | None = None) -> Path:
         """A video file -> the enhanced MP4 at out_path; the file travels to a replica and the result back."""
-        source, out_path = Path(source), Path(out_path)
+        source = Path(source)
         suffix = source.suffix if source.suffix[1:].isalnum() and len(source.suffix) <= 8 else ".video"
-        data = _result(self.handle.enhance_video.remote(source.read_bytes(), suffix.lower(), max_s))
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(out_path, data)
-        return out_path
+        stream = self.handle.options(stream=True).enhance_video.remote(source.read_bytes(), suffix.lower(), max_s)
+        return _received_mp4(stream, Path(out_path), progress, None, "the render worker ended without a video")
 
     def status(self) -> dict:
         return _result(self.handle.status.remote())
@@ -343,6 +357,25 @@ def _domain_error(e: Exception) -> Exception:
         return RenderCancelled("the clip was cancelled")
     log.error("cluster: a worker failed: %s", e)
     return BackendUnavailable(f"a cluster worker failed ({type(e).__name__}); try again")
+
+
+def _received_mp4(stream, out_path: Path, progress: ProgressFn | None, cancel, missing: str) -> Path:
+    """Reads a replica's ("progress", (fraction, text)) ... ("mp4", bytes) stream into out_path; cancel (anything
+    with is_set()) or an error cancels the remote work."""
+    try:
+        for kind, value in _unwrapped(stream):
+            if cancel is not None and cancel.is_set():
+                raise RenderCancelled("the clip was cancelled")
+            if kind == "progress" and progress is not None:
+                progress(*value)
+            elif kind == "mp4":
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomically(out_path, value)
+                return out_path
+    except BaseException:
+        stream.cancel()
+        raise
+    raise AvatarError(missing)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

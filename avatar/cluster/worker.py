@@ -79,11 +79,12 @@ class RenderWorker:
             raise AvatarError(f"face enhancement is unavailable: {self.enhance_note or 'GFPGAN weights missing'}")
         return self.enhancer.enhance_faces(frames)
 
-    def enhance_video(self, source: Path, out_path: Path, max_s: float | None = None) -> Path:
+    def enhance_video(self, source: Path, out_path: Path, max_s: float | None = None,
+                      progress: ProgressFn | None = None) -> Path:
         """A video file -> MP4 with every frame's faces enhanced, as AvatarSystem.enhance makes it in local mode."""
         if self.enhancer is None:
             self.enhance_frames(np.zeros((0, 8, 8, 3), np.uint8))  # raises the sentence saying why
-        return self.enhancer.enhance_video(source, out_path, max_s)
+        return self.enhancer.enhance_video(source, out_path, max_s, progress=progress)
 
     def render_to_file(self, job: RenderJob, out_path: Path, enhance_fn: EnhanceFn | None = None,
                        progress: ProgressFn | None = None, cancelled: threading.Event | None = None) -> Path:

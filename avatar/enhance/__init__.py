@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["Enhancer", "select_engine", "FACE_SIZE"]
 
 log = logging.getLogger("avatar.enhance")
+
+Progress = Callable[[float | None, str], None]
 
 
 # ---------------------------------------------------------------------------------------------------- engines
@@ -168,9 +170,12 @@ class Enhancer:
             start += n
         return out
 
-    def enhance_video(self, source: str | Path, out_path: str | Path, max_s: float | None = None) -> Path:
+    def enhance_video(self, source: str | Path, out_path: str | Path, max_s: float | None = None,
+                      progress: Progress | None = None) -> Path:
         """A video file -> MP4 with every frame's faces enhanced (audio copied, re-encoded to AAC). max_s: raise
-        AudioTooLong once more frames than that arrive (files without a duration header, e.g. recorded WebM)."""
+        AudioTooLong once more frames than that arrive (files without a duration header, e.g. recorded WebM).
+        progress(fraction, text) after every enhanced batch (the fraction from the header's duration; None without
+        one)."""
         from avatar.core import media
 
         info = media.probe(source, decode=False)  # codec and rates only: the file is decoded once below
@@ -181,7 +186,22 @@ class Enhancer:
         frames = media.read_video(source, batch=self.batch_size)
         if max_s is not None:
             frames = _at_most(frames, int(max_s * rate) + 1, max_s)
-        return media.write_video(out_path, self.enhance_frames(frames), audio=audio, fps=media.frame_rate_text(rate))
+        enhanced = self.enhance_frames(frames)
+        if progress is not None:
+            enhanced = _reported(enhanced, round(info.duration_s * rate) or None, progress)
+        return media.write_video(out_path, enhanced, audio=audio, fps=media.frame_rate_text(rate))
+
+
+def _reported(batches: Iterable[np.ndarray], total: int | None, progress: Progress) -> Iterator[np.ndarray]:
+    """Passes the batches on, calling progress(fraction or None, "enhanced k/N frames") after each."""
+    done = 0
+    for batch in batches:
+        yield batch
+        done += len(batch)
+        if total:
+            progress(min(done / total, 0.99), f"enhanced {done}/{total} frames")
+        else:
+            progress(None, f"enhanced {done} frames")
 
 
 def _at_most(batches: Iterable[np.ndarray], max_frames: int, max_s: float) -> Iterator[np.ndarray]:

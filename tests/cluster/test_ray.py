@@ -4,7 +4,6 @@ replica, a cancelled clip."""
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,29 +19,12 @@ pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 SESSIONS = 4
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-
-
-def _seeded_gfpgan(weights: Path) -> None:
-    """GFPGAN v1.4 with the shared seeded weights where the config looks for the official file."""
-    import torch
-
-    sys.path.insert(0, str(SHARED / "tools"))
-    from seeded_weights import seeded_state_dict
-
-    (weights / "gfpgan").mkdir(parents=True)
-    state = seeded_state_dict(str(SHARED / "reference" / "gfpgan_v1.4.tsv"), 1234)
-    torch.save({"params_ema": state}, weights / "gfpgan" / "GFPGANv1.4.pth")
-
-
 @pytest.fixture(scope="module")
-def ray_system(tmp_path_factory):
+def ray_system(tmp_path_factory, gfpgan_weights):
     from avatar.cluster.serve import shutdown
     from avatar.system import AvatarSystem
 
-    weights = tmp_path_factory.mktemp("weights")  # only GFPGAN's (seeded): the other stages use their defaults
-    _seeded_gfpgan(weights)
-    cfg = AvatarConfig(weights_dir=str(weights), device="cpu",
+    cfg = AvatarConfig(weights_dir=str(gfpgan_weights), device="cpu",  # the other stages: their defaults
                        output_dir=str(tmp_path_factory.mktemp("ray-out"))).replace(**{
                            "cluster.mode": "ray", "cluster.num_cpus": 2, "cluster.render_num_cpus": 1.0,
                            "cluster.speech_num_cpus": 0.5, "chat.max_new_tokens": 24})
@@ -99,7 +81,9 @@ def test_a_video_file_is_enhanced_on_a_replica_as_in_local_mode(ray_system, astr
     from avatar.enhance import Enhancer
 
     src = media.write_video(tmp_path / "in.mp4", [np.stack([astronaut, np.roll(astronaut, 8, axis=1)])])
-    remote = ray_system.enhance(src, tmp_path / "ray.mp4")
+    reports = []
+    remote = ray_system.enhance(src, tmp_path / "ray.mp4", progress=lambda *r: reports.append(r))
+    assert reports and reports[-1] == (0.99, "enhanced 2/2 frames"), reports  # the replica's progress came back
     local = Enhancer.load(ray_system.config).enhance_video(src, tmp_path / "local.mp4")
     a, b, original = _frames(remote), _frames(local), _frames(src)
     assert a.shape == b.shape == original.shape == (2, 512, 512, 3)

@@ -1,6 +1,7 @@
 """Face-enhancement stage on a real portrait (skimage astronaut): detection, alignment, paste-back, engines, loading."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -136,9 +137,12 @@ def test_load_torch_engine_from_checkpoint(tmp_path):
 def test_enhance_video_streams_frames(tmp_path, photo, narrow_enhancer):
     frames = np.stack([photo, np.roll(photo, 6, axis=1), np.roll(photo, 12, axis=1)])
     src = media.write_video(tmp_path / "in.mp4", [frames])
-    out = narrow_enhancer.enhance_video(src, tmp_path / "out.mp4")
+    reports = []
+    out = dataclasses.replace(narrow_enhancer, batch_size=2).enhance_video(src, tmp_path / "out.mp4",
+                                                                           progress=lambda *r: reports.append(r))
     info = media.probe(out)
     assert info.n_frames == 3 and (info.width, info.height) == (512, 512)
+    assert reports == [(2 / 3, "enhanced 2/3 frames"), (0.99, "enhanced 3/3 frames")]  # 1.0 once the file is written
     decoded = np.concatenate(list(media.read_video(out)))
     original = np.concatenate(list(media.read_video(src)))
     diff = np.abs(decoded.astype(int) - original.astype(int))
