@@ -66,6 +66,11 @@ def system(tmp_path_factory):
 @pytest.fixture(scope="session")
 def app_url(system):
     """The real Gradio app served on a free 127.0.0.1 port (shared by the gradio_client and browser tests)."""
+    yield from served_app(system)
+
+
+def served_app(system):
+    """Serves the app for `system` on a free 127.0.0.1 port; yields its URL, closes it afterwards."""
     import socket
 
     import app as app_module

@@ -9,6 +9,8 @@ from urllib.parse import urljoin
 import numpy as np
 import pytest
 
+from tests.conftest import served_app
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -234,21 +236,12 @@ def test_chat_markup_never_makes_the_browser_fetch(browser, app_url, artifacts):
 @pytest.fixture(scope="module")
 def enhance_app_url(gfpgan_weights, tmp_path_factory):
     """The app with the enhancement stage only (GFPGAN v1.4 with the seeded weights), on its own port."""
-    import socket
-
-    import app as app_module
     from avatar.core.config import AvatarConfig
     from avatar.system import AvatarSystem
 
     cfg = AvatarConfig(weights_dir=str(gfpgan_weights), device="cpu",
                        output_dir=str(tmp_path_factory.mktemp("enhance-out"))).replace(**{"enhance.batch_size": 1})
-    system = AvatarSystem.load(cfg, stages=("enhance",))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = app_module.launch(system, host="127.0.0.1", port=port, block=False)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    yield from served_app(AvatarSystem.load(cfg, stages=("enhance",)))
 
 
 def test_enhance_tab_photo_and_video_in_browser(browser, enhance_app_url, astronaut, astronaut_png, tmp_path,
