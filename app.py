@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
@@ -20,7 +21,7 @@ import gradio as gr
 
 from avatar.core import media
 from avatar.core.config import AvatarConfig
-from avatar.core.errors import AvatarError
+from avatar.core.errors import AvatarError, Cancelled
 from avatar.core.types import EMOTIONS
 from avatar.live.session import LiveOptions
 from avatar.live.webrtc import LiveHub, routes
@@ -170,6 +171,7 @@ class AvatarApp:
         self.poses = self._pose_names()
         self.folders = SessionFolders(system.output_dir)
         self.turns = RunningTurns()  # each session's running turn, for Stop / Clear / a new turn
+        self.jobs = RunningTurns()  # each session's running render / video enhancement, for their Stop buttons
         self.live = LiveHub(system, system.config.live)  # hands-free conversations (WebRTC)
 
     @staticmethod
@@ -246,7 +248,7 @@ class AvatarApp:
 
     @user_errors
     def render(self, photo, audio: str | None, emotion: str, pose: str, background: str, use_background: bool,
-               size: int, enhance: bool, request: gr.Request, progress=gr.Progress()) -> str:
+               size: int, enhance: bool, request: gr.Request, progress=gr.Progress()) -> str | None:
         if photo is None:
             raise gr.Error("upload a portrait photo first")
         if not audio:
@@ -254,9 +256,11 @@ class AvatarApp:
         progress(0.0, desc="rendering")
         photo = self.prepared_photo(photo)
         out = self.system.new_output_path(".mp4", self.session_folder(request))
-        return str(self.system.render(photo, audio, emotion, pose, background if use_background else None,
-                                      int(size), bool(enhance), out_path=out,
-                                      progress=lambda f, msg: progress(f, desc=msg)))
+        with self._job(request, "render") as cancel:
+            return str(self.system.render(photo, audio, emotion, pose, background if use_background else None,
+                                          int(size), bool(enhance), out_path=out,
+                                          progress=lambda f, msg: progress(f, desc=msg), cancel=cancel))
+        return None  # stopped
 
     @user_errors
     def matte(self, photo, background: str, request: gr.Request) -> str:
@@ -275,12 +279,41 @@ class AvatarApp:
         return str(out)
 
     @user_errors
-    def enhance_video(self, video: str | None, request: gr.Request, progress=gr.Progress()) -> str:
+    def enhance_video(self, video: str | None, request: gr.Request, progress=gr.Progress()) -> str | None:
         if not video:
             raise gr.Error("upload a video first")
         progress(0.0, desc="enhancing")
         out = self.system.new_output_path(".mp4", self.session_folder(request))
-        return str(self.system.enhance(video, out, progress=lambda f, msg: progress(f, desc=msg)))
+        with self._job(request, "enhance") as cancel:
+            return str(self.system.enhance(video, out, progress=lambda f, msg: progress(f, desc=msg), cancel=cancel))
+        return None  # stopped
+
+    @contextlib.contextmanager
+    def _job(self, request: gr.Request, kind: str):
+        """The session's running render or video enhancement: yields the token its Stop button sets. A stopped job
+        (Cancelled) is swallowed here, so the handler goes on after the block: its player is left empty, with a
+        notice instead of an error."""
+        key = f"{_session_key(request)}/{kind}"
+        handle = self.jobs.start(key)
+        try:
+            yield handle.cancel
+        except Cancelled:
+            gr.Info("Stopped.")
+        finally:
+            self.jobs.end(key, handle)
+
+    def stop_job(self, kind: str, request: gr.Request) -> None:
+        """Stop on the Video from audio / Enhance tab: the job ends at its next frame batch (waited for, bounded)."""
+        self.jobs.stop(f"{_session_key(request)}/{kind}")
+
+    def _wire_stop(self, button: gr.Button, kind: str, event) -> None:
+        """A Stop button for a render or a video enhancement: it takes the job out of the queue if it is waiting
+        there, and stops it at its next frame batch if it runs. Not queued behind the jobs it stops."""
+        def stop(request: gr.Request) -> None:
+            self.stop_job(kind, request)
+
+        button.click(stop, None, None, cancels=[event], api_visibility="private", concurrency_id="control",
+                     concurrency_limit=None)
 
     @user_errors
     def talk(self, audio: str | None, text: str, photo, pose: str, emotion: str, background: str,
@@ -537,8 +570,10 @@ class AvatarApp:
             with gr.Tab("语音生成视频 Video from audio", id="render"):
                 with gr.Row():
                     with gr.Column():
-                        r_photo = Photo(label="头像 Portrait", sources=["upload", "webcam"], type="filepath")
-                        r_audio = gr.Audio(label="语音 Speech", sources=["microphone", "upload"], type="filepath")
+                        r_photo = Photo(label="头像 Portrait", sources=["upload", "webcam"], type="filepath",
+                                        elem_id="render-photo")
+                        r_audio = gr.Audio(label="语音 Speech", sources=["microphone", "upload"], type="filepath",
+                                           elem_id="render-audio")
                         r_pose = Choice(poses, value=poses[min(2, len(poses) - 1)], label="头部动作 Head pose")
                         r_emotion = Choice(emotions, value="neutral", label="表情 Emotion")
                         with gr.Row():
@@ -547,10 +582,13 @@ class AvatarApp:
                         with gr.Row():
                             r_size = IntRadio(SIZE_CHOICES, value=self.system.config.head.size, label="尺寸 Size")
                             r_enh = gr.Checkbox(label="人脸增强 Enhance face", value=False, interactive=enh_ok)
-                        r_go = gr.Button("生成 Render", variant="primary")
-                    r_video = gr.Video(label="视频 Video")
-                r_go.click(self.render, [r_photo, r_audio, r_emotion, r_pose, r_bg, r_use_bg, r_size, r_enh],
-                           r_video, api_name="render", concurrency_id="gpu")
+                        with gr.Row():
+                            r_go = gr.Button("生成 Render", variant="primary", elem_id="render-go")
+                            r_stop = gr.Button("停止 Stop", variant="stop", elem_id="render-stop")
+                    r_video = gr.Video(label="视频 Video", elem_id="render-video")
+                render_ev = r_go.click(self.render, [r_photo, r_audio, r_emotion, r_pose, r_bg, r_use_bg, r_size,
+                                                     r_enh], r_video, api_name="render", concurrency_id="gpu")
+                self._wire_stop(r_stop, "render", render_ev)
 
             with gr.Tab("聊天 Chat", id="chat"):
                 c_bot = gr.Chatbot(label="聊天 Chat", height=400)
@@ -609,9 +647,13 @@ class AvatarApp:
                 with gr.Row():
                     e_video = gr.Video(label="短视频 Short video", elem_id="enhance-video")
                     e_video_out = gr.Video(label="结果 Result", elem_id="enhance-video-out")
-                e_vgo = gr.Button("增强视频 Enhance video", interactive=enh_ok, elem_id="enhance-video-go")
+                with gr.Row():
+                    e_vgo = gr.Button("增强视频 Enhance video", interactive=enh_ok, elem_id="enhance-video-go")
+                    e_vstop = gr.Button("停止 Stop", variant="stop", interactive=enh_ok, elem_id="enhance-video-stop")
                 e_go.click(self.enhance_photo, e_photo, e_photo_out, api_name="enhance", concurrency_id="gpu")
-                e_vgo.click(self.enhance_video, e_video, e_video_out, api_name="enhance_video", concurrency_id="gpu")
+                video_ev = e_vgo.click(self.enhance_video, e_video, e_video_out, api_name="enhance_video",
+                                       concurrency_id="gpu")
+                self._wire_stop(e_vstop, "enhance", video_ev)
 
             with gr.Tab("系统 System", id="system"):
                 y_table = gr.Markdown()

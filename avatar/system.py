@@ -310,7 +310,8 @@ class AvatarSystem:
         """Photo (or a prepare_photo() result) + speech (path / Audio) -> MP4 (H.264 + AAC, 25 fps). Streams
         frames: constant memory. The speech keeps its own sample rate in the video (the engines resample what they
         analyse themselves). start_frame: frames of the same performance already shown (head motion and blinks
-        continue from there). cancel (ray mode): anything with is_set(); the remote clip stops when it is set."""
+        continue from there). cancel: anything with is_set() (a CancelToken); once set, the clip stops at its next
+        frame batch (here or on a remote replica), raises Cancelled and leaves no file."""
         from .render import render_clip
 
         intensity, size, colour = self.check_video_options(intensity, size, background, enhance)
@@ -330,8 +331,9 @@ class AvatarSystem:
             self.remote.render(job, out, progress, cancel)
         else:
             render_clip(self._require("head"), face, audio, emotion, pose or self.config.head.pose,
-                        background=colour, size=size, matting=self.matting, out_path=out, enhancer=self._enhance_fn() if enhance else None,
-                        intensity=intensity, progress=progress, start_frame=start_frame)
+                        background=colour, size=size, matting=self.matting, out_path=out,
+                        enhancer=self._enhance_fn() if enhance else None, intensity=intensity,
+                        progress=_stoppable(progress, cancel, "the render was stopped"), start_frame=start_frame)
         self.last_timings["render_s"] = time.perf_counter() - t0
         return out
 
@@ -365,9 +367,10 @@ class AvatarSystem:
         return matting.composite(image[None], alpha, colour)[0]
 
     def enhance(self, source: str | Path | np.ndarray, out_path: str | Path | None = None,
-                progress: ProgressFn | None = None):
+                progress: ProgressFn | None = None, cancel=None):
         """A photo (array/path) -> enhanced array; a video path -> enhanced MP4 path (progress(fraction, text) after
-        every batch of frames; the fraction is None when the file's header has no duration)."""
+        every batch of frames; the fraction is None when the file's header has no duration). cancel, as render's:
+        a video stops at its next batch (Cancelled, no file)."""
         from avatar.head.face import load_photo
 
         enhancer = self._require("enhance")
@@ -379,7 +382,8 @@ class AvatarSystem:
                                          f"{lim.max_render_audio_s:g} s")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
             # also without a duration header; in ray mode the enhancer is the render deployment's handle
-            return enhancer.enhance_video(source, out, lim.max_render_audio_s, progress=progress)
+            return enhancer.enhance_video(source, out, lim.max_render_audio_s,
+                                          progress=_stoppable(progress, cancel, "the enhancement was stopped"))
         return enhancer.enhance_image(load_photo(source, lim.max_image_side, lim))
 
     # ------------------------------------------------------------ a conversation turn
@@ -574,3 +578,18 @@ class AvatarSystem:
         from .export import join_replies
 
         return join_replies(videos, self.new_output_path(".mp4", folder))
+
+
+def _stoppable(progress: ProgressFn | None, cancel, message: str) -> ProgressFn | None:
+    """progress, checking `cancel` (anything with is_set()) first: the work reports after every frame batch, so a
+    set cancel stops it there (Cancelled; the video writers remove their unfinished file)."""
+    if cancel is None:
+        return progress
+
+    def report(fraction, text: str) -> None:
+        if cancel.is_set():
+            raise Cancelled(message)
+        if progress is not None:
+            progress(fraction, text)
+
+    return report

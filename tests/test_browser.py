@@ -247,7 +247,8 @@ def enhance_app_url(gfpgan_weights, tmp_path_factory):
 def test_enhance_tab_photo_and_video_in_browser(browser, enhance_app_url, astronaut, astronaut_png, tmp_path,
                                                 artifacts):
     """The Enhance tab as a person uses it: a photo, then a 3-frame video; the video shows "enhanced k/3 frames" while
-    its frames are enhanced, and both results come back with the face changed and the rest kept."""
+    its frames are enhanced, Stop ends it ("Stopped.", no result), and the next try brings both results back with the
+    face changed and the rest kept."""
     from avatar.core import media
 
     video = media.write_video(tmp_path / "clip.mp4", [np.stack([np.roll(astronaut, k, axis=1) for k in (0, 4, 8)])])
@@ -262,10 +263,16 @@ def test_enhance_tab_photo_and_video_in_browser(browser, enhance_app_url, astron
 
         _upload(page, "enhance-video", video)
         page.wait_for_function("() => !!document.querySelector('#enhance-video video')", timeout=60_000)
+        progress = "() => /enhanced [12]\\/3 frames/.test(document.querySelector('#enhance-video-out').innerText)"
         page.locator("#enhance-video-go").click()
-        page.wait_for_function(  # the stage's own progress (a frame per batch here), not only Gradio's start
-            "() => /enhanced [12]\\/3 frames/.test(document.querySelector('#enhance-video-out').innerText)",
-            timeout=60_000)
+        page.wait_for_function(progress, timeout=60_000)  # the stage's own progress (a frame per batch here)
+        page.locator("#enhance-video-stop").click()  # Stop, then the same video again
+        page.wait_for_function("() => !/enhanc/.test(document.querySelector('#enhance-video-out').innerText)",
+                               timeout=30_000)
+        page.get_by_text("Stopped.").first.wait_for(timeout=10_000)
+        assert not page.locator("#enhance-video-out video").count()
+        page.locator("#enhance-video-go").click()
+        page.wait_for_function(progress, timeout=60_000)
         progress_seen = page.locator("#enhance-video-out").inner_text()
         page.wait_for_function("() => { const v = document.querySelector('#enhance-video-out video');"
                                " return v && v.duration > 0; }", timeout=240_000)
@@ -300,3 +307,49 @@ def _fetched_video(base_url: str, src: str, path) -> np.ndarray:
     from avatar.core import media
 
     return np.concatenate(list(media.read_video(_fetched(base_url, src, path))))
+
+
+def test_render_tab_stop_ends_the_render_and_the_next_one_runs(browser, app_url, system, astronaut_png, jfk_path,
+                                                               speech_wav, tmp_path, artifacts):
+    """Stop on the Video from audio tab while a 33 s clip renders: the progress goes, no video and no unfinished file
+    are left, and the next render (4.4 s of speech, another session) is not stuck behind the stopped one."""
+    from avatar.core import media
+    from avatar.core.types import Audio
+
+    take = media.load_audio(jfk_path, 16000).samples
+    long_speech = media.save_wav(Audio(np.concatenate([take] * 3), 16000), tmp_path / "long.wav")
+    before = set(system.output_dir.rglob("*.mp4"))
+    ctx, page = _render_tab(browser, app_url, astronaut_png, long_speech)
+    try:
+        page.wait_for_function("() => /rendered \\d+\\/\\d+ frames/.test("
+                               "document.querySelector('#render-video').innerText)", timeout=120_000)
+        shown = page.locator("#render-video").inner_text()
+        page.locator("#render-stop").click()
+        page.wait_for_function("() => !/rendered|rendering/.test(document.querySelector('#render-video').innerText)",
+                               timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(artifacts / "stopped.png"), full_page=True)
+        assert not page.locator("#render-video video").count()
+    finally:
+        ctx.close()
+    left = {p for p in set(system.output_dir.rglob("*.mp4")) - before if p.parent.name != "idle"}  # idle loops
+    assert not left, f"the stopped render left {left}"
+    print(f"progress when stopped: {shown!r}")
+
+    ctx, page = _render_tab(browser, app_url, astronaut_png, speech_wav)
+    try:
+        page.wait_for_function("() => { const v = document.querySelector('#render-video video');"
+                               " return v && v.duration > 0; }", timeout=180_000)
+        page.screenshot(path=str(artifacts / "next.png"), full_page=True)
+    finally:
+        ctx.close()
+
+
+def _render_tab(browser, url: str, photo, speech):
+    """A new session on the Video from audio tab with the photo and the speech uploaded and Render clicked."""
+    ctx, page = _open(browser, url, "语音生成视频 Video from audio")
+    _upload(page, "render-photo", photo)
+    _upload(page, "render-audio", speech)
+    page.wait_for_timeout(1500)
+    page.locator("#render-go").click()
+    return ctx, page

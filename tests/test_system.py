@@ -144,3 +144,47 @@ def test_enhance_chooses_video_by_its_streams_and_checks_its_length(system, tmp_
 def test_the_system_tabs_download_commands_name_the_config_file(system, monkeypatch):
     monkeypatch.setattr(system, "config_path", "/srv/avatar/my config.toml")
     assert "--config '/srv/avatar/my config.toml'" in system.doctor()["download_command"]
+
+
+def test_a_cancelled_render_stops_at_its_next_batch_and_leaves_no_file(system, astronaut, jfk_path, tmp_path):
+    """The Video from audio tab's Stop: the token is set while the clip renders (here at its first progress report);
+    the render raises Cancelled there instead of drawing the other batches, and its unfinished MP4 is removed."""
+    from avatar.core.cancel import CancelToken
+    from avatar.core.errors import Cancelled
+
+    token, reports = CancelToken(), []
+
+    def progress(fraction, text):
+        reports.append(text)
+        token.cancel()
+
+    with pytest.raises(Cancelled, match="render was stopped"):
+        system.render(astronaut, jfk_path, size=256, out_path=tmp_path / "clip.mp4", progress=progress,
+                      cancel=token)
+    assert len(reports) == 1 and not (tmp_path / "clip.mp4").exists()
+
+
+def test_a_cancelled_video_enhancement_stops_and_leaves_no_file(system, tmp_path, monkeypatch):
+    """The Enhance tab's Stop for a video: checked after every enhanced batch, the file goes."""
+    from avatar.core.cancel import CancelToken
+    from avatar.core.errors import Cancelled
+    from avatar.enhance import Enhancer
+
+    class Unchanged(Enhancer):  # the real video path (decode, batches, encode) with frames passed through
+        def enhance_frames(self, batches):
+            yield from batches
+
+    monkeypatch.setattr(system, "enhancer", Unchanged("gfpgan", batch_size=2))
+    clip = media.write_video(tmp_path / "clip.mp4", [np.zeros((6, 32, 32, 3), np.uint8)])
+    token, reports = CancelToken(), []
+    out = system.enhance(clip, tmp_path / "out.mp4", progress=lambda f, text: reports.append(text))
+    assert reports[-1] == "enhanced 6/6 frames" and media.probe(out).n_frames == 6
+
+    def stop_after_first(fraction, text):
+        reports.append(text)
+        token.cancel()
+
+    reports.clear()
+    with pytest.raises(Cancelled, match="enhancement was stopped"):
+        system.enhance(clip, tmp_path / "stopped.mp4", progress=stop_after_first, cancel=token)
+    assert reports == ["enhanced 2/6 frames"] and not (tmp_path / "stopped.mp4").exists()

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from avatar.core.config import AvatarConfig
-from avatar.core.errors import AvatarError
+from avatar.core.errors import AvatarError, Cancelled
 from avatar.core.types import Audio
 from avatar.render import render_clip
 
@@ -26,7 +26,7 @@ EnhanceFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[float, str], None]
 
 
-class RenderCancelled(AvatarError):
+class RenderCancelled(Cancelled):
     """The session cancelled the clip (Stop, a new turn): the worker stopped between two frame batches."""
 
 
