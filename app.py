@@ -16,10 +16,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import gradio as gr
 
 from avatar.core import media
+from avatar.core.cancel import CancelToken
 from avatar.core.config import AvatarConfig
 from avatar.core.errors import AvatarError, Cancelled
 from avatar.core.types import EMOTIONS
@@ -171,7 +173,9 @@ class AvatarApp:
         self.poses = self._pose_names()
         self.folders = SessionFolders(system.output_dir)
         self.turns = RunningTurns()  # each session's running turn, for Stop / Clear / a new turn
-        self.jobs = RunningTurns()  # each session's running render / video enhancement, for their Stop buttons
+        # each session's running render / video enhancement, for their Stop buttons (a turn's handle, of which a job
+        # uses the token and the end: start() stops one still running under the same key, stop() waits for the end)
+        self.jobs = RunningTurns()
         self.live = LiveHub(system, system.config.live)  # hands-free conversations (WebRTC)
 
     @staticmethod
@@ -254,9 +258,10 @@ class AvatarApp:
         if not audio:
             raise gr.Error("record or upload speech first")
         progress(0.0, desc="rendering")
-        photo = self.prepared_photo(photo)
-        out = self.system.new_output_path(".mp4", self.session_folder(request))
-        with self._job(request, "render") as cancel:
+        with self._job(request, "render") as cancel:  # first: a Stop during the photo's preparation counts too
+            photo = self.prepared_photo(photo)
+            cancel.check()
+            out = self.system.new_output_path(".mp4", self.session_folder(request))
             return str(self.system.render(photo, audio, emotion, pose, background if use_background else None,
                                           int(size), bool(enhance), out_path=out,
                                           progress=lambda f, msg: progress(f, desc=msg), cancel=cancel))
@@ -283,13 +288,13 @@ class AvatarApp:
         if not video:
             raise gr.Error("upload a video first")
         progress(0.0, desc="enhancing")
-        out = self.system.new_output_path(".mp4", self.session_folder(request))
         with self._job(request, "enhance") as cancel:
+            out = self.system.new_output_path(".mp4", self.session_folder(request))
             return str(self.system.enhance(video, out, progress=lambda f, msg: progress(f, desc=msg), cancel=cancel))
         return None  # stopped
 
     @contextlib.contextmanager
-    def _job(self, request: gr.Request, kind: str):
+    def _job(self, request: gr.Request, kind: str) -> Iterator[CancelToken]:
         """The session's running render or video enhancement: yields the token its Stop button sets. A stopped job
         (Cancelled) is swallowed here, so the handler goes on after the block: its player is left empty, with a
         notice instead of an error."""
@@ -306,7 +311,7 @@ class AvatarApp:
         """Stop on the Video from audio / Enhance tab: the job ends at its next frame batch (waited for, bounded)."""
         self.jobs.stop(f"{_session_key(request)}/{kind}")
 
-    def _wire_stop(self, button: gr.Button, kind: str, event) -> None:
+    def _wire_stop(self, button: gr.Button, kind: str, event: gr.events.Dependency) -> None:
         """A Stop button for a render or a video enhancement: it takes the job out of the queue if it is waiting
         there, and stops it at its next frame batch if it runs. Not queued behind the jobs it stops."""
         def stop(request: gr.Request) -> None:

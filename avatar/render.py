@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from avatar.core.media import VideoWriter
-from avatar.core.types import FPS, Audio, PoseSequence, check_emotion
+from avatar.core.types import FPS, Audio, PoseSequence, ProgressFn, check_emotion
 from avatar.head.poses import load_pose
 
 from .head import PreparedFace, TalkingHead, n_frames
@@ -20,7 +20,6 @@ from .matting import AlphaSmoother, Matting, clean_edge, with_face_prior
 log = logging.getLogger("avatar")
 
 Enhancer = Callable[[np.ndarray], np.ndarray]  # uint8 (B,H,W,3) -> uint8 (B,H',W',3)
-Progress = Callable[[float, str], None]
 
 
 def source_matte(face: PreparedFace, matting: Matting) -> np.ndarray:
@@ -71,7 +70,7 @@ def _resized(frames: np.ndarray, size: int | None) -> np.ndarray:
 def render_clip(engine: TalkingHead, face: PreparedFace, speech: Audio, emotion: str, pose: str | PoseSequence,
                 background: tuple[int, int, int] | None = None, size: int | None = None,
                 matting: Matting | None = None, out_path: str | Path = "out.mp4", enhancer: Enhancer | None = None,
-                intensity: float = 1.0, progress: Progress | None = None, start_frame: int = 0) -> Path:
+                intensity: float = 1.0, progress: ProgressFn | None = None, start_frame: int = 0) -> Path:
     """Renders one clip to out_path (MP4, 25 fps, the speech as AAC) and returns the path.
 
     pose: a pose name (assets/poses) or a PoseSequence; background None keeps the photo's background; size: output

@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from avatar.core import media
-from avatar.core.cancel import NEVER, CancelToken
+from avatar.core.cancel import NEVER, CancelToken, stoppable
 from avatar.core.config import AvatarConfig
 from avatar.core.devices import resolve_device
 from avatar.core.errors import BackendUnavailable, Cancelled
 from avatar.core.text import check_text, detect_language
-from avatar.core.types import Audio, check_emotion, check_language
+from avatar.core.types import Audio, ProgressFn, check_emotion, check_language
 from avatar.core.validate import finite_number, parse_colour, video_size
 from avatar.tts import check_speed
 from avatar.turn import TurnPipeline, TurnStages
@@ -35,7 +35,6 @@ from avatar.turn.events import INTERRUPTED_MARK, TurnEvent
 log = logging.getLogger("avatar")
 
 STAGES: tuple[str, ...] = ("asr", "tts", "chat", "head", "matting", "enhance")
-ProgressFn = Callable[[float, str], None]
 
 
 @dataclass
@@ -323,6 +322,7 @@ class AvatarSystem:
         face = self.prepare_photo(photo)
         out = Path(out_path) if out_path else self.new_output_path(".mp4")
         t0 = time.perf_counter()
+        stopped = _stop_error("the render was stopped")
         if self.remote is not None:
             from .cluster.jobs import RenderJob
 
@@ -333,7 +333,8 @@ class AvatarSystem:
             render_clip(self._require("head"), face, audio, emotion, pose or self.config.head.pose,
                         background=colour, size=size, matting=self.matting, out_path=out,
                         enhancer=self._enhance_fn() if enhance else None, intensity=intensity,
-                        progress=_stoppable(progress, cancel, "the render was stopped"), start_frame=start_frame)
+                        progress=stoppable(progress, cancel, stopped), start_frame=start_frame)
+        _unless_stopped(out, cancel, stopped)
         self.last_timings["render_s"] = time.perf_counter() - t0
         return out
 
@@ -382,8 +383,9 @@ class AvatarSystem:
                                          f"{lim.max_render_audio_s:g} s")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
             # also without a duration header; in ray mode the enhancer is the render deployment's handle
-            return enhancer.enhance_video(source, out, lim.max_render_audio_s,
-                                          progress=_stoppable(progress, cancel, "the enhancement was stopped"))
+            stopped = _stop_error("the enhancement was stopped")
+            enhancer.enhance_video(source, out, lim.max_render_audio_s, progress=stoppable(progress, cancel, stopped))
+            return _unless_stopped(out, cancel, stopped)
         return enhancer.enhance_image(load_photo(source, lim.max_image_side, lim))
 
     # ------------------------------------------------------------ a conversation turn
@@ -580,16 +582,13 @@ class AvatarSystem:
         return join_replies(videos, self.new_output_path(".mp4", folder))
 
 
-def _stoppable(progress: ProgressFn | None, cancel, message: str) -> ProgressFn | None:
-    """progress, checking `cancel` (anything with is_set()) first: the work reports after every frame batch, so a
-    set cancel stops it there (Cancelled; the video writers remove their unfinished file)."""
-    if cancel is None:
-        return progress
+def _stop_error(message: str) -> Callable[[], Exception]:
+    return lambda: Cancelled(message)
 
-    def report(fraction, text: str) -> None:
-        if cancel.is_set():
-            raise Cancelled(message)
-        if progress is not None:
-            progress(fraction, text)
 
-    return report
+def _unless_stopped(path: Path, cancel, error: Callable[[], Exception]) -> Path:
+    """A finished file, unless Stop came after the last frame batch (while the file was encoded): then it goes too."""
+    if cancel is not None and cancel.is_set():
+        path.unlink(missing_ok=True)
+        raise error()
+    return path

@@ -188,3 +188,9 @@ def test_a_cancelled_video_enhancement_stops_and_leaves_no_file(system, tmp_path
     with pytest.raises(Cancelled, match="enhancement was stopped"):
         system.enhance(clip, tmp_path / "stopped.mp4", progress=stop_after_first, cancel=token)
     assert reports == ["enhanced 2/6 frames"] and not (tmp_path / "stopped.mp4").exists()
+
+    late = CancelToken()  # Stop after the last batch, while the file is encoded: the finished file goes too
+    with pytest.raises(Cancelled, match="enhancement was stopped"):
+        system.enhance(clip, tmp_path / "late.mp4", cancel=late,
+                       progress=lambda f, text: text.startswith("enhanced 6/") and late.cancel())
+    assert not (tmp_path / "late.mp4").exists()

@@ -25,9 +25,10 @@ from typing import Any, Callable
 import numpy as np
 
 from avatar.core.config import AvatarConfig, from_dict, to_dict
-from avatar.core.errors import AvatarError, BackendUnavailable
+from avatar.core.errors import AvatarError, BackendUnavailable, Cancelled
 from avatar.core.paths import PROJECT_ROOT
-from avatar.core.types import Audio
+from avatar.core.cancel import stoppable
+from avatar.core.types import Audio, ProgressFn
 
 from .jobs import RemoteFace, RenderJob, photo_key
 from .worker import RenderCancelled, RenderWorker, SpeechWorker
@@ -36,7 +37,6 @@ log = logging.getLogger("avatar.cluster")
 
 RENDER_APP, SPEECH_APP = "avatar-render", "avatar-speech"
 CLIPS_PER_REPLICA = 16  # clips a render replica works on at once (their frames share batches)
-ProgressFn = Callable[[float, str], None]
 
 
 # ---------------------------------------------------------------- replicas
@@ -81,13 +81,9 @@ class RenderReplica:
         """A video file's bytes -> yields ("progress", (fraction, text)) events, then ("mp4", bytes) of the enhanced
         video: decoded, enhanced and encoded here, in a thread that a cancelled request stops at its next batch."""
         def enhance(folder: Path, progress: ProgressFn, cancelled: threading.Event) -> Path:
-            def report(fraction: float | None, text: str) -> None:
-                if cancelled.is_set():
-                    raise RenderCancelled("the video was cancelled")
-                progress(fraction, text)
-
             source = folder / f"in{suffix}"
             source.write_bytes(data)
+            report = stoppable(progress, cancelled, lambda: RenderCancelled("the video was cancelled"))
             return self.worker.enhance_video(source, folder / "out.mp4", max_s, report)
 
         async for event in _file_events("avatar-video-", enhance):
@@ -147,6 +143,7 @@ async def _file_events(prefix: str, make: Callable[[Path, ProgressFn, threading.
         loop.call_soon_threadsafe(events.put_nowait, (fraction, text))
 
     task = asyncio.ensure_future(asyncio.to_thread(make, folder, progress, cancelled))
+    getter: asyncio.Future | None = None
     try:
         while not task.done():
             getter = asyncio.ensure_future(events.get())
@@ -154,12 +151,16 @@ async def _file_events(prefix: str, make: Callable[[Path, ProgressFn, threading.
             if getter.done():
                 yield ("progress", getter.result())
             else:
-                getter.cancel()
+                getter.cancel()  # an item it was woken for stays in the queue
+        while not events.empty():  # reported just before the thread ended
+            yield ("progress", events.get_nowait())
         path = await task
-        yield ("mp4", path.read_bytes())
-    finally:  # also on cancellation: the thread stops at its next check, then its folder goes
+        yield ("mp4", await asyncio.to_thread(path.read_bytes))  # the loop also serves other clips' batches
+    finally:  # also on cancellation: the thread stops at its next check, then its folder goes (in a thread)
         cancelled.set()
-        task.add_done_callback(lambda _t: shutil.rmtree(folder, ignore_errors=True))
+        if getter is not None:
+            getter.cancel()
+        task.add_done_callback(lambda _t: threading.Thread(target=shutil.rmtree, args=(folder, True)).start())
 
 
 class SpeechReplica:
@@ -365,7 +366,7 @@ def _received_mp4(stream, out_path: Path, progress: ProgressFn | None, cancel, m
     try:
         for kind, value in _unwrapped(stream):
             if cancel is not None and cancel.is_set():
-                raise RenderCancelled("the clip was cancelled")
+                raise Cancelled("the clip was stopped")  # the session's own token: Stop, a new turn
             if kind == "progress" and progress is not None:
                 progress(*value)
             elif kind == "mp4":

@@ -13,8 +13,9 @@ from typing import Callable
 import numpy as np
 
 from avatar.core.config import AvatarConfig
-from avatar.core.errors import AvatarError, Cancelled
-from avatar.core.types import Audio
+from avatar.core.errors import AvatarError
+from avatar.core.cancel import stoppable
+from avatar.core.types import Audio, ProgressFn
 from avatar.render import render_clip
 
 from .jobs import RenderJob, photo_key
@@ -23,11 +24,12 @@ log = logging.getLogger("avatar.cluster")
 
 FACE_CACHE = 32  # prepared photos a render worker keeps
 EnhanceFn = Callable[[np.ndarray], np.ndarray]
-ProgressFn = Callable[[float, str], None]
 
 
-class RenderCancelled(Cancelled):
-    """The session cancelled the clip (Stop, a new turn): the worker stopped between two frame batches."""
+class RenderCancelled(AvatarError):
+    """The request for a clip or a video went away (the session's Stop, or Ray cancelled it: a replica that died or
+    shut down): the worker stopped between two frame batches. Not a core Cancelled, which only a session's own token
+    raises, so a turn still reports a lost replica as a failure."""
 
 
 class RenderWorker:
@@ -95,12 +97,7 @@ class RenderWorker:
             self.enhance_frames(np.zeros((0, 8, 8, 3), np.uint8))  # raises the sentence saying why
         face = self._face(job.face.key, job.face.image)
 
-        def report(fraction: float, text: str) -> None:
-            if cancelled is not None and cancelled.is_set():
-                raise RenderCancelled("the clip was cancelled")
-            if progress is not None:
-                progress(fraction, text)
-
+        report = stoppable(progress, cancelled, lambda: RenderCancelled("the clip was cancelled"))
         try:
             return render_clip(self.head, face, job.speech, job.emotion, job.pose, background=job.background,
                                size=job.size, matting=self.matting, out_path=out_path,

@@ -3,8 +3,10 @@ a sentence of speech, a batch of frames), so Stop, a new turn or an interruption
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from .errors import Cancelled
+from .types import ProgressFn
 
 
 class CancelToken:
@@ -42,3 +44,15 @@ class _Never(CancelToken):
 
 
 NEVER = _Never()  # the default for callers without a token: never cancelled
+
+
+def stoppable(progress: ProgressFn | None, cancel, error: Callable[[], Exception]) -> ProgressFn:
+    """progress, checking `cancel` (anything with is_set()) first: long work reports after every frame batch, so a
+    set cancel stops it there by raising error() (the video writers remove their unfinished file)."""
+    def report(fraction: float | None, text: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise error()
+        if progress is not None:
+            progress(fraction, text)
+
+    return report

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -16,6 +16,9 @@ EMOTIONS: tuple[str, ...] = ("angry", "contempt", "disgusted", "fear", "happy", 
 
 LANGUAGES: tuple[str, ...] = ("auto", "zh", "en")
 FPS = 25
+
+ProgressFn = Callable[[float | None, str], None]
+"""progress(fraction done or None when the total is unknown, a short text such as "rendered 40/250 frames")."""
 
 
 VISEMES: tuple[str, ...] = ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou")

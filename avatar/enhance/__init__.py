@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from avatar.core.config import AvatarConfig
 from avatar.core.devices import resolve_device
 from avatar.core.errors import AudioTooLong, BackendUnavailable, NoFaceFound
 from avatar.core.host_copy import host_batches
-from avatar.core.types import check_frames, check_rgb
+from avatar.core.types import ProgressFn, check_frames, check_rgb
 
 from .base import FACE_SIZE, FivePointDetector, align_faces, paste_faces
 
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Enhancer", "select_engine", "FACE_SIZE"]
 
 log = logging.getLogger("avatar.enhance")
-
-Progress = Callable[[float | None, str], None]
 
 
 # ---------------------------------------------------------------------------------------------------- engines
@@ -171,7 +169,7 @@ class Enhancer:
         return out
 
     def enhance_video(self, source: str | Path, out_path: str | Path, max_s: float | None = None,
-                      progress: Progress | None = None) -> Path:
+                      progress: ProgressFn | None = None) -> Path:
         """A video file -> MP4 with every frame's faces enhanced (audio copied, re-encoded to AAC). max_s: raise
         AudioTooLong once more frames than that arrive (files without a duration header, e.g. recorded WebM).
         progress(fraction, text) after every enhanced batch (the fraction from the header's duration; None without
@@ -192,14 +190,14 @@ class Enhancer:
         return media.write_video(out_path, enhanced, audio=audio, fps=media.frame_rate_text(rate))
 
 
-def _reported(batches: Iterable[np.ndarray], total: int | None, progress: Progress) -> Iterator[np.ndarray]:
+def _reported(batches: Iterable[np.ndarray], total: int | None, progress: ProgressFn) -> Iterator[np.ndarray]:
     """Passes the batches on, calling progress(fraction or None, "enhanced k/N frames") after each."""
     done = 0
     for batch in batches:
         yield batch
         done += len(batch)
         if total:
-            progress(min(done / total, 0.99), f"enhanced {done}/{total} frames")
+            progress(min(done / total, 0.99), f"enhanced {done}/{max(done, total)} frames")  # total: from the header
         else:
             progress(None, f"enhanced {done} frames")
 

@@ -109,7 +109,7 @@ def test_a_killed_replica_is_restarted_and_the_next_request_succeeds(ray_system,
 
 
 def test_cancelling_a_clip_frees_its_place(ray_system, astronaut, jfk_path, tmp_path):
-    from avatar.cluster.worker import RenderCancelled
+    from avatar.core.errors import Cancelled
 
     speech = media.load_audio(jfk_path, 44100)
     long_clip = Audio(np.tile(speech.samples, 3), 44100)  # 33 s: still running when cancelled
@@ -119,7 +119,7 @@ def test_cancelling_a_clip_frees_its_place(ray_system, astronaut, jfk_path, tmp_
         seen.append(fraction)
         cancel.set()
 
-    with pytest.raises(RenderCancelled):
+    with pytest.raises(Cancelled, match="stopped"):  # the session's Stop, not a lost replica
         ray_system.render(astronaut, long_clip, "neutral", "talking", None, 256, out_path=tmp_path / "cut.mp4",
                           progress=progress, cancel=cancel)
     assert seen and seen[-1] < 1.0 and not (tmp_path / "cut.mp4").exists()
