@@ -235,7 +235,7 @@ def cmd_render(args, cfg) -> int:
     if args.text:
         speech = system.speak(args.text, args.lang)
     out = system.render(args.photo, speech, args.emotion, args.pose, args.background, args.size, args.enhance,
-                        out_path=args.out, intensity=args.intensity)
+                        out_path=args.out, intensity=args.intensity, progress=_print_progress)
     print(f"wrote {out}")
     return 0
 
@@ -276,11 +276,16 @@ def cmd_enhance(args, cfg) -> int:
     from avatar.core import media
 
     system = _system(cfg, "enhance")
-    result = system.enhance(args.input, args.out, progress=lambda _f, msg: print(msg, file=sys.stderr, flush=True))
+    result = system.enhance(args.input, args.out, progress=_print_progress)
     if not isinstance(result, Path):
         media.save_png(result, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _print_progress(_fraction: float | None, text: str) -> None:
+    """A long render or video enhancement: "rendered k/N frames" lines on stderr (stdout keeps the result)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def cmd_doctor(args, cfg) -> int:

@@ -57,6 +57,8 @@ def test_render_from_text_with_background(tmp_path, astronaut_png):
     info = media.probe(out)
     assert info.video_codec == "h264" and info.audio_codec == "aac" and info.width == 256
     assert abs(info.video_duration_s - info.audio_duration_s) < 0.05
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("rendered ")]  # the progress, on stderr
+    assert lines and lines[-1] == f"rendered {info.n_frames}/{info.n_frames} frames", proc.stderr
 
 
 def test_render_without_a_face_is_a_clear_error(tmp_path, speech_wav):
