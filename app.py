@@ -307,15 +307,12 @@ class AvatarApp:
         finally:
             self.jobs.end(key, handle)
 
-    def stop_job(self, kind: str, request: gr.Request) -> None:
-        """Stop on the Video from audio / Enhance tab: the job ends at its next frame batch (waited for, bounded)."""
-        self.jobs.stop(f"{_session_key(request)}/{kind}")
-
     def _wire_stop(self, button: gr.Button, kind: str, event: gr.events.Dependency) -> None:
         """A Stop button for a render or a video enhancement: it takes the job out of the queue if it is waiting
-        there, and stops it at its next frame batch if it runs. Not queued behind the jobs it stops."""
+        there, and stops it at its next frame batch if it runs (waited for, bounded). Not queued behind the jobs it
+        stops."""
         def stop(request: gr.Request) -> None:
-            self.stop_job(kind, request)
+            self.jobs.stop(f"{_session_key(request)}/{kind}")
 
         button.click(stop, None, None, cancels=[event], api_visibility="private", concurrency_id="control",
                      concurrency_limit=None)

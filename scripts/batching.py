@@ -11,11 +11,13 @@ def joined(batches: Iterable, size: int) -> Iterator:
     """Generator batches (host arrays or torch tensors) joined into batches of `size` frames (the last may be
     shorter)."""
     buf: list = []
+    held = 0
     for frames in batches:
         buf.append(frames)
-        if sum(len(b) for b in buf) >= size:
+        held += len(frames)
+        if held >= size:
             yield _concat(buf)
-            buf = []
+            buf, held = [], 0
     if buf:
         yield _concat(buf)
 
