@@ -309,8 +309,11 @@ def _to_channels_last(gen: nn.Module) -> None:
 
 
 def tf32_math(enabled: bool = True):
-    """TF32 tensor-core math for float32 convs and matmuls inside the block; the previous setting is restored."""
-    return fp32_precision([torch.backends.cuda.matmul, torch.backends.cudnn.conv], "tf32" if enabled else None)
+    """TF32 tensor-core math for float32 convs inside the block; the previous setting is restored. float32 matmuls
+    stay IEEE (they are a small part of audio2kp's work): cuBLAS' TF32 switch is one of torch.compile's global guards,
+    so flipping it in one thread made compiled networks called meanwhile from other threads (ray mode renders
+    sessions in threads of one replica) recompile, and a compile in one thread breaks compiled calls in the others."""
+    return fp32_precision([torch.backends.cudnn.conv], "tf32" if enabled else None)
 
 
 class EatRenderer:
@@ -322,9 +325,9 @@ class EatRenderer:
     padded to batch_size so one graph serves a whole clip). fast: the generator's inference forms (polyphase / fused
     SPADE layers, about 100 GFLOP per frame less; planar 3-D convs in the dense motion network: 284 -> 351
     frames/s on an H100); equal to the official order up to fp32 rounding, covered by the parity test. tf32: TF32
-    math for the float32 networks (audio2kp is ~20 GFLOP per frame; on an H100 a 10 s clip took 1.12 s without
-    and 0.87 s with it); default: on when the generator itself runs in reduced precision on CUDA (the GPU PSNR test
-    covers it). compile_keypoints: torch.compile audio2kp too (its chunks are padded to a2kp_batch like the
+    convs in the float32 networks (tf32_math; audio2kp is ~20 GFLOP per frame, 99% of it convs; on an H100 a 10 s
+    clip took 1.12 s without and 0.87 s with TF32); default: on when the generator itself runs in reduced
+    precision on CUDA (the GPU PSNR test covers it). compile_keypoints: torch.compile audio2kp too (its chunks are padded to a2kp_batch like the
     generator's batches); on an H200 it cut a 10 s clip's keypoints from 0.156 to 0.099 s (clip RTF 0.0745 ->
     0.0682, `bench_eat.py --compile-keypoints`, same call); the app turns it on with [head] compile on CUDA.
     """
