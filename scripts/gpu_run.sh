@@ -10,6 +10,20 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 [ -e ../shared ] || ln -sfn "$PWD/.gpu_shared" ../shared
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+# torch.compile's caches (Inductor's graphs and autotuning, Triton's kernels) from an earlier call of this session:
+# every call gets a bare machine, and compiling the render path takes ~5 of a call's 10 minutes. The cache comes
+# back as $OUT/inductor.tar.xz; before the next call: mkdir -p .gpu_cache && cp FILES_AT/inductor.tar.xz .gpu_cache/
+# and carry .gpu_cache. The compiled code still checks every source hash, so a changed file just compiles again.
+export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
+[ -f .gpu_cache/inductor.tar.xz ] && tar xJf .gpu_cache/inductor.tar.xz -C "$TORCHINDUCTOR_CACHE_DIR" &&
+  echo "inductor cache: $(du -sm "$TORCHINDUCTOR_CACHE_DIR" | cut -f1) MB from .gpu_cache"
+save_cache() {  # at most 16 MiB comes back per file
+  tar -C "$TORCHINDUCTOR_CACHE_DIR" -cf - . | xz -6 -T0 > "$OUT/inductor.tar.xz"
+  local mb=$(( $(stat -c %s "$OUT/inductor.tar.xz") / 1048576 ))
+  if [ "$mb" -ge 16 ]; then echo "inductor cache ${mb} MiB: too large to come back"; rm -f "$OUT/inductor.tar.xz"
+  else echo "inductor cache: $OUT/inductor.tar.xz (${mb} MiB)"; fi
+}
 py=python3
 run() {  # name, timeout_s, command...
   local name=$1 limit=$2; shift 2
@@ -76,3 +90,4 @@ for job in "$@"; do
     *) echo "unknown job $job" ;;
   esac
 done
+save_cache
