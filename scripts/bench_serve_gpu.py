@@ -7,22 +7,23 @@ through one `@serve.batch` method, so frames of all the sessions in flight are e
 N sessions ask for a --clip-s clip at the same moment, for every N of --sessions. Prints one JSON object: per N the
 aggregate frames/s, each session's real-time factor (its clip's wall time from the common start / clip length),
 the enhancement calls' sizes (clips and frames per call), and the gain over one session at a time; and the largest
-N at which every session stayed faster than real time. "One at a time" is local mode's way, on the same replica:
-clips one after another, each enhancing its own frames directly (two generator batches per enhancement call, no
-batch wait). Torch + Ray only (seeded
-weights), so it runs on the GPU machine without the app's other dependencies; Ray travels there as the archive
+N at which every session stayed faster than real time (per --streams choice too). "One at a time" is local mode's
+way, on the same replica: clips one after another, each enhancing its own frames directly (two generator batches per
+enhancement call, no batch wait). Torch + Ray only (seeded weights), so it runs on the GPU machine without the app's other dependencies; Ray travels there as the archive
 scripts/pack_ray.sh makes.
 
-    python scripts/bench_serve_gpu.py --sessions 1,4,8,10,12 --clip-s 10
+    python scripts/bench_serve_gpu.py --sessions 1,4,8,10,12 --clip-s 10 --streams default,per-thread
     python scripts/bench_serve_gpu.py --smoke      # CPU: stand-in networks, checks the Serve plumbing only
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,10 +45,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=8, help="frame batches (any sessions) per enhancement call")
     p.add_argument("--batch-wait-ms", type=float, default=10.0)
     p.add_argument("--compile-keypoints", action="store_true", help="torch.compile EAT's audio2kp too")
+    p.add_argument("--streams", default="default",
+                   help="comma separated: default (every thread queues on the device's one default stream) and/or "
+                        "per-thread (each clip thread and the enhancement thread its own CUDA stream, so kernels of "
+                        "different sessions can run side by side); every N runs once per choice")
     p.add_argument("--shared", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="CPU, stand-in networks: checks the Serve plumbing")
     args = p.parse_args()
     args.sessions = sorted({int(n) for n in args.sessions.split(",") if n.strip()})
+    args.streams = [m.strip() for m in args.streams.split(",") if m.strip()]
+    if not set(args.streams) <= {"default", "per-thread"} or not args.streams:
+        p.error("--streams takes default and/or per-thread")
     if args.smoke:
         args.clip_s = min(args.clip_s, 2.0)
     return args
@@ -121,6 +129,28 @@ class RenderReplica:
         # own threads: a clip thread waits for its enhancement, which must never wait for a free clip thread
         self.clip_threads = ThreadPoolExecutor(max(self.args.sessions) + 1, thread_name_prefix="clip")
         self.enhance_thread = ThreadPoolExecutor(1, thread_name_prefix="enhance")
+        self.streams = "default"
+        self.thread_streams = threading.local()
+
+    def use_streams(self, mode: str) -> None:
+        """"default" or "per-thread" for the runs that follow (see --streams)."""
+        self.streams = mode
+
+    @contextlib.contextmanager
+    def _stream(self):
+        """The calling thread's own CUDA stream in per-thread mode (made once per thread: the caching allocator keeps
+        each stream's memory apart, so a stream per clip would pile up cached memory); nothing otherwise."""
+        if self.streams != "per-thread" or self.args.smoke:
+            yield
+            return
+        import torch
+
+        stream = getattr(self.thread_streams, "stream", None)
+        if stream is None:
+            stream = self.thread_streams.stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.default_stream())  # the prepared portrait state was made there
+        with torch.cuda.stream(stream):
+            yield
 
     async def render(self) -> dict:
         """One clip, its enhancement batched with every other clip in flight (ray mode)."""
@@ -130,7 +160,8 @@ class RenderReplica:
             return asyncio.run_coroutine_threadsafe(self._enhance(frames), loop).result()
 
         def clip() -> int:
-            return sum(len(enhance(frames)) for frames in self.clip_batches())
+            with self._stream():
+                return sum(len(enhance(frames)) for frames in self.clip_batches())
 
         start = time.time()
         frames = await loop.run_in_executor(self.clip_threads, clip)
@@ -162,8 +193,9 @@ class RenderReplica:
 
         frames = np.concatenate(batches)
         size = self.args.enhance_batch
-        out = np.concatenate(list(host_batches(self.enhance_on_device(frames[i:i + size])
-                                               for i in range(0, len(frames), size))))
+        with self._stream():
+            out = np.concatenate(list(host_batches(self.enhance_on_device(frames[i:i + size])
+                                                   for i in range(0, len(frames), size))))
         return np.split(out, np.cumsum([len(b) for b in batches])[:-1])
 
 
@@ -180,14 +212,15 @@ def deployment(args: argparse.Namespace):
 
 
 # ---------------------------------------------------------------- the clients
-def sessions_at_once(handle, n: int, clip_s: float) -> dict:
+def sessions_at_once(handle, n: int, clip_s: float, streams: str) -> dict:
+    handle.use_streams.remote(streams).result()
     t0 = time.time()
     responses = [handle.render.remote() for _ in range(n)]
     results = [r.result() for r in responses]
     walls = [r["end"] - t0 for r in results]
     frames = sum(r["frames"] for r in results)
     calls = handle.take_calls.remote().result()
-    return {"sessions": n, "frames": frames, "aggregate_fps": round(frames / max(walls), 1),
+    return {"sessions": n, "streams": streams, "frames": frames, "aggregate_fps": round(frames / max(walls), 1),
             "rtf": sorted(round(w / clip_s, 3) for w in walls), "all_real_time": max(walls) <= clip_s,
             "enhance_calls": len(calls), "clips_per_call_max": max((c for c, _ in calls), default=0),
             "frames_per_call_mean": round(float(np.mean([f for _, f in calls])), 1) if calls else 0.0}
@@ -217,20 +250,21 @@ def main() -> None:
         handle.render_alone.remote().result()
         handle.take_calls.remote().result()
         single = one_at_a_time(handle, 3)
-        runs = [sessions_at_once(handle, n, args.clip_s) for n in args.sessions]
+        runs = [sessions_at_once(handle, n, args.clip_s, mode) for mode in args.streams for n in args.sessions]
     finally:
         serve.shutdown()
         ray.shutdown()
     for r in runs:
         r["gain_over_one_at_a_time"] = round(r["aggregate_fps"] / single["aggregate_fps"], 2)
-    real_time = [r["sessions"] for r in runs if r["all_real_time"]]
+    real_time = {mode: max([r["sessions"] for r in runs if r["streams"] == mode and r["all_real_time"]], default=0)
+                 for mode in args.streams}
     device = "cpu (smoke: stand-in networks)" if args.smoke else _gpu_name()
     print(json.dumps({"bench": "serve_gpu", "device": device, "ray": ray.__version__, "clip_s": args.clip_s,
                       "batch": args.batch, "enhance_batch": args.enhance_batch,
                       "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms,
                       "compile_keypoints": args.compile_keypoints, "build_s": round(build_s, 1),
                       "one_at_a_time": single, "runs": runs,
-                      "max_real_time_sessions": max(real_time, default=0)}))
+                      "max_real_time_sessions": max(real_time.values()), "max_real_time_by_streams": real_time}))
 
 
 def _gpu_name() -> str:

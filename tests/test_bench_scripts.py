@@ -120,8 +120,11 @@ def test_bench_official_asks_for_the_official_code():
 def test_bench_serve_gpu_smoke_batches_the_enhancement_of_concurrent_sessions():
     """A real local Ray instance and Serve deployment (stand-in networks on the CPU): four sessions at once get
     their frames enhanced in shared calls, every frame comes back, and the report compares with one at a time."""
-    report = _last_json(["scripts/bench_serve_gpu.py", "--smoke", "--sessions", "1,4", "--clip-s", "2"])
-    one, four = report["runs"]
+    report = _last_json(["scripts/bench_serve_gpu.py", "--smoke", "--sessions", "1,4", "--clip-s", "2",
+                         "--streams", "default,per-thread"])
+    one, four, *per_thread = report["runs"]
+    assert [(r["sessions"], r["streams"]) for r in per_thread] == [(1, "per-thread"), (4, "per-thread")]
+    assert report["max_real_time_by_streams"] == {"default": 4, "per-thread": 4}
     assert (one["sessions"], four["sessions"]) == (1, 4)
     assert one["frames"] == 50 and four["frames"] == 200  # 2 s at 25 fps per session
     assert one["clips_per_call_max"] == 1 and four["clips_per_call_max"] >= 2
