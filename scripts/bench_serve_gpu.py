@@ -9,8 +9,8 @@ aggregate frames/s, each session's real-time factor (its clip's wall time from t
 the enhancement calls' sizes (clips and frames per call), and the gain over one session at a time; and the largest
 N at which every session stayed faster than real time (per --streams choice too). "One at a time" is local mode's
 way, on the same replica: clips one after another, each enhancing its own frames directly (two generator batches per
-enhancement call, no batch wait). Torch + Ray only (seeded weights), so it runs on the GPU machine without the app's other dependencies; Ray travels there as the archive
-scripts/pack_ray.sh makes.
+enhancement call, no batch wait). Torch + Ray only (seeded weights), so it runs on the GPU machine without the app's
+other dependencies; Ray travels there as the archive scripts/pack_ray.sh makes.
 
     python scripts/bench_serve_gpu.py --sessions 1,4,8,10,12 --clip-s 10 --streams default,per-thread
     python scripts/bench_serve_gpu.py --smoke      # CPU: stand-in networks, checks the Serve plumbing only
