@@ -49,10 +49,6 @@ def parse_args() -> argparse.Namespace:
                    help="comma separated: default (every thread queues on the device's one default stream) and/or "
                         "per-thread (each clip thread and the enhancement thread its own CUDA stream, so kernels of "
                         "different sessions can run side by side); every N runs once per choice")
-    p.add_argument("--lock-compiled", action="store_true",
-                   help="one lock around every call of a compiled network (launches only: the GPU still overlaps "
-                        "them), so that a recompile in one thread can never run while another thread enters a "
-                        "compiled network (torch.fx's tracing flag is process-wide; see README, ray mode on the GPU)")
     p.add_argument("--shared", type=Path, default=None)
     p.add_argument("--smoke", action="store_true", help="CPU, stand-in networks: checks the Serve plumbing")
     args = p.parse_args()
@@ -77,11 +73,6 @@ def build_networks(args: argparse.Namespace):
     args.compile, args.first_frames, args.clause_s = True, args.batch, args.clip_s  # the names Head reads
     head = Head(args)
     enhance = Enhance(argparse.Namespace(**vars(args) | {"first_frames": args.enhance_batch}))
-    if args.lock_compiled:
-        lock = threading.Lock()
-        head.renderer._render, head.renderer._audio2kp = _locked(head.renderer._render, lock), \
-            _locked(head.renderer._audio2kp, lock)
-        enhance.gfpgan._fn, enhance.modnet = _locked(enhance.gfpgan._fn, lock), _locked(enhance.modnet, lock)
 
     def clip_batches():
         with torch.inference_mode():
@@ -94,13 +85,6 @@ def build_networks(args: argparse.Namespace):
             enhance(frames)
     torch.cuda.synchronize()
     return clip_batches, enhance.on_gpu
-
-
-def _locked(fn, lock: threading.Lock):
-    def call(*args, **kwargs):
-        with lock:
-            return fn(*args, **kwargs)
-    return call
 
 
 def _standins(args: argparse.Namespace):
@@ -278,8 +262,7 @@ def main() -> None:
     print(json.dumps({"bench": "serve_gpu", "device": device, "ray": ray.__version__, "clip_s": args.clip_s,
                       "batch": args.batch, "enhance_batch": args.enhance_batch,
                       "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms,
-                      "compile_keypoints": args.compile_keypoints, "lock_compiled": args.lock_compiled,
-                      "build_s": round(build_s, 1),
+                      "compile_keypoints": args.compile_keypoints, "build_s": round(build_s, 1),
                       "one_at_a_time": single, "runs": runs,
                       "max_real_time_sessions": max(real_time.values()), "max_real_time_by_streams": real_time}))
 

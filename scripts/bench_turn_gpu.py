@@ -187,6 +187,7 @@ class Enhance:
     def __init__(self, args):
         from bench_enhance import gfpgan_net
 
+        from avatar.core.compiled import compiled
         from avatar.enhance.gfpgan import TorchRunner
         from models.gfpgan import V1_4
         from models.modnet import MODNet
@@ -195,7 +196,7 @@ class Enhance:
         self.gfpgan = TorchRunner(net, "cuda", torch.float16, args.first_frames, compile=args.compile)
         self.gfpgan.warm_up()
         modnet = MODNet().eval().to("cuda", torch.float16).to(memory_format=torch.channels_last).pad_concatenations(8)
-        self.modnet = torch.compile(modnet, dynamic=False) if args.compile else modnet
+        self.modnet = compiled(modnet, dynamic=False) if args.compile else modnet  # as the app's (thread-safe)
 
     @torch.inference_mode()
     def on_gpu(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avatar.core.compiled import compiled
 from avatar.core.config import AvatarConfig
 from avatar.core.devices import resolve_dtype
 from avatar.core.errors import BackendUnavailable, WeightsError
@@ -68,7 +69,7 @@ class TorchRunner:
             torch.backends.cudnn.benchmark = True  # fixed face size: let cuDNN pick the fastest conv kernels once
         self.net = _channels_last(net.to(device=device, dtype=dtype)).eval().bake(nhwc=True)  # inputs go NHWC
         self.fixed_batch = compile and device.startswith("cuda")
-        self._fn = torch.compile(self.net, dynamic=False) if self.fixed_batch else self.net
+        self._fn = compiled(self.net, dynamic=False) if self.fixed_batch else self.net  # thread-safe (see there)
 
     def warm_up(self) -> None:
         """Compile now (start-up) rather than in the first user request: one batch of blank faces."""

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avatar.core.compiled import compiled as compiled_network
 from avatar.core.devices import fp32_precision
 from avatar.core.errors import WeightsError
 from avatar.core.host_copy import host_batches
@@ -356,8 +357,9 @@ class EatRenderer:
         # conv vs 7.7 ms in cuDNN on an H200 (bf16, batch 32, scripts/bench_eat_convs.py); off until the whole
         # generator is measured with it (bench_eat.py --autotune)
         options = {"freezing": freezing} | ({"max_autotune": True} if autotune else {})
-        self._render = torch.compile(gen.render, dynamic=False, options=options) if compile else gen.render
-        self._audio2kp = torch.compile(nets.audio2kp, dynamic=False) if compile_keypoints else nets.audio2kp
+        # compiled_network: calls from several threads (sessions) never meet a compile (avatar.core.compiled)
+        self._render = compiled_network(gen.render, dynamic=False, options=options) if compile else gen.render
+        self._audio2kp = compiled_network(nets.audio2kp, dynamic=False) if compile_keypoints else nets.audio2kp
 
     def warm_up(self) -> None:
         """With compile: build the compiled graphs now (start-up), not in the first render: one batch of

@@ -1,0 +1,31 @@
+"""torch.compile for networks that several threads call (local mode's sessions, ray mode's clips in one replica).
+
+torch.fx marks "tracing now" in one process-wide flag, and a compiled function refuses to run while it is set
+("Detected that you are using FX to symbolically trace a dynamo-optimized function"): so while one thread compiles
+(a first call or a recompile) any other thread that enters a compiled network fails, and two compiles at once can
+leave the flag set for good. `compiled` wraps torch.compile's result in one process-wide lock, so a compile never
+overlaps another compiled call. The lock covers the call only, which on a GPU queues the kernels and returns: the
+GPU still works on one thread's batch while another thread queues its own.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+_LOCK = threading.RLock()  # re-entrant: a compiled network may call another one
+
+
+def compiled(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+    """torch.compile(fn, **options), every call under the process-wide lock."""
+    import torch
+
+    return serialized(torch.compile(fn, **options))
+
+
+def serialized(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fn, called under the process-wide lock that every compiled network shares."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _LOCK:
+            return fn(*args, **kwargs)
+    call.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call
