@@ -131,6 +131,8 @@ class RenderReplica:
         self.enhance_thread = ThreadPoolExecutor(1, thread_name_prefix="enhance")
         self.streams = "default"
         self.thread_streams = threading.local()
+        self.stream_handles: set[int] = set()
+        self.streams_lock = threading.Lock()
 
     def use_streams(self, mode: str) -> None:
         """"default" or "per-thread" for the runs that follow (see --streams)."""
@@ -138,8 +140,10 @@ class RenderReplica:
 
     @contextlib.contextmanager
     def _stream(self):
-        """The calling thread's own CUDA stream in per-thread mode (made once per thread: the caching allocator keeps
-        each stream's memory apart, so a stream per clip would pile up cached memory); nothing otherwise."""
+        """The calling thread's own CUDA stream in per-thread mode, nothing otherwise. torch.cuda.Stream() hands out
+        32 pooled streams per priority in turn, and the host copies (avatar.core.host_copy) take theirs from the
+        normal-priority pool: the threads' streams come from the high-priority pool, one per thread (at most
+        max(--sessions) + 2 threads), checked to be distinct, so no two threads' kernels share a queue."""
         if self.streams != "per-thread" or self.args.smoke:
             yield
             return
@@ -147,7 +151,11 @@ class RenderReplica:
 
         stream = getattr(self.thread_streams, "stream", None)
         if stream is None:
-            stream = self.thread_streams.stream = torch.cuda.Stream()
+            stream = self.thread_streams.stream = torch.cuda.Stream(priority=-1)
+            with self.streams_lock:
+                if stream.cuda_stream in self.stream_handles:
+                    raise RuntimeError("two threads got one CUDA stream from torch's pool: fewer threads, please")
+                self.stream_handles.add(stream.cuda_stream)
         stream.wait_stream(torch.cuda.default_stream())  # the prepared portrait state was made there
         with torch.cuda.stream(stream):
             yield
@@ -250,7 +258,11 @@ def main() -> None:
         handle.render_alone.remote().result()
         handle.take_calls.remote().result()
         single = one_at_a_time(handle, 3)
-        runs = [sessions_at_once(handle, n, args.clip_s, mode) for mode in args.streams for n in args.sessions]
+        runs = []
+        for mode in args.streams:
+            for n in args.sessions:
+                runs.append(sessions_at_once(handle, n, args.clip_s, mode))
+                print(json.dumps({"partial": True, "one_at_a_time": single, "run": runs[-1]}), flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs GPU tests and benchmarks on the lent GPU machine in one call; every job's output lands in $OUT/<job>.log and
 # its JSON (last line starting with '{') in $OUT/<job>.json. Usage: bash scripts/gpu_run.sh JOB [JOB...]
-# The shared reference data travels in .gpu_shared/ (copied from ../shared; git-ignored) and is linked as ../shared.
+# The shared reference data travels in .gpu_shared/ (bash scripts/stage_gpu_shared.sh [--parity]; git-ignored) and is
+# linked as ../shared.
 # off-* jobs also need the official code there: bash scripts/stage_official.sh (.gpu_shared/official/, never committed).
 # serve-gpu needs Ray: bash scripts/pack_ray.sh (.gpu_ray/ray-site.tar.xz, 38 MB; carry .gpu_shared and .gpu_ray).
 set -u
@@ -12,17 +13,22 @@ OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 # torch.compile's caches (Inductor's graphs and autotuning, Triton's kernels) from an earlier call of this session:
 # every call gets a bare machine, and compiling the render path takes ~5 of a call's 10 minutes. The cache comes
-# back as $OUT/inductor.tar.xz; before the next call: mkdir -p .gpu_cache && cp FILES_AT/inductor.tar.xz .gpu_cache/
-# and carry .gpu_cache. The compiled code still checks every source hash, so a changed file just compiles again.
+# back as $OUT/inductor.tar.xz after every job; before the next call:
+#   mkdir -p .gpu_cache && cp FILES_AT/inductor.tar.xz .gpu_cache/    and carry .gpu_cache. The compiled code still checks every source hash, so a changed file just compiles
+# again. Budget: a call carries 64 MiB (.gpu_ray 38 MB, .gpu_shared 0.2 MB without --parity: stage_gpu_shared.sh)
+# and brings back 8 files (gpu.txt, the cache, a .log and a .json per job: three jobs at most).
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
 mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
-[ -f .gpu_cache/inductor.tar.xz ] && tar xJf .gpu_cache/inductor.tar.xz -C "$TORCHINDUCTOR_CACHE_DIR" &&
-  echo "inductor cache: $(du -sm "$TORCHINDUCTOR_CACHE_DIR" | cut -f1) MB from .gpu_cache"
-save_cache() {  # at most 16 MiB comes back per file
-  tar -C "$TORCHINDUCTOR_CACHE_DIR" -cf - . | xz -6 -T0 > "$OUT/inductor.tar.xz"
-  local mb=$(( $(stat -c %s "$OUT/inductor.tar.xz") / 1048576 ))
-  if [ "$mb" -ge 16 ]; then echo "inductor cache ${mb} MiB: too large to come back"; rm -f "$OUT/inductor.tar.xz"
-  else echo "inductor cache: $OUT/inductor.tar.xz (${mb} MiB)"; fi
+if [ -f .gpu_cache/inductor.tar.xz ]; then
+  if xz -t .gpu_cache/inductor.tar.xz && tar xJf .gpu_cache/inductor.tar.xz -C "$TORCHINDUCTOR_CACHE_DIR"; then
+    echo "inductor cache: $(du -sm "$TORCHINDUCTOR_CACHE_DIR" | cut -f1) MB from .gpu_cache"
+  else
+    echo "inductor cache in .gpu_cache is damaged: compiling from scratch"; rm -rf "${TORCHINDUCTOR_CACHE_DIR:?}"/*
+  fi
+fi
+save_cache() {  # after every job (a call cut off at its limit keeps the last one); written whole, then renamed
+  tar -C "$TORCHINDUCTOR_CACHE_DIR" -cf - . | xz -6 -T0 > /tmp/inductor.tar.xz && mv /tmp/inductor.tar.xz "$OUT/"
+  echo "inductor cache: $OUT/inductor.tar.xz ($(( $(stat -c %s "$OUT/inductor.tar.xz") / 1048576 )) MiB; 16 come back at most)"
 }
 py=python3
 run() {  # name, timeout_s, command...
@@ -32,6 +38,7 @@ run() {  # name, timeout_s, command...
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
   grep '^{' "$OUT/$name.log" | tail -1 > "$OUT/$name.json"
   echo "=== $name rc=$rc in $(( $(date +%s) - t0 )) s"; tail -c 1500 "$OUT/$name.log"; echo
+  save_cache
 }
 for job in "$@"; do
   case $job in
@@ -90,4 +97,3 @@ for job in "$@"; do
     *) echo "unknown job $job" ;;
   esac
 done
-save_cache

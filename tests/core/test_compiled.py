@@ -31,7 +31,10 @@ def _slow_backend(entered: threading.Event, release: threading.Event):
     return backend
 
 
-def test_a_compiled_call_waits_for_a_compile_in_another_thread(compile_fn=compiled):
+def _call_during_compile(compile_fn, wait_s: float) -> tuple[bool, dict]:
+    """A network compiled by compile_fn is called from one thread while another thread's compile holds torch.fx's
+    tracing flag; the caller gets wait_s to finish before the compile is let go. -> (caller still waiting then,
+    {"out": its result} or {"error": its message})."""
     torch._dynamo.reset()
     entered, release = threading.Event(), threading.Event()
     ready = compile_fn(lambda x: x + 1, backend="eager")
@@ -39,32 +42,48 @@ def test_a_compiled_call_waits_for_a_compile_in_another_thread(compile_fn=compil
     slow = compile_fn(lambda x: x * 3, backend=_slow_backend(entered, release))
     compiling = threading.Thread(target=slow, args=(torch.ones(2),))
     compiling.start()
+    result: dict = {}
+
+    def call() -> None:
+        try:
+            result["out"] = ready(torch.ones(2))
+        except RuntimeError as e:  # what torch.compile alone does here
+            result["error"] = str(e)
+
+    caller = threading.Thread(target=call)
     try:
         assert entered.wait(30)
-        result: dict = {}
-
-        def call() -> None:
-            try:
-                result["out"] = ready(torch.ones(2))
-            except RuntimeError as e:  # what torch.compile alone does here
-                result["error"] = str(e)
-
-        caller = threading.Thread(target=call)
         caller.start()
-        caller.join(0.5)
-        assert caller.is_alive(), result  # waits for the compile instead of failing
+        caller.join(wait_s)
+        waiting = caller.is_alive()
     finally:
         release.set()
         compiling.join(30)
     caller.join(30)
+    return waiting, result
+
+
+def test_a_compiled_call_waits_for_a_compile_in_another_thread():
+    waiting, result = _call_during_compile(compiled, 0.5)
+    assert waiting, result  # it waited for the compile (a caller that has not even started yet is waiting too)
     assert torch.equal(result["out"], torch.full((2,), 2.0))
 
 
 def test_without_the_lock_the_same_call_fails():
-    """The test above can fail: plain torch.compile gives the error this module exists for."""
-    try:
-        test_a_compiled_call_waits_for_a_compile_in_another_thread(torch.compile)
-    except AssertionError as e:
-        assert "symbolically trace a dynamo-optimized function" in str(e)
-    else:
-        raise AssertionError("plain torch.compile did not fail: the lock test proves nothing")
+    """The test above can fail: with plain torch.compile the call fails at once, as on the H200."""
+    waiting, result = _call_during_compile(torch.compile, 30)
+    assert not waiting and "symbolically trace a dynamo-optimized function" in result.get("error", ""), result
+
+
+def test_eat_tf32_block_leaves_compiled_graphs_valid_for_other_threads():
+    """The EAT renderer's TF32 block must not flip a switch that torch.compile guards on (cuBLAS' TF32): a flip in
+    one thread makes another thread's compiled network recompile (and, with the lock above, wait for it). Fails when
+    the block covers matmuls."""
+    from avatar.head.eat.runtime import tf32_math
+
+    torch._dynamo.reset()
+    double = torch.compile(lambda x: x * 2 + 1, backend="eager")
+    x = torch.ones(3)
+    double(x)
+    with torch.compiler.set_stance("fail_on_recompile"), tf32_math(True):
+        assert torch.equal(double(x), torch.full((3,), 3.0))

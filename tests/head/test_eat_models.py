@@ -392,17 +392,3 @@ def test_half_precision_generator_psnr(eat_dir, ref, dtype, compile, freezing, k
               f"(TF32 keypoints: {r.tf32}) vs fp32 frames, {emo}: PSNR {psnr:.2f} dB (>= 35)")
         assert psnr >= 35.0, f"{emo} {dtype}: PSNR {psnr:.1f} dB"
 
-
-def test_tf32_block_leaves_compiled_graphs_valid_for_other_threads():
-    """The renderer's TF32 block must not flip a switch that torch.compile guards on (cuBLAS' TF32): ray mode renders
-    sessions in threads of one replica, and a flip in one thread made another thread's compiled network recompile
-    mid-call (on an H200: "using FX to symbolically trace a dynamo-optimized function"). Fails when the block
-    covers matmuls."""
-    from avatar.head.eat.runtime import tf32_math
-
-    torch._dynamo.reset()
-    double = torch.compile(lambda x: x * 2 + 1, backend="eager")
-    x = torch.ones(3)
-    double(x)
-    with torch.compiler.set_stance("fail_on_recompile"), tf32_math(True):
-        assert torch.equal(double(x), torch.full((3,), 3.0))
