@@ -78,7 +78,7 @@ for job in "$@"; do
     render-gpu) run render-gpu 400 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 ;;
     render-best) run render-best 420 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined --enhance-batch 64 --freezing ;;
     serve-gpu)  mkdir -p /tmp/raysite && tar xJf .gpu_ray/ray-site.tar.xz -C /tmp/raysite &&
-                PYTHONPATH=/tmp/raysite:${PYTHONPATH:-} TORCH_LOGS=recompiles run serve-gpu 560 $py scripts/bench_serve_gpu.py --sessions 1,4,8,10,11,12 --clip-s 10 --compile-keypoints --streams default,per-thread ;;
+                PYTHONPATH=/tmp/raysite:${PYTHONPATH:-} TORCH_LOGS=recompiles run serve-gpu 540 $py scripts/bench_serve_gpu.py --sessions 1,4,8,10,11,12 --clip-s 10 --compile-keypoints --streams default,per-thread ;;
     render-dev) run render-dev 420 $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined,device ;;
     render-ckp) run render-ckp ${CKP_S:-420} $py scripts/bench_render_gpu.py --clips 3 --clip-s 10 --compile-keypoints --modes pipelined ;;
     eat-convs)  run eat-convs 400 $py scripts/bench_eat_convs.py --batch 32 ;;
