@@ -322,7 +322,7 @@ class AvatarSystem:
         face = self.prepare_photo(photo)
         out = Path(out_path) if out_path else self.new_output_path(".mp4")
         t0 = time.perf_counter()
-        stopped = _stop_error("the render was stopped")
+        stopped = functools.partial(Cancelled, "the render was stopped")
         if self.remote is not None:
             from .cluster.jobs import RenderJob
 
@@ -383,7 +383,7 @@ class AvatarSystem:
                                          f"{lim.max_render_audio_s:g} s")
             out = Path(out_path) if out_path else self.new_output_path(".mp4")
             # also without a duration header; in ray mode the enhancer is the render deployment's handle
-            stopped = _stop_error("the enhancement was stopped")
+            stopped = functools.partial(Cancelled, "the enhancement was stopped")
             enhancer.enhance_video(source, out, lim.max_render_audio_s, progress=stoppable(progress, cancel, stopped))
             return _unless_stopped(out, cancel, stopped)
         return enhancer.enhance_image(load_photo(source, lim.max_image_side, lim))
@@ -580,10 +580,6 @@ class AvatarSystem:
         from .export import join_replies
 
         return join_replies(videos, self.new_output_path(".mp4", folder))
-
-
-def _stop_error(message: str) -> Callable[[], Exception]:
-    return lambda: Cancelled(message)
 
 
 def _unless_stopped(path: Path, cancel, error: Callable[[], Exception]) -> Path:

@@ -22,13 +22,9 @@ def compiled(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
     """torch.compile(fn, **options), every call under the process-wide lock."""
     import torch
 
-    return serialized(torch.compile(fn, **options))
+    network = torch.compile(fn, **options)
 
-
-def serialized(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """fn, called under the process-wide lock that every compiled network shares."""
     def call(*args: Any, **kwargs: Any) -> Any:
         with _LOCK:
-            return fn(*args, **kwargs)
-    call.__wrapped__ = fn  # type: ignore[attr-defined]
+            return network(*args, **kwargs)
     return call

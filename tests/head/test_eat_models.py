@@ -391,4 +391,3 @@ def test_half_precision_generator_psnr(eat_dir, ref, dtype, compile, freezing, k
         print(f"EAT generator {dtype} compile={compile} freezing={freezing} keypoints compiled={keypoints} "
               f"(TF32 keypoints: {r.tf32}) vs fp32 frames, {emo}: PSNR {psnr:.2f} dB (>= 35)")
         assert psnr >= 35.0, f"{emo} {dtype}: PSNR {psnr:.1f} dB"
-

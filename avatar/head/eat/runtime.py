@@ -329,8 +329,9 @@ class EatRenderer:
     convs in the float32 networks (tf32_math; audio2kp is ~20 GFLOP per frame, 99% of it convs; on an H100 a 10 s
     clip took 1.12 s without and 0.87 s with TF32, measured when the block still covered matmuls too); default: on
     when the generator itself runs in reduced precision on CUDA (the GPU PSNR test covers it). compile_keypoints:
-    torch.compile audio2kp too (its chunks are padded to a2kp_batch like the generator's batches); on an H200 it cut a 10 s clip's keypoints from 0.156 to 0.099 s (clip RTF 0.0745 ->
-    0.0682, `bench_eat.py --compile-keypoints`, same call); the app turns it on with [head] compile on CUDA.
+    torch.compile audio2kp too (its chunks are padded to a2kp_batch like the generator's batches); on an H200 it
+    cut a 10 s clip's keypoints from 0.156 to 0.099 s (clip RTF 0.0745 -> 0.0682, `bench_eat.py
+    --compile-keypoints`, same call); the app turns it on with [head] compile on CUDA.
     """
 
     def __init__(self, nets: EatNetworks, batch_size: int = 16, a2kp_batch: int = 5, channels_last: bool = False,
