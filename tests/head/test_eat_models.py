@@ -320,6 +320,28 @@ def test_a_failed_warm_up_leaves_the_eager_networks_in_place(eat_dir, monkeypatc
     assert not (r.compiled or r.keypoints_compiled)
 
 
+def test_frame_batches_reach_the_compiled_generator_as_the_warm_up_did(eat_dir):
+    """torch.compile guards on each input's dispatch keys: the warm-up's keypoints are made in inference mode, and
+    a frame batch sliced from the clip's keypoints outside it (frame_batches is a lazy generator) carried another
+    key set, so the first real clip recompiled the generator (seen in a ray-mode run under TORCH_LOGS=recompiles)."""
+    r = EatRenderer(load_eat_networks(eat_dir), batch_size=2, compile=False)
+    keys = []
+
+    def spy(feature_3d, kp_source, kp_driving):
+        keys.append(torch._C._dispatch_keys(kp_driving))
+        return {"prediction": torch.zeros(kp_driving.shape[0], 3, 256, 256)}
+
+    r.compiled, r.fixed_shapes, r._render = True, True, spy
+    state = r.prepare(torch.full((1, 3, 256, 256), 0.5), 0, torch.zeros(1, 16))
+    r.generate(state, state.kp_source.repeat(2, 1, 1))  # as warm_up() calls it
+    kp = r.driving_keypoints(state, {k: torch.zeros(3, 66) for k in ("yaw", "pitch", "roll")} |
+                             {"t": torch.zeros(3, 3)}, 3, lambda a, b: (torch.zeros(b - a, 1, 80, 11),
+                                                                       torch.zeros(b - a, 11, 1, 64, 64),
+                                                                       torch.zeros(b - a, 11, 16, 29)))
+    assert [b.shape[0] for b in r.frame_batches(state, kp)] == [2, 1]
+    assert len(keys) == 3 and keys[1] == keys[0] and keys[2] == keys[0], keys
+
+
 @pytest.mark.slow
 def test_render_frames_end_to_end(renderer, states, he_driving, kp_driving, ref):
     """Per-frame inputs -> windows -> keypoints -> lazily generated uint8 batches (first batch checked)."""

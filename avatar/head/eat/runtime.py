@@ -474,7 +474,10 @@ class EatRenderer:
     def generate(self, state: SourceState, kp_driving: torch.Tensor) -> dict[str, torch.Tensor]:
         """kp_driving (B,15,3) -> generator outputs: prediction (B,3,256,256) [0,1], mask (B,16,16,64,64),
         deformation (B,16,64,64,3), occlusion_map (B,1,64,64)."""
-        return self._render(state.feature_3d, state.kp_source, kp_driving.to(self.nets.device))
+        kp_driving = kp_driving.to(self.nets.device)
+        if self.compiled:  # a fresh tensor made here: a slice taken outside inference mode (frame batches) carries
+            kp_driving = _fresh(kp_driving)  # another dispatch key set, and the compiled graph guards on it
+        return self._render(state.feature_3d, state.kp_source, kp_driving)
 
     def frame_batches(self, state: SourceState, kp_driving: torch.Tensor) -> Iterator[np.ndarray]:
         """Yield uint8 (B,256,256,3) RGB batches of `batch_size` frames (the last one may be shorter). On CUDA the
