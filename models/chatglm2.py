@@ -354,3 +354,65 @@ class CudaGraphDecoder:
             self.positions.copy_(positions)
             self.graph.replay()
         return self.logits
+
+
+class CudaGraphPrefill:
+    """Prompt prefill replayed from CUDA graphs captured for a few padded lengths: one launch instead of ~20 per
+    layer, which is most of a short prompt's first-token time (the weights are read once either way).
+
+    `prefill(input_ids (1, S), start, cache)` writes K/V of positions start..start+S-1 and returns the logits of the
+    last real token (1, 1, V), or None where no captured length fits (S longer than the largest, or the padded length
+    past the cache's end): the caller runs the model then. The padding tokens (id 0) write K/V at the positions after
+    the prompt; nothing reads them (attention sees positions <= the query's) and decoding overwrites them in order.
+    The graphs are bound to this cache and share one memory pool (they never run at the same time); the returned
+    logits are overwritten by the next call of the same length.
+    """
+
+    LENGTHS = (32, 64, 128, 256, 512)
+
+    def __init__(self, model: ChatGLM2ForCausalLM, cache: KVCache, lengths: tuple[int, ...] = LENGTHS,
+                 warmup_steps: int = 2):
+        device = cache.keys[0].device
+        if device.type != "cuda":
+            raise ValueError("CUDA graphs need the model and cache on a CUDA device")
+        self.model, self.cache = model, cache
+        self.graphs: dict[int, tuple] = {}
+        pool = torch.cuda.graph_pool_handle()
+        with torch.inference_mode():
+            for n in sorted(n for n in lengths if n <= cache.max_len):
+                self.graphs[n] = self._capture(n, pool, warmup_steps, device)
+
+    def _capture(self, n: int, pool, warmup_steps: int, device: torch.device) -> tuple:
+        ids = torch.zeros((1, n), dtype=torch.long, device=device)
+        positions = torch.arange(n, device=device)
+        last = torch.zeros(1, dtype=torch.long, device=device)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup_steps):
+                self._forward(ids, positions, last)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+            logits = self._forward(ids, positions, last)
+        return graph, ids, positions, last, logits
+
+    def _forward(self, ids: Tensor, positions: Tensor, last: Tensor) -> Tensor:
+        hidden, _ = self.model.transformer(ids, positions, self.cache)
+        return self.model.transformer.output_layer(hidden.index_select(1, last))
+
+    def __call__(self, input_ids: Tensor, start: int, cache: KVCache | None = None) -> Tensor | None:
+        if cache is not None and cache is not self.cache:
+            raise ValueError("these CUDA graphs were captured for another cache")
+        size = input_ids.shape[1]
+        fits = [n for n in self.graphs if n >= size and start + n <= self.cache.max_len]
+        if input_ids.shape[0] != 1 or not fits:
+            return None
+        graph, ids, positions, last, logits = self.graphs[min(fits)]
+        with torch.inference_mode():
+            ids.zero_()
+            ids[:, :size].copy_(input_ids)
+            torch.arange(start, start + ids.shape[1], out=positions)
+            last.fill_(size - 1)
+            graph.replay()
+        return logits

@@ -29,7 +29,7 @@ from avatar.core.config import CHOICES, AvatarConfig
 from avatar.core.errors import AvatarError, BackendError, BackendUnavailable, EmptyText, TextTooLong, WeightsError
 from avatar.core.timing import common_prefix
 from avatar.core.types import GenerationParams
-from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM, CudaGraphDecoder, KVCache
+from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM, CudaGraphDecoder, CudaGraphPrefill, KVCache
 
 from .base import ChatRequest
 
@@ -390,23 +390,27 @@ class ChatGLM2Backend:
     The KV cache of the last prompt + reply is reused: the next turn prefills only the tokens after the common
     prefix. One generation at a time (a lock)."""
 
-    def __init__(self, model: ChatGLM2ForCausalLM, tokenizer: ChatGLM2Tokenizer, cuda_graph: bool = True) -> None:
+    def __init__(self, model: ChatGLM2ForCausalLM, tokenizer: ChatGLM2Tokenizer, cuda_graph: bool = True,
+                 decode: str = "graph") -> None:
         self.model, self.tokenizer = model, tokenizer
         self.device = model.transformer.embedding.word_embeddings.weight.device
         self.use_cuda_graph = cuda_graph and self.device.type == "cuda"
+        self.decode = decode if self.use_cuda_graph else "graph"  # fused: CUDA graphs of Triton kernels only
         self._cache: KVCache | None = None
         self._decoder: CudaGraphDecoder | None = None
+        self._prefill_graphs: CudaGraphPrefill | None = None
         self._cached_ids: list[int] = []  # tokens whose K/V sit in the cache at positions 0..n-1
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto", dtype: str = "auto", quantize: str = "",
-             cuda_graph: bool = True) -> "ChatGLM2Backend":
-        """An official chatglm2-6b folder; quantize '' | '8bit' | '4bit' (bitsandbytes, CUDA only; no CUDA graph)."""
+             cuda_graph: bool = True, decode: str = "graph") -> "ChatGLM2Backend":
+        """An official chatglm2-6b folder; quantize '' | '8bit' | '4bit' (bitsandbytes, CUDA only; no CUDA graph);
+        decode 'graph' | 'fused' (see ChatConfig.decode)."""
         model_dir = Path(model_dir)
         tokenizer = ChatGLM2Tokenizer.load(model_dir / "tokenizer.model")
         model = load_model(model_dir, device, dtype, quantize)
-        return cls(model, tokenizer, cuda_graph=cuda_graph and not quantize)
+        return cls(model, tokenizer, cuda_graph=cuda_graph and not quantize, decode=decode)
 
     def prompt_ids(self, history: Sequence[tuple[str, str]], query: str, system: str = "",
                    context_tokens: int = 1536) -> list[int]:
@@ -468,8 +472,10 @@ class ChatGLM2Backend:
         start = min(common_prefix(self._cached_ids, prompt_ids), len(prompt_ids) - 1)
         self._cached_ids = prompt_ids[:start]
         ids = torch.tensor([prompt_ids[start:]], dtype=torch.long, device=self.device)
-        positions = torch.arange(start, len(prompt_ids), device=self.device)
-        logits = self.model(ids, positions, self._cache, last_only=True)
+        logits = self._prefill_graphs(ids, start, self._cache) if self._prefill_graphs is not None else None
+        if logits is None:  # no graphs (CPU), or no captured length fits
+            positions = torch.arange(start, len(prompt_ids), device=self.device)
+            logits = self.model(ids, positions, self._cache, last_only=True)
         self._cached_ids = list(prompt_ids)
         return logits[:, -1]
 
@@ -485,18 +491,34 @@ class ChatGLM2Backend:
             return
         rounded = -(-total_tokens // CACHE_ROUND_TOKENS) * CACHE_ROUND_TOKENS
         max_len = min(rounded, self.model.config.seq_length)
-        self._decoder, self._cache, self._cached_ids = None, None, []
+        self._decoder, self._prefill_graphs, self._cache, self._cached_ids = None, None, None, []
         with torch.inference_mode():
             self._cache = self.model.allocate_cache(1, max_len)
-        if self.use_cuda_graph:
+        if self.use_cuda_graph:  # both capture writes into the cache: before any prefill
             self._decoder = self._capture()
+            self._prefill_graphs = self._capture_prefill()
 
     def _capture(self) -> CudaGraphDecoder | None:
+        if self.decode == "fused":
+            try:
+                from models.glm_decode import FusedDecodeStep
+
+                return CudaGraphDecoder(FusedDecodeStep(self.model), self._cache)
+            except (ImportError, ValueError, RuntimeError) as e:  # no triton, a model variant it lacks, a kernel
+                log.warning("ChatGLM2: the fused decode step is unavailable (%s); using the model's", e)
+                self.decode = "graph"
         try:
             return CudaGraphDecoder(self.model, self._cache)
         except RuntimeError as e:  # e.g. an op that cannot be captured: eager decoding still works
             log.warning("ChatGLM2: CUDA graph capture failed (%s); decoding without it", e)
             self.use_cuda_graph = False
+            return None
+
+    def _capture_prefill(self) -> CudaGraphPrefill | None:
+        try:
+            return CudaGraphPrefill(self.model, self._cache)
+        except RuntimeError as e:
+            log.warning("ChatGLM2: CUDA graph capture of the prefill failed (%s); prefilling without it", e)
             return None
 
 
@@ -516,7 +538,7 @@ class ChatGLM2Chat:
     def load(cls, cfg: AvatarConfig, folder: Path) -> "ChatGLM2Chat":
 
         c = cfg.chat
-        return cls(ChatGLM2Backend.load(folder, cfg.device, c.dtype, c.quantize), c.context_tokens)
+        return cls(ChatGLM2Backend.load(folder, cfg.device, c.dtype, c.quantize, decode=c.decode), c.context_tokens)
 
     def count_tokens(self, request: ChatRequest) -> int:
         no_limit = 1 << 30

@@ -94,6 +94,9 @@ class ChatConfig:
     max_rounds: int = 8  # history kept per conversation, in rounds (0: none, every question stands alone)
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     quantize: str = ""  # "" | 8bit | 4bit (bitsandbytes, GPU only)
+    # chatglm2 on CUDA: "graph" replays the model's decode step from a CUDA graph; "fused" replays five Triton
+    # kernels per layer instead (models/glm_decode.py: norms, rotary, attention, SwiGLU inside them; needs triton)
+    decode: str = "graph"
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
     openai_api_key_env: str = "OPENAI_API_KEY"
@@ -316,6 +319,7 @@ CHOICES: dict[str, tuple] = {
     "chat.backend": ("auto", "smollm2", "chatglm2", "transformers", "openai"),
     "chat.dtype": _DTYPES,
     "chat.quantize": ("", "8bit", "4bit"),
+    "chat.decode": ("graph", "fused"),
     "head.backend": ("auto", "lite", "eat"),
     "head.size": (256, 512),
     "head.dtype": _DTYPES,
