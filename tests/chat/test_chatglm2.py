@@ -249,13 +249,19 @@ def test_half_precision_logits_close_to_fp32(folders, ref, dtype, max_err, mean_
 
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_graph_greedy_decoding_matches_official(folders, ref):
+@pytest.mark.parametrize("decode", ["graph", "fused"])
+def test_cuda_graph_greedy_decoding_matches_official(folders, ref, decode):
+    """The decode step replayed from a CUDA graph (the model's, or the fused Triton step's), the prompt prefilled
+    from a graph of its padded length: the official greedy tokens, in a first and a cached-prefix turn."""
+    if decode == "fused":
+        pytest.importorskip("triton")
     torch.backends.cuda.matmul.allow_tf32 = False
-    backend = ChatGLM2Backend.load(folders["safetensors"], device="cuda", dtype="float32")
+    backend = ChatGLM2Backend.load(folders["safetensors"], device="cuda", dtype="float32", decode=decode)
     assert backend.use_cuda_graph
     prompt = ref["in_input_ids"][0].tolist()
     assert list(backend.generate_ids(prompt, GREEDY)) == ref["new_token_ids"][0].tolist()
-    assert backend._decoder is not None  # the graph really ran
+    assert backend._decoder is not None and backend._prefill_graphs is not None  # the graphs really ran
+    assert backend.decode == decode
     assert list(backend.generate_ids(prompt, GREEDY)) == ref["new_token_ids"][0].tolist()  # cached-prefix turn
 
 
