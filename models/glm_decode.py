@@ -88,36 +88,33 @@ class FusedDecodeStep:
         new = lambda n: torch.zeros(n, dtype=dtype, device=device)  # noqa: E731
         heads, groups, dim = cfg.num_attention_heads, cfg.num_kv_heads, cfg.head_dim
         self.x, self.attn = new(cfg.hidden_size), new(heads * dim)
-        self.qkv, self.gate_up = new((heads + 2 * groups) * dim), new(2 * cfg.ffn_hidden_size)
+        self.qkv, self.glu = new((heads + 2 * groups) * dim), new(cfg.ffn_hidden_size)
         self.logits = new(cfg.padded_vocab_size)
         self.sm_scale = 1.0 / math.sqrt(dim)
 
     def __call__(self, token_ids: Tensor, positions: Tensor, cache: KVCache | None = None) -> Tensor:
         if token_ids.numel() != 1 or cache is None:
             raise ValueError("the fused decode step takes one token of one stream and a KV cache")
-        from .glm_decode_triton import SWIGLU
-
         torch.index_select(self.embedding, 0, token_ids.view(1), out=self.x.view(1, -1))
         for layer, keys, values in zip(self.layers, cache.keys, cache.values):
             self._linear(self.x, layer.qkv, self.qkv, norm=layer.input_norm)
             self._attention(positions, keys[0], values[0])
             self._linear(self.attn, layer.dense, self.x, residual=self.x)
-            self._linear(self.x, layer.h_to_4h, self.gate_up, norm=layer.post_norm)
-            self._linear(self.gate_up, layer.h4_to_h, self.x, residual=self.x, prologue=SWIGLU)
+            self._linear(self.x, layer.h_to_4h, self.glu, norm=layer.post_norm, glu=True)
+            self._linear(self.glu, layer.h4_to_h, self.x, residual=self.x)
         self._linear(self.x, self.output, self.logits, norm=self.final_norm)
         return self.logits.view(1, 1, -1)
 
     # -- launches
     def _linear(self, x: Tensor, m: Matrix, out: Tensor, norm: Tensor | None = None, residual: Tensor | None = None,
-                prologue: int | None = None) -> None:
-        from .glm_decode_triton import NORM
-
-        n, k = m.weight.shape
-        prologue = NORM if norm is not None else (prologue or 0)
-        args = (x, norm if norm is not None else x, m.weight, _or(m.scale, x), _or(m.bias, x),
-                _or(residual, x), out, n, k, m.weight.stride(0), self.eps)
-        flags = {"PROLOGUE": prologue, "HAS_SCALE": m.scale is not None, "HAS_BIAS": m.bias is not None,
-                 "HAS_RES": residual is not None}
+                glu: bool = False) -> None:
+        """out = m(rmsnorm(x) * norm or x) (+ residual); glu: m has [gate | up] rows, out = silu(gate) * up."""
+        rows, k = m.weight.shape
+        n = rows // 2 if glu else rows
+        args = (x, _or(norm, x), m.weight, _or(m.scale, x), _or(m.bias, x), _or(residual, x), out, n, k,
+                m.weight.stride(0), self.eps)
+        flags = {"NORM": norm is not None, "GLU": glu, "HAS_SCALE": m.scale is not None,
+                 "HAS_BIAS": m.bias is not None, "HAS_RES": residual is not None}
         config = INTERPRETER_LINEAR if not x.is_cuda else _pick_linear(args, flags)
         _launch_linear(args, flags, config)
 

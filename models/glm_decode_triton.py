@@ -7,14 +7,15 @@ GPU. Here every layer is five kernels:
     linear(rmsnorm prologue, bias)        x -> qkv
     attention(rotary, cache write)        qkv -> per-head outputs
     linear(residual epilogue)             -> x
-    linear(rmsnorm prologue)              x -> [gate | up]
-    linear(SwiGLU prologue, residual)     -> x
+    linear(rmsnorm prologue, SwiGLU)      x -> silu(gate) * up
+    linear(residual epilogue)             -> x
 
 `_linear_kernel`: each program owns BLOCK_N output features and walks the input in BLOCK_K steps (wide coalesced
 weight loads, BLOCK_N x BLOCK_K partial sums in registers, one reduction at the end), like models/gemv_triton.py but
 never split over K: a split needs zeroed fp32 outputs and a cast, two more kernels. RMSNorm is linear in its scalar
 1/rms, so the prologue multiplies the input by the norm weight while it sums the squares in the same loop and scales
-the result once at the end. Weights are fp16/bf16, or int8 with one scale per output feature.
+the result once at the end. With GLU the matrix has 2N rows ([gate | up]) and a program reads rows n and N + n
+together, so it can write silu(gate) * up itself. Weights are fp16/bf16, or int8 with one scale per output row.
 
 `_attention_kernel`: one program per query head rotates its query and its group's new key (the (even, odd) pair
 rotation of the first half of each head, from the model's full-width cos/sin tables), attends to positions 0..p
@@ -27,43 +28,53 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-NORM, SWIGLU = 1, 2  # prologues of _linear_kernel (0: the input as it is)
-
-
 @triton.jit
 def _linear_kernel(X, NORM_W, W, SCALE, BIAS, RES, Y, N, K, stride_w, eps,
-                   PROLOGUE: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   NORM: tl.constexpr, GLU: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
                    HAS_RES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Y[n] = sum_k f(X)[k] * W[n, k] (* SCALE[n]) (+ BIAS[n]) (+ RES[n]), f by PROLOGUE:
-    NORM: rmsnorm(X) * NORM_W over X[0:K]; SWIGLU: silu(X[k]) * X[K + k] (X holds [gate | up]); else X."""
+    """a[r] = sum_k x[k] * W[r, k] (* SCALE[r]) (+ BIAS[r]) with x = rmsnorm(X) * NORM_W (NORM) or X;
+    Y[n] = a[n], or silu(a[n]) * a[N + n] (GLU: W has 2N rows); then (+ RES[n])."""
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     w_rows = W + rows.to(tl.int64)[:, None] * stride_w
+    w_up = W + (rows + N).to(tl.int64)[:, None] * stride_w
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         col_ok = cols < K
         x = tl.load(X + cols, mask=col_ok, other=0.0).to(tl.float32)
-        if PROLOGUE == 1:
+        if NORM:
             squares += x * x
             x = x * tl.load(NORM_W + cols, mask=col_ok, other=0.0).to(tl.float32)
-        if PROLOGUE == 2:
-            up = tl.load(X + K + cols, mask=col_ok, other=0.0).to(tl.float32)
-            x = x / (1.0 + tl.exp(-x)) * up
-        w = tl.load(w_rows + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0,
-                    eviction_policy="evict_first")  # every weight is read once: keep L2 for the vectors
-        acc += w.to(tl.float32) * x[None, :]
-    y = tl.sum(acc, axis=1)
-    if PROLOGUE == 1:
-        y = y * tl.rsqrt(tl.sum(squares, axis=0) / K + eps)
+        tile_ok = row_ok[:, None] & col_ok[None, :]
+        w = tl.load(w_rows + cols[None, :], mask=tile_ok, other=0.0, eviction_policy="evict_first")
+        acc += w.to(tl.float32) * x[None, :]  # every weight is read once: L2 is kept for the vectors
+        if GLU:
+            w = tl.load(w_up + cols[None, :], mask=tile_ok, other=0.0, eviction_policy="evict_first")
+            acc_up += w.to(tl.float32) * x[None, :]
+    inv_rms = 1.0
+    if NORM:
+        inv_rms = tl.rsqrt(tl.sum(squares, axis=0) / K + eps)
+    y = _finish(acc, inv_rms, SCALE, BIAS, rows, row_ok, HAS_SCALE, HAS_BIAS)
+    if GLU:
+        up = _finish(acc_up, inv_rms, SCALE, BIAS, rows + N, row_ok, HAS_SCALE, HAS_BIAS)
+        y = y / (1.0 + tl.exp(-y)) * up
+    if HAS_RES:  # RES may be Y itself: a program reads and writes only its own rows
+        y = y + tl.load(RES + rows, mask=row_ok, other=0.0).to(tl.float32)
+    tl.store(Y + rows, y.to(Y.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
+def _finish(acc, inv_rms, SCALE, BIAS, rows, row_ok, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """The rows' sums of products, normed, scaled (int8) and biased, in float32."""
+    y = tl.sum(acc, axis=1) * inv_rms
     if HAS_SCALE:
         y = y * tl.load(SCALE + rows, mask=row_ok, other=0.0).to(tl.float32)
     if HAS_BIAS:
         y = y + tl.load(BIAS + rows, mask=row_ok, other=0.0).to(tl.float32)
-    if HAS_RES:  # RES may be Y itself: a program reads and writes only its own rows
-        y = y + tl.load(RES + rows, mask=row_ok, other=0.0).to(tl.float32)
-    tl.store(Y + rows, y.to(Y.dtype.element_ty), mask=row_ok)
+    return y
 
 
 @triton.jit
