@@ -30,6 +30,7 @@ from avatar.core.errors import AvatarError, BackendError, BackendUnavailable, Em
 from avatar.core.timing import common_prefix
 from avatar.core.types import GenerationParams
 from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM, CudaGraphDecoder, CudaGraphPrefill, KVCache
+from models.gemv import swap_linears
 
 from .base import ChatRequest
 
@@ -150,10 +151,11 @@ def load_model(model_dir: Path, device: str = "auto", dtype: str = "auto", quant
     dt = resolve_dtype(dtype, dev)
     quantize = _check_quantize(quantize, dev)
     if quantize and dt == torch.float32:
-        dt = torch.float16  # bitsandbytes computes in half precision
+        dt = torch.float16  # bitsandbytes and the int8 kernels compute in half precision
     with torch.device("meta"):
         model = ChatGLM2ForCausalLM(cfg)
-    target = torch.device("cpu") if quantize else dev  # bitsandbytes quantizes when the module moves to CUDA
+    bnb = quantize in ("8bit", "4bit")
+    target = torch.device("cpu") if bnb else dev  # bitsandbytes quantizes when the module moves to CUDA
     state = {}
     for path in checkpoint_files(model_dir):
         for key, tensor in read_tensors(path):
@@ -161,9 +163,11 @@ def load_model(model_dir: Path, device: str = "auto", dtype: str = "auto", quant
     check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()},
                {k: tuple(v.shape) for k, v in state.items()}, model_dir)
     model.load_state_dict(state, strict=True, assign=True)
-    if quantize:
+    if bnb:
         _quantize_linears(model, quantize)
         model.to(dev)
+    elif quantize == "int8":  # weight-only, one scale per output row; one-row products run a Triton kernel
+        swap_linears(model, int8=True)
     model.transformer.rotary_pos_emb.reset_table()
     return model.eval().requires_grad_(False)
 
@@ -171,9 +175,9 @@ def load_model(model_dir: Path, device: str = "auto", dtype: str = "auto", quant
 def _check_quantize(quantize: str, device: torch.device) -> str:
     mode = (quantize or "").strip().lower()
     if mode not in CHOICES["chat.quantize"]:
-        raise AvatarError(f"unknown quantize mode {quantize!r}; use '', '8bit' or '4bit'")
+        raise AvatarError(f"unknown quantize mode {quantize!r}; use '', 'int8', '8bit' or '4bit'")
     if mode and device.type != "cuda":
-        raise BackendUnavailable(f"{mode} quantization (bitsandbytes) needs a CUDA GPU; use quantize='' on CPU")
+        raise BackendUnavailable(f"{mode} quantization needs a CUDA GPU; use quantize='' on CPU")
     return mode
 
 
@@ -405,12 +409,12 @@ class ChatGLM2Backend:
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto", dtype: str = "auto", quantize: str = "",
              cuda_graph: bool = True, decode: str = "graph") -> "ChatGLM2Backend":
-        """An official chatglm2-6b folder; quantize '' | '8bit' | '4bit' (bitsandbytes, CUDA only; no CUDA graph);
-        decode 'graph' | 'fused' (see ChatConfig.decode)."""
+        """An official chatglm2-6b folder; quantize '' | 'int8' (weight-only, Triton kernels) | '8bit' | '4bit'
+        (bitsandbytes: no CUDA graph), CUDA only; decode 'graph' | 'fused' (see ChatConfig.decode)."""
         model_dir = Path(model_dir)
         tokenizer = ChatGLM2Tokenizer.load(model_dir / "tokenizer.model")
         model = load_model(model_dir, device, dtype, quantize)
-        return cls(model, tokenizer, cuda_graph=cuda_graph and not quantize, decode=decode)
+        return cls(model, tokenizer, cuda_graph=cuda_graph and quantize in ("", "int8"), decode=decode)
 
     def prompt_ids(self, history: Sequence[tuple[str, str]], query: str, system: str = "",
                    context_tokens: int = 1536) -> list[int]:

@@ -272,7 +272,8 @@ def _quantization(quantize: str, device: str) -> dict:
     if not quantize:
         return {}
     if quantize not in ("8bit", "4bit"):
-        raise BackendUnavailable(f"unknown chat quantize {quantize!r}; use '', '8bit' or '4bit'")
+        raise BackendUnavailable(f"chat quantize {quantize!r} is not available for transformers models (int8 is "
+                                 "ChatGLM2's own mode); use '', '8bit' or '4bit'")
     if not device.startswith("cuda"):
         raise BackendUnavailable("8bit/4bit quantization (bitsandbytes) needs a CUDA GPU")
     try:

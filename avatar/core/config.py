@@ -93,7 +93,7 @@ class ChatConfig:
     context_tokens: int = 1536  # prompt budget: the oldest rounds are dropped beyond it
     max_rounds: int = 8  # history kept per conversation, in rounds (0: none, every question stands alone)
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
-    quantize: str = ""  # "" | 8bit | 4bit (bitsandbytes, GPU only)
+    quantize: str = ""  # "" | int8 (chatglm2: weight-only, Triton kernels) | 8bit | 4bit (bitsandbytes); GPU only
     # chatglm2 on CUDA: "graph" replays the model's decode step from a CUDA graph; "fused" replays five Triton
     # kernels per layer instead (models/glm_decode.py: norms, rotary, attention, SwiGLU inside them; needs triton)
     decode: str = "graph"
@@ -318,7 +318,7 @@ CHOICES: dict[str, tuple] = {
     "tts.gpt_sovits_mode": ("http", "inprocess"),
     "chat.backend": ("auto", "smollm2", "chatglm2", "transformers", "openai"),
     "chat.dtype": _DTYPES,
-    "chat.quantize": ("", "8bit", "4bit"),
+    "chat.quantize": ("", "int8", "8bit", "4bit"),
     "chat.decode": ("graph", "fused"),
     "head.backend": ("auto", "lite", "eat"),
     "head.size": (256, 512),

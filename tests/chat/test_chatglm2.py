@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from avatar.chat.chatglm2 import ChatGLM2Backend, ChatGLM2Tokenizer, GenerationParams, TextStream, build_prompt, load_model
-from avatar.core.errors import TextTooLong, WeightsError
+from avatar.core.errors import AvatarError, BackendUnavailable, TextTooLong, WeightsError
 from models.chatglm2 import ChatGLM2Config, ChatGLM2ForCausalLM
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
@@ -232,6 +232,35 @@ def test_folder_without_weights_or_with_missing_shard_is_a_weights_error(tmp_pat
     (broken / "pytorch_model.bin.index.json").write_text(json.dumps(index))
     with pytest.raises(WeightsError, match="pytorch_model-00001-of-00002.bin"):
         load_model(broken, device="cpu")
+
+
+def test_quantize_modes_need_a_gpu_and_unknown_ones_are_named(folders):
+    with pytest.raises(BackendUnavailable, match="int8 quantization needs a CUDA GPU"):
+        load_model(folders["safetensors"], device="cpu", quantize="int8")
+    with pytest.raises(AvatarError, match="'int8', '8bit' or '4bit'"):
+        load_model(folders["safetensors"], device="cpu", quantize="int4")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_int8_weights_decode_from_cuda_graphs_close_to_fp16(folders, ref):
+    """quantize = "int8": every linear holds int8 rows with a scale (half the bytes), the decode and prefill graphs
+    still run, and the logits stay within quantisation error of fp16."""
+    pytest.importorskip("triton")
+    from models.gemv import Int8Linear
+
+    backend = ChatGLM2Backend.load(folders["safetensors"], device="cuda", dtype="float16", quantize="int8")
+    assert backend.use_cuda_graph and any(isinstance(m, Int8Linear) for m in backend.model.modules())
+    assert not any(isinstance(m, torch.nn.Linear) for m in backend.model.modules())
+    prompt = ref["in_input_ids"][0].tolist()
+    tokens = list(backend.generate_ids(prompt, GREEDY))
+    assert backend._decoder is not None and backend._prefill_graphs is not None and len(tokens) > 0
+    fp16 = load_model(folders["safetensors"], device="cuda", dtype="float16")
+    ids = torch.tensor([prompt], device="cuda")
+    with torch.inference_mode():
+        want = fp16(ids, torch.arange(ids.shape[1], device="cuda")).float()
+        got = backend.model(ids, torch.arange(ids.shape[1], device="cuda")).float()
+    assert float((got - want).norm() / want.norm()) < 0.06  # the CPU int8 test's bound (tests/chat/test_gemv.py)
 
 
 @pytest.mark.gpu
