@@ -72,8 +72,8 @@ for job in "$@"; do
     asr-test)   WHISPER_TOKENIZER_JSON=$PWD/.gpu_shared/whisper/tokenizer.json run asr-test 300 $py -m pytest -q -s -x -m gpu tests/asr/test_whisper_hf.py -p no:cacheprovider ;;
     ds-test)    run ds-test 300 $py -m pytest -q -s -x -m gpu tests/head/test_deepspeech_torch.py -p no:cacheprovider ;;
     glm-ftest)  run glm-ftest 400 $py -m pytest -q -s -x -m gpu tests/chat/test_glm_decode.py tests/chat/test_gemv.py tests/chat/test_chatglm2.py -p no:cacheprovider ;;  # test_chatglm2: stage_gpu_shared.sh --parity
-    glm-fused)  run glm-fused 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --fused --profile 25 ;;
-    glm-fused8) run glm-fused8 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --fused --int8 --agreement 10 ;;
+    glm-fused)  run glm-fused 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --prompt-tokens 30 --fused --profile 25 ;;
+    glm-fused8) run glm-fused8 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --prompt-tokens 30 --fused --int8 --agreement 10 ;;
     glm-host)   run glm-host 240 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --host-ms 1 ;;
     glm-prof)   run glm-prof 400 $py scripts/bench_chatglm2.py --device cuda --dtype float16 --new-tokens 256 --compile --profile 25 ;;
     modnet-c)   run modnet-c 300 $py scripts/bench_enhance.py --device cuda --batch 64 --what modnet --compile default --profile 25 ;;
