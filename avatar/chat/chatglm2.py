@@ -508,8 +508,9 @@ class ChatGLM2Backend:
                 from models.glm_decode import FusedDecodeStep
 
                 return CudaGraphDecoder(FusedDecodeStep(self.model), self._cache)
-            except (ImportError, ValueError, RuntimeError) as e:  # no triton, a model variant it lacks, a kernel
-                log.warning("ChatGLM2: the fused decode step is unavailable (%s); using the model's", e)
+            except Exception as e:  # no triton, a model variant it lacks, a kernel triton cannot compile here
+                log.warning("ChatGLM2: the fused decode step is unavailable (%s: %s); using the model's",
+                            type(e).__name__, e)
                 self.decode = "graph"
         try:
             return CudaGraphDecoder(self.model, self._cache)
