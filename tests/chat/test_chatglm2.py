@@ -234,6 +234,22 @@ def test_folder_without_weights_or_with_missing_shard_is_a_weights_error(tmp_pat
         load_model(broken, device="cpu")
 
 
+@pytest.mark.gpu
+@needs_cuda
+def test_a_fused_step_that_cannot_be_built_falls_back_to_the_model_graph(folders, ref, monkeypatch, caplog):
+    import models.glm_decode
+
+    def broken(model):
+        raise SyntaxError("triton could not compile the kernel")  # not a RuntimeError, as triton's own errors
+
+    monkeypatch.setattr(models.glm_decode, "FusedDecodeStep", broken)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    backend = ChatGLM2Backend.load(folders["safetensors"], device="cuda", dtype="float32", decode="fused")
+    assert list(backend.generate_ids(ref["in_input_ids"][0].tolist(), GREEDY)) == ref["new_token_ids"][0].tolist()
+    assert backend.decode == "graph" and backend._decoder is not None
+    assert "fused decode step is unavailable (SyntaxError" in caplog.text
+
+
 def test_quantize_modes_need_a_gpu_and_unknown_ones_are_named(folders):
     with pytest.raises(BackendUnavailable, match="int8 quantization needs a CUDA GPU"):
         load_model(folders["safetensors"], device="cpu", quantize="int8")
