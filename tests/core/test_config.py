@@ -82,7 +82,7 @@ def test_an_int_is_taken_where_a_float_is_expected(tmp_path):
     ('[head]\ndtype = "fp16"\n', "[head] dtype = 'fp16' is not one of: 'auto', 'float32', 'float16', 'bfloat16'"),
     ('[matting]\nbackend = "rembg"\n', "[matting] backend = 'rembg' is not one of"),
     ('[enhance]\nengine = "trt"\n', "[enhance] engine = 'trt' is not one of: 'auto', 'torch', 'onnx', 'tensorrt'"),
-    ('[chat]\nquantize = "int8"\n', "[chat] quantize = 'int8' is not one of: '', '8bit', '4bit'"),
+    ('[chat]\nquantize = "int4"\n', "[chat] quantize = 'int4' is not one of: '', 'int8', '8bit', '4bit'"),
     ('device = "gpu"\n', "device 'gpu' is not a device; use auto, cpu, cuda or cuda:N"),
 ])
 def test_misspelled_choices_are_rejected_when_the_config_is_built(tmp_path, toml, message):
