@@ -86,7 +86,7 @@ def _attention_kernel(QKV, COS, SIN, POS, CACHE_K, CACHE_V, OUT, stride_group, s
     cache row p of the group."""
     head = tl.program_id(0)
     group = head // (NUM_HEADS // NUM_GROUPS)
-    p = tl.load(POS)
+    p = tl.load(POS).to(tl.int32)  # the attention loop runs to p: a 32-bit bound (positions < 32768)
     d = tl.arange(0, HEAD_DIM)
     cos = tl.load(COS + p * stride_table + d).to(tl.float32)
     sin = tl.load(SIN + p * stride_table + d).to(tl.float32)
