@@ -327,6 +327,7 @@ class CudaGraphDecoder:
         if device.type != "cuda":
             raise ValueError("CUDA graphs need the model and cache on a CUDA device")
         self.cache = cache
+        self.step_fn = step_fn  # its own buffers (a fused step's) are written by every replay: keep them allocated
         with torch.inference_mode():
             self.token_ids = torch.zeros((batch_size, 1), dtype=torch.long, device=device)
             self.positions = torch.zeros((1,), dtype=torch.long, device=device)
@@ -365,7 +366,7 @@ class CudaGraphPrefill:
     past the cache's end): the caller runs the model then. The padding tokens (id 0) write K/V at the positions after
     the prompt; nothing reads them (attention sees positions <= the query's) and decoding overwrites them in order.
     The graphs are bound to this cache and share one memory pool (they never run at the same time); the returned
-    logits are overwritten by the next call of the same length.
+    logits are valid until the next call (a graph of another length may reuse their memory).
     """
 
     LENGTHS = (32, 64, 128, 256, 512)

@@ -81,7 +81,7 @@ def _graph_time(fn, launches: int = 8) -> float:
     fn()  # compile the variant outside the capture
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other app threads may use CUDA meanwhile
         for _ in range(launches):
             fn()
     return triton.testing.do_bench(graph.replay, warmup=5, rep=30, return_mode="median") / launches

@@ -163,6 +163,7 @@ def load_model(model_dir: Path, device: str = "auto", dtype: str = "auto", quant
     check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()},
                {k: tuple(v.shape) for k, v in state.items()}, model_dir)
     model.load_state_dict(state, strict=True, assign=True)
+    state.clear()  # the model holds the tensors now: int8 below frees each fp matrix as it is replaced
     if bnb:
         _quantize_linears(model, quantize)
         model.to(dev)

@@ -131,3 +131,21 @@ def test_graph_prefill_equals_the_eager_prefill_on_the_gpu():
             assert float((a[:, :, real] - b[:, :, real]).abs().max()) < 1e-2 * float(a.abs().max())
     assert prefill(torch.zeros((1, 65), dtype=torch.long, device="cuda"), 0, caches[1]) is None
     assert prefill(torch.zeros((1, 60), dtype=torch.long, device="cuda"), 200, caches[1]) is None  # past the end
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_graph_of_the_fused_step_writes_only_its_own_buffers():
+    """The graph writes the fused step's work buffers on every replay: the decoder must keep the step (and so those
+    buffers) alive, or tensors allocated afterwards land on them and are overwritten (a review found exactly that:
+    the int8 benchmark's first token was overwritten and indexed the embedding out of range)."""
+    pytest.importorskip("triton")
+    from models.glm_decode import FusedDecodeStep
+
+    model = _mid_model(torch.float16)
+    cache = model.allocate_cache(1, 256)
+    decoder = CudaGraphDecoder(FusedDecodeStep(model), cache)
+    bystanders = [torch.full((n,), 7.0, device="cuda") for n in (1024, 1152, 2048, 4096) for _ in range(64)]
+    decoder(torch.tensor([[5]], device="cuda"), torch.tensor([3], device="cuda"), cache)
+    torch.cuda.synchronize()
+    assert all(bool((t == 7.0).all()) for t in bystanders)
