@@ -20,7 +20,8 @@ from .chatglm2 import ChatGLM2ForCausalLM, KVCache
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages) tried per matrix shape; the interpreter runs the small one
 LINEAR_CONFIGS = [(bn, bk, nw, st) for bn, bk, nw in ((4, 512, 4), (8, 256, 4), (8, 512, 4), (16, 256, 8),
-                                                       (2, 1024, 4), (4, 1024, 8)) for st in (1, 3)]
+                                                       (2, 1024, 4), (4, 1024, 8), (8, 1024, 8), (2, 2048, 8),
+                                                       (4, 2048, 8)) for st in (1, 3, 4)]
 INTERPRETER_LINEAR = (4, 32, 1, 1)
 ATTENTION_CONFIGS = [(bl, nw) for bl in (32, 64, 128) for nw in (2, 4, 8)]  # (BLOCK_L, num_warps)
 INTERPRETER_ATTENTION = (8, 1)

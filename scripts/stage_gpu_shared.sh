@@ -12,6 +12,6 @@ rm -rf "$dest/tools" "$dest/reference" && mkdir -p "$dest/reference"  # official
 cp -r "$src/tools" "$dest/"
 cp "$src"/reference/*.tsv "$dest/reference/"
 if [ "${1:-}" = "--parity" ]; then
-  cp "$src"/reference/*.npz "$src"/reference/*.model "$dest/reference/"
+  cp "$src"/reference/*.npz "$src"/reference/*.model "$src"/reference/*.json "$dest/reference/"
 fi
 echo "$dest: $(du -sm "$dest" | cut -f1) MB"
