@@ -215,3 +215,22 @@ def test_doctor_counts_an_exported_gfpgan_only_where_the_enhancer_would_run_it(t
     assert doctor_report(cfg, probe_servers=False)["original_ready"]["enhance"] is False
     cfg.weights_path(cfg.enhance.onnx_path).write_bytes(b"not parsed by the doctor")
     assert doctor_report(cfg, probe_servers=False)["original_ready"]["enhance"] is True
+
+
+def test_the_compiled_gfpgan_sees_one_dispatch_key_set_in_warm_up_and_in_use():
+    """torch.compile guards on each input's dispatch keys: the warm-up's blank batch (made outside inference mode)
+    and a real batch (made inside it, as the render path does) once reached it with different sets, and GFPGAN
+    recompiled (seen in the ray-mode run on the H200 under TORCH_LOGS=recompiles)."""
+    runner = TorchRunner(_narrow_net(), "cpu", torch.float32, batch_size=2)
+    keys = []
+
+    def spy(x):
+        keys.append(torch._C._dispatch_keys(x))
+        return x
+
+    runner.fixed_batch, runner._fn = True, spy  # the compiled path's shapes without compiling
+    runner.warm_up()
+    with torch.inference_mode():
+        runner(torch.zeros(2, 3, 512, 512))
+    runner(torch.zeros(1, 3, 512, 512).requires_grad_(False))
+    assert len(keys) == 3 and keys[1] == keys[0] and keys[2] == keys[0], keys
